@@ -1,0 +1,21 @@
+"""multidiffusion: panoramas and any-size canvases from a pretrained latent diffusion model, no training.
+
+Implements MultiDiffusion (Bar-Tal et al., ICML 2023). The core (:mod:`multidiffusion.core`) is plain
+PyTorch; the pipeline is imported lazily so ``import multidiffusion.core`` never loads diffusers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["MultiDiffusionOutput", "MultiDiffusionPipeline", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("MultiDiffusionPipeline", "MultiDiffusionOutput"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'multidiffusion' has no attribute {name!r}")

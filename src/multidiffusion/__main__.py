@@ -1,0 +1,5 @@
+"""``python -m multidiffusion`` runs the command line."""
+
+from .interfaces.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""What every model family's adapter hands to the pipeline (DESIGN.md §3): the pipeline never branches
+on the family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..core.types import Codec, Denoiser
+
+
+@dataclass
+class LoadedModel:
+    """A model family's parts, ready for the engine.
+
+    Attributes:
+        source: What the user asked for (repo id, folder or file), recorded in metadata.
+        family: Adapter name, e.g. ``"stable-diffusion"``.
+        denoiser: Unguided denoiser; conditions are what ``encode_prompts`` returns.
+        codec: Latents ↔ images.
+        encode_prompts: Texts (N,) → one condition holding N entries; called once per prompt set per run.
+        scheduler_config: The model's scheduler config; schedulers are built from it by name.
+        native_window: The model's training resolution in latent cells (its default window).
+        device: Where the model runs.
+        dtype: The model's weights dtype.
+        bytes_per_view_cell: Rough peak activation bytes per latent cell of one denoiser row, for the
+            automatic view batch size.
+    """
+
+    source: str
+    family: str
+    denoiser: Denoiser
+    codec: Codec
+    encode_prompts: Callable[[Sequence[str]], Any]
+    scheduler_config: Mapping[str, Any]
+    native_window: int
+    device: torch.device
+    dtype: torch.dtype
+    bytes_per_view_cell: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def granularity_px(self) -> int:
+        """Canvas and window sizes must be multiples of this many pixels (one latent cell)."""
+        return self.codec.scale_factor

@@ -1,0 +1,85 @@
+"""Resolve what the user named (repo id, folder, checkpoint file) to a model adapter."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from ..core.errors import InvalidInputError
+from .base import LoadedModel
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+DTYPE_NAMES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None → CUDA when available, else CPU. Raises for devices this machine does not have."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} asked for, but CUDA is not available here; use cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None → float16 on CUDA, float32 elsewhere. Names: float32, float16, bfloat16 (fp32/fp16/bf16)."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPE_NAMES)}")
+    return DTYPES[dtype]
+
+
+def looks_like_repo_id(source: str) -> bool:
+    """``owner/name`` as on the Hugging Face hub (and not a relative path like ``./x`` or ``a/../b``)."""
+    return bool(_REPO_ID.match(source)) and ".." not in source
+
+
+def check_model_source(source: str) -> None:
+    """Cheap checks before loading: an existing folder with a model, a checkpoint file, or a repo id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise InvalidInputError(f"model folder {source!r} holds no diffusers model (no model_index.json)")
+    elif path.is_file():
+        if path.suffix not in CHECKPOINT_SUFFIXES:
+            raise InvalidInputError(
+                f"model file {source!r} is not a checkpoint; expected one of: {', '.join(CHECKPOINT_SUFFIXES)}"
+            )
+    elif not looks_like_repo_id(source):
+        raise InvalidInputError(f"model path {source!r} does not exist (give a folder, a checkpoint or owner/name)")
+
+
+def load_model(
+    source: str,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """Load a model: a diffusers folder or repo id (SD 1.x/2.x) or a single-file checkpoint."""
+    from . import stable_diffusion
+
+    check_model_source(source)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    path = Path(source).expanduser()
+    if path.is_file():
+        return stable_diffusion.load_single_file(str(path), dt, dev)
+    return stable_diffusion.load_pretrained(str(path) if path.is_dir() else source, dt, dev)

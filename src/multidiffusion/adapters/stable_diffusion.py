@@ -1,0 +1,125 @@
+"""Stable Diffusion 1.x / 2.x adapter: CLIP text encoding, the UNet as a Denoiser, the VAE codec."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.errors import InvalidInputError
+from .base import LoadedModel
+from .vae import VaeCodec
+
+FAMILY = "stable-diffusion"
+
+
+class UNetDenoiser:
+    """A diffusers ``UNet2DConditionModel`` as a :class:`~multidiffusion.core.types.Denoiser`.
+
+    Conditions are text embeddings (N, L, D); the batch's conditions are concatenated in order.
+    Input and output are float32; the UNet runs in its own dtype.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.unet = unet
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor]) -> Tensor:
+        embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
+        if embeddings.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
+        out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        return out.float()
+
+
+class ClipTextEncoder:
+    """Texts → CLIP hidden states (N, 77, D), tokenised as diffusers' Stable Diffusion pipelines do."""
+
+    def __init__(self, tokenizer: Any, text_encoder: torch.nn.Module, dtype: torch.dtype) -> None:
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.dtype = dtype
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> Tensor:
+        tokens = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        mask = None
+        if getattr(self.text_encoder.config, "use_attention_mask", False):
+            mask = tokens.attention_mask.to(self.text_encoder.device)
+        hidden = self.text_encoder(tokens.input_ids.to(self.text_encoder.device), attention_mask=mask)[0]
+        return hidden.to(self.dtype)
+
+
+def from_components(
+    source: str, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: Any
+) -> LoadedModel:
+    """Assemble a :class:`LoadedModel` from diffusers / transformers components already in memory."""
+    codec = VaeCodec(vae)
+    itemsize = torch.finfo(unet.dtype).bits // 8
+    return LoadedModel(
+        source=source,
+        family=FAMILY,
+        denoiser=UNetDenoiser(unet),
+        codec=codec,
+        encode_prompts=ClipTextEncoder(tokenizer, text_encoder, unet.dtype),
+        scheduler_config=dict(scheduler_config),
+        native_window=int(unet.config.sample_size),
+        device=unet.device,
+        dtype=unet.dtype,
+        # Peak activations of an SD UNet row scale with its first block's width; 128 bytes·channel per
+        # latent cell is a rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
+        bytes_per_view_cell=128 * int(unet.config.block_out_channels[0]) * itemsize,
+        extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
+    )
+
+
+def _from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
+    pipe.to(device)
+    return from_components(source, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config)
+
+
+def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+    """Load a diffusers-format SD 1.x/2.x model from a hub repo id or a local folder."""
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidInputError(f"could not load model {source!r}: {_first_line(exc)}") from exc
+    return _from_pipeline(source, pipe, device)
+
+
+def load_single_file(path: str, dtype: torch.dtype, device: torch.device, config: str | None = None) -> LoadedModel:
+    """Load an original-format SD checkpoint (``.safetensors`` / ``.ckpt``).
+
+    ``config`` is a diffusers model folder or repo id whose configs describe the checkpoint; without
+    it diffusers infers one and may need the hub to fetch it.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    if not Path(path).is_file():
+        raise InvalidInputError(f"model file {path!r} does not exist")
+    kwargs: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    if config is not None:
+        kwargs["config"] = config
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(path, **kwargs)
+    except Exception as exc:  # diffusers raises many types here; all mean "not a usable checkpoint"
+        raise InvalidInputError(f"could not load checkpoint {path!r}: {_first_line(exc)}") from exc
+    return _from_pipeline(path, pipe, device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,38 @@
+"""The MultiDiffusion core: plain PyTorch, no diffusers or transformers (DESIGN.md §3)."""
+
+from .crop import crop, paste_add, view_indices
+from .errors import InvalidInputError
+from .fusion import FusionPlan, fuse
+from .guidance import ClassifierFreeGuidance, GuidedCondition, rescale_guidance
+from .noise import initial_noise
+from .sampling import batches, sample
+from .tasks import panorama_tasks
+from .types import Codec, Denoiser, HookContext, StepState, ViewHook, ViewTask
+from .views import View, layout_views
+from .weights import WEIGHT_KINDS, view_weights
+
+__all__ = [
+    "WEIGHT_KINDS",
+    "ClassifierFreeGuidance",
+    "Codec",
+    "Denoiser",
+    "FusionPlan",
+    "GuidedCondition",
+    "HookContext",
+    "InvalidInputError",
+    "StepState",
+    "View",
+    "ViewHook",
+    "ViewTask",
+    "batches",
+    "crop",
+    "fuse",
+    "initial_noise",
+    "layout_views",
+    "panorama_tasks",
+    "paste_add",
+    "rescale_guidance",
+    "sample",
+    "view_indices",
+    "view_weights",
+]

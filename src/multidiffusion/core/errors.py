@@ -1,0 +1,10 @@
+"""The one error type for bad input, shared by every layer."""
+
+from __future__ import annotations
+
+
+class InvalidInputError(ValueError):
+    """Raised for input the user can fix. The message is one line: what is wrong and what is allowed.
+
+    The command line prints it as ``error: <message>`` and exits with status 2.
+    """

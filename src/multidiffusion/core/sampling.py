@@ -1,0 +1,113 @@
+"""The one sampling loop of MultiDiffusion (paper Algorithm 1, DESIGN.md §2): fuse, then step once.
+
+Per timestep t:
+  1. crop every task's view out of the canvas x_t (a hook may change the crop),
+  2. denoise the crops in batches, fuse the outputs with the weights (Eq. 5) into O, and the crops into X
+     (X = x_t exactly when no hook is installed),
+  3. take ONE scheduler step on the whole canvas: x_{t−1} = scheduler.step(O, t, X).
+
+For schedulers whose update is linear in (x_t, model output) given their state (DDIM η = 0, Euler, Heun,
+DPM-Solver++, UniPC, PNDM) this equals stepping every view and averaging (the paper's Eq. 5 applied to the
+per-view x_{t−1}); multistep state lives once for the canvas and stochastic schedulers draw their noise
+once for the canvas.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import InvalidInputError
+from .fusion import FusionPlan
+from .types import Denoiser, HookContext, StepState, ViewHook, ViewTask
+
+StepCallback = Callable[[StepState], "bool | None"]
+
+
+def _step_kwargs(scheduler: Any, generator: torch.Generator | None) -> dict[str, Any]:
+    """Pass the generator to schedulers that draw noise in ``step`` (DDPM, Euler ancestral, LCM)."""
+    params = inspect.signature(scheduler.step).parameters
+    return {"generator": generator} if "generator" in params else {}
+
+
+def batches(count: int, size: int | None) -> list[slice]:
+    """Split ``range(count)`` into consecutive slices of at most ``size`` (None: one slice)."""
+    if size is not None and (not isinstance(size, int) or size < 1):
+        raise InvalidInputError(f"view batch size must be a positive integer, got {size!r}")
+    size = count if size is None else size
+    return [slice(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def sample(
+    denoiser: Denoiser,
+    scheduler: Any,
+    x_T: Tensor,
+    tasks: Sequence[ViewTask],
+    conditions: Sequence[Any],
+    *,
+    hooks: Sequence[ViewHook] = (),
+    callback: StepCallback | None = None,
+    view_batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Run the MultiDiffusion reverse process on a canvas.
+
+    Args:
+        denoiser: Called as ``denoiser(x, t, conds)`` on batches of crops (see
+            :class:`~multidiffusion.core.types.Denoiser`); wrap it in
+            :class:`~multidiffusion.core.guidance.ClassifierFreeGuidance` for guidance.
+        scheduler: A diffusers-style scheduler with ``set_timesteps`` already called: ``timesteps``,
+            ``scale_model_input(x, t)`` and ``step(model_output, t, x, …).prev_sample``.
+        x_T: Initial canvas (N, C, H, W) in latent cells, already scaled by ``init_noise_sigma``.
+        tasks: The (view, condition, weight) pairs; every canvas cell needs positive total weight.
+        conditions: What ``ViewTask.condition`` indexes; handed to the denoiser unchanged.
+        hooks: Per-view hooks, applied in order to each batch of crops before denoising.
+        callback: Called after each step with a :class:`StepState`; return True to stop early.
+        view_batch_size: Tasks per denoiser call (None: all at once). Does not change the result
+            beyond float rounding.
+        generator: Passed to ``scheduler.step`` for schedulers that draw noise.
+
+    Returns:
+        The final canvas x_0 (N, C, H, W), float32.
+    """
+    if x_T.ndim != 4:
+        raise ValueError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
+    n, _, height, width = x_T.shape
+    plan = FusionPlan(tasks, height, width, x_T.device)
+    for task in plan.tasks:
+        if not 0 <= task.condition < len(conditions):
+            raise ValueError(f"task condition {task.condition} out of range for {len(conditions)} conditions")
+    groups = batches(len(plan), view_batch_size)
+    step_kwargs = _step_kwargs(scheduler, generator)
+    timesteps = scheduler.timesteps
+    x = x_T.to(torch.float32)
+    for step_index, t in enumerate(timesteps):
+        model_sum = torch.zeros_like(x)
+        crop_sum = torch.zeros_like(x) if hooks else None
+        for group in groups:
+            crops = plan.crop(x, group)
+            if hooks:
+                context = HookContext(
+                    step_index=step_index,
+                    timestep=t,
+                    tasks=plan.tasks[group],
+                    task_indices=range(len(plan))[group],
+                    num_canvases=n,
+                    scheduler=scheduler,
+                )
+                for hook in hooks:
+                    crops = hook(crops, context)
+                plan.accumulate(crop_sum, crops, group)
+            model_in = scheduler.scale_model_input(crops, t)
+            conds = [conditions[task.condition] for task in plan.tasks[group]]
+            plan.accumulate(model_sum, denoiser(model_in, t, conds), group)
+        fused_output = plan.normalise(model_sum)  # O of Eq. 5
+        fused_x = x if crop_sum is None else plan.normalise(crop_sum)
+        x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
+        if callback is not None and callback(StepState(step_index, len(timesteps), t, x)):
+            break
+    return x

@@ -1,0 +1,100 @@
+"""Contracts between the core and the adapters (DESIGN.md §3). The core only calls these."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from .views import View
+
+
+class Denoiser(Protocol):
+    """A model evaluated on a batch of view latents.
+
+    ``x`` has ``len(conds) · N`` rows: rows ``i·N … i·N + N − 1`` are the N canvases' crops for
+    condition ``conds[i]`` (each condition itself holds N entries, one per canvas). Returns a tensor of
+    the shape of ``x`` in the scheduler's parameterisation (ε, x₀ or v).
+    """
+
+    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor: ...
+
+
+class Codec(Protocol):
+    """Maps images to latents and back (VAE, tiled VAE, identity for pixel-space models)."""
+
+    scale_factor: int  # pixels per latent cell
+    latent_channels: int
+
+    def encode(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [−1, 1] → (B, latent_channels, H / scale_factor, W / scale_factor)."""
+        ...
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """(B, latent_channels, h, w) → (B, 3, h · scale_factor, w · scale_factor) in [−1, 1]."""
+        ...
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a view hook knows about the batch it may change.
+
+    Attributes:
+        step_index: 0-based index into ``scheduler.timesteps``.
+        timestep: The scheduler's timestep for this step.
+        tasks: The (view, condition, weight) tasks of this batch, in batch order.
+        task_indices: Their indices in the full task list.
+        num_canvases: N, the canvases sampled together (rows per task in the batch tensor).
+        scheduler: The scheduler object (read it; do not step it).
+    """
+
+    step_index: int
+    timestep: Tensor
+    tasks: Sequence[ViewTask]
+    task_indices: Sequence[int]
+    num_canvases: int
+    scheduler: Any
+
+
+class ViewHook(Protocol):
+    """Changes view latents x_t^{(i)} before they are denoised (bootstrapping, SyncDiffusion).
+
+    Receives the batch (T·N, C, h, w) cropped from the canvas and returns a tensor of the same shape.
+    The changed crops are fused with the task weights into the x_t that the scheduler steps from.
+    """
+
+    def __call__(self, x: Tensor, context: HookContext) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class ViewTask:
+    """One (view, condition) pair of the fusion sum (paper Eq. 5).
+
+    Attributes:
+        view: The window F_i, latent cells.
+        condition: Index into the ``conditions`` passed to :func:`~multidiffusion.core.sampling.sample`.
+        weight: W_i restricted to the view, float tensor (h, w) with values ≥ 0.
+    """
+
+    view: View
+    condition: int
+    weight: Tensor
+
+
+@dataclass(frozen=True)
+class StepState:
+    """Passed to the per-step callback after each scheduler step.
+
+    Attributes:
+        step_index: 0-based index of the step just taken.
+        num_steps: ``len(scheduler.timesteps)``.
+        timestep: The timestep just stepped from.
+        latents: The canvas x_{t−1}, (N, C, H, W); do not modify.
+    """
+
+    step_index: int
+    num_steps: int
+    timestep: Tensor
+    latents: Tensor

@@ -1,0 +1,191 @@
+"""The ``multidiffusion`` command line. Options and defaults come from the pipeline's settings.
+
+Bad input prints one line ``error: …`` and exits with status 2 before any file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..core.errors import InvalidInputError
+from ..core.weights import WEIGHT_KINDS
+from ..pipeline.settings import DEFAULT_MODEL, default
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser (the README's CLI reference is its ``--help``)."""
+    from .. import __version__
+    from ..adapters.schedulers import SCHEDULER_NAMES
+
+    parser = _Parser(
+        prog="multidiffusion",
+        description="Panoramas and any-size canvases from a pretrained diffusion model (MultiDiffusion).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "panorama",
+        help="text to panorama",
+        description="Generate a panorama (any size and aspect ratio) from a text prompt.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("prompt", metavar="PROMPT", help="what the panorama shows")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="REPO_OR_DIR",
+        help="hub repo id, diffusers model folder, or .safetensors/.ckpt checkpoint",
+    )
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")
+    p.add_argument("--height", type=int, default=default("height"), metavar="PX", help="canvas height")
+    p.add_argument("--width", type=int, default=default("width"), metavar="PX", help="canvas width")
+    p.add_argument("--steps", type=int, default=default("num_inference_steps"), help="denoising steps")
+    p.add_argument(
+        "--guidance", type=float, default=default("guidance_scale"), help="classifier-free guidance scale (1 = off)"
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=default("guidance_rescale"),
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
+    p.add_argument(
+        "--scheduler", default=default("scheduler"), metavar="NAME", help=f"one of: {', '.join(SCHEDULER_NAMES)}"
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=default("window"),
+        metavar="PX",
+        help="view size (default: the model's native size)",
+    )
+    p.add_argument("--stride", type=int, default=default("stride"), metavar="PX", help="step between views")
+    p.add_argument(
+        "--weights",
+        default=default("weights"),
+        choices=WEIGHT_KINDS,
+        help="per-view weights: uniform (paper) or ramps toward inner edges",
+    )
+    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
+    p.add_argument(
+        "--view-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="views per model call (default: as many as fit in memory)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="weights dtype (default: float16 on cuda, float32 on cpu)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+    return parser
+
+
+def _check_cheap(args: argparse.Namespace) -> None:
+    """Everything that can be checked before a model loads."""
+    from ..adapters.loading import check_model_source, resolve_device
+    from ..adapters.schedulers import check_scheduler_name
+    from ..pipeline.checks import check_sampling, check_stride
+    from .png import check_output_path
+
+    if not args.prompt.strip():
+        raise InvalidInputError("PROMPT is empty; describe what the panorama should show")
+    check_output_path(args.out)
+    for name in ("height", "width"):
+        if getattr(args, name) <= 0:
+            raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
+    if args.window is not None and args.window <= 0:
+        raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
+    check_stride(args.stride, args.window if args.window is not None else args.stride)
+    if args.view_batch_size is not None and args.view_batch_size < 1:
+        raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
+    check_sampling(args.steps, args.guidance, args.guidance_rescale, args.weights, "pil")
+    check_scheduler_name(args.scheduler)
+    resolve_device(args.device)
+    check_model_source(args.model)
+
+
+def run_panorama(args: argparse.Namespace) -> int:
+    """``multidiffusion panorama``: check, load, generate, write."""
+    _check_cheap(args)
+    import torch
+
+    from ..pipeline import MultiDiffusionPipeline
+    from .png import METADATA_KEY, save_png
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    if args.quiet:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    start = time.perf_counter()
+    pipe = MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    kwargs = dict(
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        guidance_rescale=args.guidance_rescale,
+        scheduler=args.scheduler,
+        window=args.window,
+        stride=args.stride,
+        weights=args.weights,
+        circular=args.circular,
+    )
+    pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
+    log(f"seed: {seed}")
+    result = pipe(
+        args.prompt,
+        args.negative_prompt,
+        generator=torch.Generator().manual_seed(seed),
+        view_batch_size=args.view_batch_size,
+        progress=not args.quiet,
+        **kwargs,
+    )
+    meta = result.metadata
+    save_png(result.images[0], args.out, {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json()})
+    log(f"wrote {args.out} ({args.width}×{args.height} px) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``multidiffusion`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "panorama":
+            return run_panorama(args)
+        parser.error(f"unknown command {args.command!r}")
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

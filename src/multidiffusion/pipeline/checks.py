@@ -1,0 +1,58 @@
+"""Validation of pixel-level settings against a model. One clear line per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..core.errors import InvalidInputError
+from ..core.weights import WEIGHT_KINDS
+from .settings import OUTPUT_TYPES
+
+
+def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> list[str]:
+    """A prompt or a list of prompts as a non-empty list of strings."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise InvalidInputError(f"the {what} list is empty; give at least one {what}")
+    if not all(isinstance(p, str) for p in prompts):
+        raise InvalidInputError(f"every {what} must be a string")
+    return prompts
+
+
+def check_pixels(name: str, value: int, granularity: int) -> int:
+    """``value`` px must be a positive multiple of ``granularity``; returns it in latent cells."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive number of pixels, got {value!r}")
+    if value % granularity:
+        raise InvalidInputError(
+            f"{name} must be a multiple of {granularity} px for this model, got {value} "
+            f"(nearest: {max(granularity, round(value / granularity) * granularity)})"
+        )
+    return value // granularity
+
+
+def check_sampling(
+    num_inference_steps: int, guidance_scale: float, guidance_rescale: float, weights: str, output_type: str
+) -> None:
+    """Steps ≥ 1, guidance ≥ 0, rescale in [0, 1], known weights and output type."""
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise InvalidInputError(f"steps must be an integer ≥ 1, got {num_inference_steps!r}")
+    if not guidance_scale >= 0:
+        raise InvalidInputError(f"guidance scale must be ≥ 0 (1 = no guidance), got {guidance_scale!r}")
+    if not 0 <= guidance_rescale <= 1:
+        raise InvalidInputError(f"guidance rescale must be in [0, 1], got {guidance_rescale!r}")
+    if weights not in WEIGHT_KINDS:
+        raise InvalidInputError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHT_KINDS)}")
+    if output_type not in OUTPUT_TYPES:
+        raise InvalidInputError(f"unknown output type {output_type!r}; choose one of: {', '.join(OUTPUT_TYPES)}")
+
+
+def check_stride(stride_px: int, window_px: int) -> None:
+    """0 < stride ≤ window (pixels)."""
+    if not isinstance(stride_px, int) or stride_px <= 0:
+        raise InvalidInputError(f"stride must be a positive number of pixels, got {stride_px!r}")
+    if stride_px > window_px:
+        raise InvalidInputError(
+            f"stride ({stride_px} px) must not exceed the window ({window_px} px): cells between windows "
+            "would stay uncovered"
+        )

@@ -1,0 +1,109 @@
+"""Every setting of a panorama run, with its default: the one source of defaults for the API and CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
+OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
+
+
+@dataclass(frozen=True)
+class PanoramaSettings:
+    """The settings that, with the model, determine a panorama exactly. Sizes in pixels.
+
+    Attributes:
+        prompt: One prompt per canvas.
+        negative_prompt: One per canvas; "" is the unconditional prompt.
+        height: Canvas height, px, a multiple of the model's granularity (8 for SD).
+        width: Canvas width, px, likewise.
+        num_inference_steps: Scheduler steps, ≥ 1.
+        guidance_scale: Classifier-free guidance g ≥ 0; 1 disables the negative pass.
+        guidance_rescale: φ ∈ [0, 1] of Lin et al. 2023 (0 = off).
+        scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``).
+        window: View size, px; None means the model's native size.
+        stride: Step between views, px; 0 < stride ≤ window.
+        weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
+        circular: Wrap views around horizontally (360° panorama).
+        seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
+            the metadata alone).
+    """
+
+    prompt: tuple[str, ...] = ("",)
+    negative_prompt: tuple[str, ...] = ("",)
+    height: int = 512
+    width: int = 2048
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
+    scheduler: str = "ddim"
+    window: int | None = None
+    stride: int = 64
+    weights: str = "uniform"
+    circular: bool = False
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["prompt"] = list(self.prompt)
+        data["negative_prompt"] = list(self.negative_prompt)
+        return data
+
+
+DEFAULTS = PanoramaSettings()
+
+
+def default(name: str) -> Any:
+    """The default of one setting (the CLI builds its options from these)."""
+    return getattr(DEFAULTS, name)
+
+
+@dataclass(frozen=True)
+class GenerationMetadata:
+    """Everything needed to regenerate an image: the model, the settings, the package version."""
+
+    model: str
+    settings: PanoramaSettings
+    dtype: str
+    version: str
+    mode: str = "panorama"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "model": self.model,
+            "dtype": self.dtype,
+            "version": self.version,
+            **self.settings.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_a1111(self, index: int = 0) -> str:
+        """The ``parameters`` text of AUTOMATIC1111's web UI for canvas ``index``."""
+        s = self.settings
+        window = "native" if s.window is None else f"{s.window}"
+        fields_ = [
+            f"Steps: {s.num_inference_steps}",
+            f"Sampler: {s.scheduler}",
+            f"CFG scale: {s.guidance_scale:g}",
+            f"Seed: {s.seed if s.seed is not None else 'unknown'}",
+            f"Size: {s.width}x{s.height}",
+            f"Model: {self.model}",
+            f"MultiDiffusion window: {window}",
+            f"MultiDiffusion stride: {s.stride}",
+            f"MultiDiffusion weights: {s.weights}",
+            f"Circular: {s.circular}",
+        ]
+        if s.guidance_rescale:
+            fields_.append(f"Guidance rescale: {s.guidance_rescale:g}")
+        text = s.prompt[index]
+        if s.negative_prompt[index]:
+            text += f"\nNegative prompt: {s.negative_prompt[index]}"
+        return text + "\n" + ", ".join(fields_)
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PanoramaSettings))

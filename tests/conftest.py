@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random SD components built in-process; the hub is never reached."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tiny_models import make_components, save_model_folder
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tiny SD components with a native window of 64 latent cells (diffusers' panorama window)."""
+    return make_components(tmp_path_factory.mktemp("tiny64"), sample_size=64)
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tiny SD components with a native window of 16 latent cells (128 px): fast pipeline tests."""
+    return make_components(tmp_path_factory.mktemp("tiny16"), sample_size=16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_folder(small: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small components saved with ``save_pretrained``: a model folder for the CLI and loaders."""
+    return save_model_folder(small, tmp_path_factory.mktemp("model") / "tiny-sd")
+
+
+def loaded(components: dict[str, Any], source: str = "tiny"):
+    from multidiffusion.adapters.stable_diffusion import from_components
+
+    c = components
+    return from_components(source, c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"].config)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny: dict[str, Any]):
+    from multidiffusion.pipeline import MultiDiffusionPipeline
+
+    return MultiDiffusionPipeline(loaded(tiny))
+
+
+@pytest.fixture(scope="session")
+def small_pipe(small: dict[str, Any]):
+    from multidiffusion.pipeline import MultiDiffusionPipeline
+
+    return MultiDiffusionPipeline(loaded(small))

@@ -1,0 +1,113 @@
+"""Tiny random Stable Diffusion components, built in-process (no downloads), for tests and benchmarks.
+
+The VAE has 4 blocks (scale factor 8), as diffusers' panorama pipeline assumes; the UNet's native size
+is 64 latent cells, the window diffusers' panorama pipeline hard-codes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def write_tokenizer_files(folder: Path) -> Path:
+    """A character-level CLIP BPE vocabulary (no merges) with ``model_max_length=77``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return folder
+
+
+def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str, Any]:
+    """unet, vae, text_encoder, tokenizer, scheduler with tiny random weights (seeded, fp32, CPU)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tok_dir = write_tokenizer_files(tmp / "tokenizer_files")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)  # test helper only: reproducible random weights
+        unet = UNet2DConditionModel(
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            sample_size=sample_size,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(8, 8, 8, 8),
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=128,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                hidden_size=32,
+                intermediate_size=37,
+                layer_norm_eps=1e-05,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=77,
+            )
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    for m in (unet, vae, text_encoder):
+        m.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def save_model_folder(components: dict[str, Any], folder: Path) -> Path:
+    """Save the components as a diffusers ``StableDiffusionPipeline`` folder (``save_pretrained``)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(folder)
+    return folder
