@@ -6,6 +6,7 @@ Bad input prints one line ``error: …`` and exits with status 2 before any file
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -42,7 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
         "panorama",
         help="text to panorama",
         description="Generate a panorama (any size and aspect ratio) from a text prompt.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("prompt", metavar="PROMPT", help="what the panorama shows")
     p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
@@ -50,24 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=DEFAULT_MODEL,
         metavar="REPO_OR_DIR",
-        help="hub repo id, diffusers model folder, or .safetensors/.ckpt checkpoint",
+        help="hub repo id, diffusers model folder, or .safetensors/.ckpt checkpoint (default: %(default)s)",
     )
-    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")
-    p.add_argument("--height", type=int, default=default("height"), metavar="PX", help="canvas height")
-    p.add_argument("--width", type=int, default=default("width"), metavar="PX", help="canvas width")
-    p.add_argument("--steps", type=int, default=default("num_inference_steps"), help="denoising steps")
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from (default: none)")
     p.add_argument(
-        "--guidance", type=float, default=default("guidance_scale"), help="classifier-free guidance scale (1 = off)"
+        "--height", type=int, default=default("height"), metavar="PX", help="canvas height (default: %(default)s)"
+    )
+    p.add_argument(
+        "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=default("guidance_scale"),
+        help="classifier-free guidance scale (1 = off) (default: %(default)s)",
     )
     p.add_argument(
         "--guidance-rescale",
         type=float,
         default=default("guidance_rescale"),
-        help="guidance rescale phi in [0, 1] (Lin et al. 2023)",
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
     p.add_argument(
-        "--scheduler", default=default("scheduler"), metavar="NAME", help=f"one of: {', '.join(SCHEDULER_NAMES)}"
+        "--scheduler",
+        default=default("scheduler"),
+        metavar="NAME",
+        help=f"one of: {', '.join(SCHEDULER_NAMES)} (default: %(default)s)",
     )
     p.add_argument(
         "--window",
@@ -76,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="view size (default: the model's native size)",
     )
-    p.add_argument("--stride", type=int, default=default("stride"), metavar="PX", help="step between views")
+    p.add_argument(
+        "--stride", type=int, default=default("stride"), metavar="PX", help="step between views (default: %(default)s)"
+    )
     p.add_argument(
         "--weights",
         default=default("weights"),
         choices=WEIGHT_KINDS,
-        help="per-view weights: uniform (paper) or ramps toward inner edges",
+        help="per-view weights: uniform (paper) or ramps toward inner edges (default: %(default)s)",
     )
     p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
     p.add_argument(
@@ -172,6 +186,8 @@ def run_panorama(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multidiffusion`` console script; returns the exit status."""
+    # transformers warns at import about optional image processors we never use.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

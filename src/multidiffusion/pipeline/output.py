@@ -21,7 +21,8 @@ class MultiDiffusionOutput:
             ``pt``: float tensor (N, 3, H, W) in [0, 1]; ``latent``: the latents (N, C, h, w).
         latents: The final canvas latents (N, C, h, w), float32, on the model's device.
         metadata: Everything needed to regenerate the images.
-        steps_run: Scheduler steps actually taken (fewer than asked when a callback stopped early).
+        steps_run: Scheduler steps taken, one denoiser evaluation per view each: Heun and PLMS take more
+            than ``num_inference_steps``, a callback that stops early fewer.
     """
 
     images: Any

@@ -1,0 +1,41 @@
+"""Regenerate the CLI reference in README.md from ``multidiffusion panorama --help``.
+
+Usage: ``python scripts/update_readme_cli.py`` (tests/test_readme.py checks the README is current).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
+
+
+def cli_help() -> str:
+    """The help text of every subcommand, formatted at 100 columns."""
+    os.environ["COLUMNS"] = "100"
+    from multidiffusion.interfaces.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return "\n\n".join(p.format_help().rstrip() for p in sub.choices.values())
+
+
+def render() -> str:
+    return f"{BEGIN}\n```text\n$ multidiffusion panorama --help\n{cli_help()}\n```\n{END}"
+
+
+def current() -> str:
+    match = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), README.read_text(), flags=re.S)
+    return match.group(0) if match else ""
+
+
+if __name__ == "__main__":
+    text = README.read_text()
+    if BEGIN not in text:
+        sys.exit(f"{README} has no {BEGIN} marker")
+    README.write_text(text.replace(current(), render()))
+    print(f"updated {README}")

@@ -1,0 +1,60 @@
+"""The real loading code (``from_pretrained``, ``from_single_file``) on folders the tests save themselves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multidiffusion.adapters.loading import check_model_source, looks_like_repo_id, resolve_device, resolve_dtype
+from multidiffusion.core import InvalidInputError
+from multidiffusion.pipeline import MultiDiffusionPipeline
+
+
+def test_from_pretrained_folder_equals_in_memory_components(small_folder, small_pipe):
+    pipe = MultiDiffusionPipeline.from_pretrained(str(small_folder), dtype="float32", device="cpu")
+    assert pipe.model.native_window == 16 and pipe.native_window_px == 128
+    assert pipe.model.granularity_px == 8 and pipe.model.dtype == torch.float32
+    kwargs = dict(height=128, width=256, num_inference_steps=2, output_type="latent", progress=False)
+    ours = pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs).latents
+    ref = small_pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs).latents
+    assert torch.equal(ours, ref)
+
+
+def test_from_pretrained_bfloat16(small_folder):
+    pipe = MultiDiffusionPipeline.from_pretrained(str(small_folder), dtype="bfloat16", device="cpu")
+    out = pipe("sky", height=128, width=128, num_inference_steps=1, output_type="latent", progress=False)
+    assert pipe.model.dtype == torch.bfloat16 and out.latents.dtype == torch.float32
+    assert bool(torch.isfinite(out.latents).all())
+
+
+def test_from_single_file_errors(tmp_path):
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        MultiDiffusionPipeline.from_single_file(str(tmp_path / "none.safetensors"), device="cpu")
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(InvalidInputError, match="could not load checkpoint"):
+        MultiDiffusionPipeline.from_single_file(str(bogus), device="cpu")
+
+
+def test_model_source_checks(tmp_path, small_folder):
+    check_model_source(str(small_folder))
+    check_model_source("stabilityai/stable-diffusion-2-base")
+    with pytest.raises(InvalidInputError, match="holds no diffusers model"):
+        check_model_source(str(tmp_path))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        check_model_source("./missing/model")
+    assert looks_like_repo_id("org/name-1.5") and not looks_like_repo_id("../x") and not looks_like_repo_id("a/b/c")
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert resolve_dtype(None, torch.device("cuda")) == torch.float16
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(InvalidInputError, match="unknown dtype"):
+        resolve_dtype("int8", torch.device("cpu"))
+    with pytest.raises(InvalidInputError, match="unknown device"):
+        resolve_device("toaster")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInputError, match="CUDA is not available"):
+            resolve_device("cuda")
