@@ -15,6 +15,7 @@ from ..adapters import LoadedModel, check_scheduler_name, load_model, make_sched
 from ..adapters.loading import resolve_device, resolve_dtype
 from ..adapters.stable_diffusion import load_single_file
 from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, panorama_tasks, sample
+from ..core.decoding import decode_wrapped
 from ..core.errors import InvalidInputError
 from ..core.types import StepState
 from .checks import as_prompt_list, check_pixels, check_sampling, check_stride
@@ -235,5 +236,6 @@ class MultiDiffusionPipeline:
         if output_type == "latent":
             images: Any = latents
         else:
-            images = convert(m.codec.decode(latents), output_type)
+            decoded = decode_wrapped(m.codec, latents) if s.circular else m.codec.decode(latents)
+            images = convert(decoded, output_type)
         return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)
