@@ -52,3 +52,14 @@ def small_pipe(small: dict[str, Any]):
     from multidiffusion.pipeline import MultiDiffusionPipeline
 
     return MultiDiffusionPipeline(loaded(small))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and it avoids OpenMP spin-waiting on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
