@@ -14,7 +14,7 @@ from multidiffusion.adapters import SCHEDULER_NAMES
 from multidiffusion.adapters.vae import VaeCodec
 from multidiffusion.core import InvalidInputError
 from multidiffusion.pipeline import MultiDiffusionPipeline
-from multidiffusion.pipeline.panorama import auto_view_batch_size
+from multidiffusion.pipeline.run import auto_view_batch_size
 
 PROMPT = "a red sky over the sea"
 

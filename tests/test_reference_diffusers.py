@@ -129,51 +129,54 @@ def test_circular_one_row_matches_diffusers(tiny, tiny_pipe):
     assert (ours - expected).abs().max().item() <= TOL
 
 
-def _direct(tiny, height, width, stride, circular, seed=2, steps=4, guidance=7.5):
-    """The official per-view algorithm (reference_impl) on the same inputs as the pipeline."""
-    model = loaded(tiny)
-    sched = make_scheduler("ddim", tiny["scheduler"].config)
+def _direct(components, height, width, window, stride, circular, seed=2, steps=4, guidance=7.5):
+    """The official per-view algorithm (reference_impl) on the same inputs as the pipeline (sizes in px)."""
+    model = loaded(components)
+    sched = make_scheduler("ddim", components["scheduler"].config)
     sched.set_timesteps(steps)
     h, w = height // 8, width // 8
     latents = torch.randn((1, 4, h, w), generator=torch.Generator().manual_seed(seed)) * sched.init_noise_sigma
-    views = layout_views(h, w, 64, stride, circular=circular)
+    views = layout_views(h, w, window // 8, stride // 8, circular=circular)
     weights = view_weights(views, h, w, "uniform", circular=circular)
     cond = model.encode_prompts([PROMPT])
     uncond = model.encode_prompts([""])
-    return per_view_multidiffusion(tiny["unet"], sched, latents, views, weights, cond, uncond, guidance), views
+    out = per_view_multidiffusion(components["unet"], sched, latents, views, weights, cond, uncond, guidance)
+    return out, views
 
 
-def test_uncovered_strip_size_matches_direct_eq5(tiny, tiny_pipe):
-    """(size − window) % stride ≠ 0: diffusers leaves the right/bottom strip unchanged noise; we cover it.
+def test_uncovered_strip_size_matches_direct_eq5(small, small_pipe):
+    """(size − window) % stride ≠ 0: diffusers leaves the right/bottom strip as noise; we cover it.
 
     Compared with the direct per-view implementation of Eq. 5 instead of diffusers (known wrong here).
+    Window 16, stride 8 latent cells on 23×37 cells: remainders 7 and 5.
     """
-    expected, views = _direct(tiny, 552, 600, stride=8, circular=False)  # 69×75 latent: 5, 11 mod 8
-    assert views[-1].top + 64 == 69 and views[-1].left + 64 == 75  # last view flush with the edge
-    ours = tiny_pipe(
+    expected, views = _direct(small, 184, 296, window=128, stride=64, circular=False)
+    assert views[-1].top + 16 == 23 and views[-1].left + 16 == 37  # last view flush with the edge
+    ours = small_pipe(
         PROMPT,
-        height=552,
-        width=600,
+        height=184,
+        width=296,
         num_inference_steps=4,
-        window=512,
+        window=128,
         stride=64,
         generator=torch.Generator().manual_seed(2),
         output_type="latent",
         progress=False,
     ).latents
+    assert expected.abs().max() > 1
     assert (ours - expected).abs().max().item() <= TOL
 
 
-def test_wraparound_several_rows_matches_direct_eq5(tiny, tiny_pipe):
+def test_wraparound_several_rows_matches_direct_eq5(small, small_pipe):
     """Wrap-around with 2 rows of views: diffusers indexes the wrong rows there; compare with Eq. 5 directly."""
-    expected, views = _direct(tiny, 576, 640, stride=8, circular=True)
-    assert len({v.top for v in views}) == 2 and any(v.left + v.width > 80 for v in views)
-    ours = tiny_pipe(
+    expected, views = _direct(small, 192, 320, window=128, stride=64, circular=True)
+    assert len({v.top for v in views}) == 2 and any(v.left + v.width > 40 for v in views)
+    ours = small_pipe(
         PROMPT,
-        height=576,
-        width=640,
+        height=192,
+        width=320,
         num_inference_steps=4,
-        window=512,
+        window=128,
         stride=64,
         circular=True,
         generator=torch.Generator().manual_seed(2),

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
-from .. import __version__
-from ..adapters import LoadedModel, check_scheduler_name, load_model, make_scheduler
+from ..adapters import LoadedModel, check_scheduler_name, load_model
 from ..adapters.loading import resolve_device, resolve_dtype
 from ..adapters.stable_diffusion import load_single_file
-from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, panorama_tasks, sample
-from ..core.decoding import decode_wrapped
+from ..core import GuidedCondition, panorama_tasks
 from ..core.errors import InvalidInputError
-from ..core.types import StepState
 from .checks import as_prompt_list, check_pixels, check_sampling, check_stride
-from .output import MultiDiffusionOutput, convert, seed_of
-from .settings import DEFAULTS, GenerationMetadata, PanoramaSettings
-
-StepCallback = Callable[[StepState], "bool | None"]
-
-
-def auto_view_batch_size(model: LoadedModel, view_cells: int, rows_per_task: int, num_tasks: int) -> int:
-    """Tasks per denoiser call that fit in about half the free memory (all of them if they fit).
-
-    Args:
-        model: Supplies ``bytes_per_view_cell`` (0 = unknown: one batch) and the device.
-        view_cells: Latent cells in one view (h · w).
-        rows_per_task: Denoiser rows per task (N canvases × 2 with guidance).
-        num_tasks: Tasks in the run.
-    """
-    if model.bytes_per_view_cell <= 0:
-        return num_tasks
-    if model.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(model.device)
-    else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = 4 << 30
-    per_task = model.bytes_per_view_cell * view_cells * rows_per_task
-    return max(1, min(num_tasks, int(free * 0.5) // max(per_task, 1)))
+from .output import MultiDiffusionOutput, seed_of
+from .run import StepCallback, generate
+from .settings import DEFAULTS, PanoramaSettings
 
 
 class MultiDiffusionPipeline:
@@ -189,53 +161,24 @@ class MultiDiffusionPipeline:
         tasks = panorama_tasks(
             s.height // g, s.width // g, window_px // g, s.stride // g, weights=s.weights, circular=s.circular
         )
-        n = len(s.prompt)
         guided = s.guidance_scale != 1.0
-        positive = m.encode_prompts(list(s.prompt))
         condition = GuidedCondition(
-            positive=positive,
+            positive=m.encode_prompts(list(s.prompt)),
             negative=m.encode_prompts(list(s.negative_prompt)) if guided else None,
             guidance_scale=s.guidance_scale,
             guidance_rescale=s.guidance_rescale,
         )
-        if view_batch_size is None:
-            view = tasks[0].view
-            view_batch_size = auto_view_batch_size(m, view.height * view.width, n * (2 if guided else 1), len(tasks))
-
-        sched = make_scheduler(s.scheduler, m.scheduler_config)
-        sched.set_timesteps(s.num_inference_steps, device=m.device)
-        shape = (n, m.codec.latent_channels, s.height // g, s.width // g)
-        noise = initial_noise(shape, generator, m.device, m.dtype)
-        x_T = noise * sched.init_noise_sigma
-
-        steps_run = 0
-        bar = tqdm(total=len(sched.timesteps), disable=not progress, desc="denoising", unit="step")
-
-        def on_step(state: StepState) -> bool:
-            nonlocal steps_run
-            steps_run = state.step_index + 1
-            bar.update(1)
-            return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
-
-        try:
-            latents = sample(
-                ClassifierFreeGuidance(m.denoiser),
-                sched,
-                x_T,
-                tasks,
-                [condition],
-                callback=on_step,
-                view_batch_size=view_batch_size,
-                generator=generator,
-            )
-        finally:
-            bar.close()
-        metadata = GenerationMetadata(
-            model=m.source, settings=s, dtype=str(m.dtype).removeprefix("torch."), version=__version__
+        return generate(
+            m,
+            settings=s,
+            mode="panorama",
+            tasks=tasks,
+            conditions=[condition],
+            canvas_cells=(len(s.prompt), s.height // g, s.width // g),
+            generator=generator,
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            view_batch_size=view_batch_size,
+            progress=progress,
+            circular=s.circular,
         )
-        if output_type == "latent":
-            images: Any = latents
-        else:
-            decoded = decode_wrapped(m.codec, latents) if s.circular else m.codec.decode(latents)
-            images = convert(decoded, output_type)
-        return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)

@@ -1,0 +1,121 @@
+"""The run shared by every mode: scheduler, initial noise, the engine with progress, decoding, output."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..adapters import LoadedModel, make_scheduler
+from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sample
+from ..core.decoding import decode_wrapped
+from ..core.types import StepState, ViewHook, ViewTask
+from .output import MultiDiffusionOutput, convert
+from .settings import GenerationMetadata
+
+StepCallback = Callable[[StepState], "bool | None"]
+
+
+def auto_view_batch_size(model: LoadedModel, view_cells: int, rows_per_task: int, num_tasks: int) -> int:
+    """Tasks per denoiser call that fit in about half the free memory (all of them if they fit).
+
+    Args:
+        model: Supplies ``bytes_per_view_cell`` (0 = unknown: one batch) and the device.
+        view_cells: Latent cells in one view (h · w).
+        rows_per_task: Denoiser rows per task (N canvases × 2 with guidance).
+        num_tasks: Tasks in the run.
+    """
+    if model.bytes_per_view_cell <= 0:
+        return num_tasks
+    if model.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(model.device)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 4 << 30
+    per_task = model.bytes_per_view_cell * view_cells * rows_per_task
+    return max(1, min(num_tasks, int(free * 0.5) // max(per_task, 1)))
+
+
+def generate(
+    model: LoadedModel,
+    *,
+    settings: Any,
+    mode: str,
+    tasks: Sequence[ViewTask],
+    conditions: Sequence[GuidedCondition],
+    canvas_cells: tuple[int, int, int],
+    generator: torch.Generator,
+    output_type: str,
+    make_hooks: Callable[[], Sequence[ViewHook]] | None = None,
+    callback_on_step_end: StepCallback | None = None,
+    view_batch_size: int | None = None,
+    progress: bool = True,
+    circular: bool = False,
+) -> MultiDiffusionOutput:
+    """Sample a canvas with the engine and turn it into the requested output.
+
+    Args:
+        model: The loaded model.
+        settings: A frozen settings dataclass with ``scheduler`` and ``num_inference_steps`` (recorded).
+        mode: ``panorama`` or ``regions`` (recorded).
+        tasks: The engine's (view, condition, weight) tasks.
+        conditions: Guided conditions indexed by the tasks.
+        canvas_cells: (N, h, w): canvases and latent size.
+        generator: Draws the initial noise first (diffusers' order), then anything the hooks need.
+        output_type: ``pil``, ``np``, ``pt`` or ``latent``.
+        make_hooks: Builds the view hooks after the initial noise is drawn.
+        callback_on_step_end: See :func:`multidiffusion.core.sampling.sample`.
+        view_batch_size: Tasks per denoiser call; None chooses from free memory.
+        progress: Show a progress bar with ETA.
+        circular: Decode with wrap-around context.
+    """
+    n, h, w = canvas_cells
+    if view_batch_size is None:
+        guided = any(c.guided for c in conditions)
+        view = tasks[0].view
+        view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), len(tasks))
+    scheduler = make_scheduler(settings.scheduler, model.scheduler_config)
+    scheduler.set_timesteps(settings.num_inference_steps, device=model.device)
+    noise = initial_noise((n, model.codec.latent_channels, h, w), generator, model.device, model.dtype)
+    x_T = noise * scheduler.init_noise_sigma
+    hooks = list(make_hooks()) if make_hooks is not None else []
+
+    steps_run = 0
+    bar = tqdm(total=len(scheduler.timesteps), disable=not progress, desc="denoising", unit="step")
+
+    def on_step(state: StepState) -> bool:
+        nonlocal steps_run
+        steps_run = state.step_index + 1
+        bar.update(1)
+        return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
+
+    try:
+        latents = sample(
+            ClassifierFreeGuidance(model.denoiser),
+            scheduler,
+            x_T,
+            tasks,
+            conditions,
+            hooks=hooks,
+            callback=on_step,
+            view_batch_size=view_batch_size,
+            generator=generator,
+        )
+    finally:
+        bar.close()
+    metadata = GenerationMetadata(
+        model=model.source, settings=settings, dtype=str(model.dtype).removeprefix("torch."), version=__version__,
+        mode=mode,
+    )
+    if output_type == "latent":
+        images: Any = latents
+    else:
+        decoded = decode_wrapped(model.codec, latents) if circular else model.codec.decode(latents)
+        images = convert(decoded, output_type)
+    return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)
