@@ -15,17 +15,17 @@ BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
 
 def cli_help() -> str:
-    """The help text of every subcommand, formatted at 100 columns."""
+    """The help text of every subcommand, each after its command line, formatted at 100 columns."""
     os.environ["COLUMNS"] = "100"
     from multidiffusion.interfaces.cli import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return "\n\n".join(p.format_help().rstrip() for p in sub.choices.values())
+    return "\n\n".join(f"$ multidiffusion {name} --help\n{p.format_help().rstrip()}" for name, p in sub.choices.items())
 
 
 def render() -> str:
-    return f"{BEGIN}\n```text\n$ multidiffusion panorama --help\n{cli_help()}\n```\n{END}"
+    return f"{BEGIN}\n```text\n{cli_help()}\n```\n{END}"
 
 
 def current() -> str:

@@ -50,3 +50,37 @@ def per_view_multidiffusion(
         assert bool((count > 0).all()), "reference: uncovered cell"
         x = value / count
     return x
+
+
+def per_view_regions(
+    unet,
+    scheduler,
+    latents: Tensor,
+    views: Sequence,
+    masks: Tensor,
+    conds: Sequence[Tensor],
+    unconds: Sequence[Tensor],
+    guidance_scale: float,
+) -> Tensor:
+    """The official region-based MultiDiffusion loop (no bootstrapping): every view × region is denoised and
+    stepped on its own, and the stepped crops are averaged with the region masks (latent grid, (R, H, W))."""
+    states = {(v, r): copy.deepcopy(scheduler) for v in range(len(views)) for r in range(len(conds))}
+    x = latents.clone()
+    for t in scheduler.timesteps:
+        value = torch.zeros_like(x)
+        count = torch.zeros_like(x)
+        for v, view in enumerate(views):
+            rows, cols = slice(view.top, view.top + view.height), slice(view.left, view.left + view.width)
+            crop = x[:, :, rows, cols]
+            for r, (cond, uncond) in enumerate(zip(conds, unconds, strict=True)):
+                sched = states[(v, r)]
+                inp = sched.scale_model_input(torch.cat([crop, crop]), t)
+                with torch.no_grad():
+                    eps = unet(inp, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+                eps_u, eps_c = eps.chunk(2)
+                stepped = sched.step(eps_u + guidance_scale * (eps_c - eps_u), t, crop).prev_sample
+                mask = masks[r, rows, cols]
+                value[:, :, rows, cols] += stepped * mask
+                count[:, :, rows, cols] += mask
+        x = torch.where(count > 0, value / count, value)
+    return x

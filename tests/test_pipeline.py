@@ -131,7 +131,7 @@ def test_guidance_one_skips_the_negative_pass(small):
         progress=False,
         view_batch_size=100,
     )
-    assert rows == [3, 6]  # 3 views; guidance doubles the rows, in one batch
+    assert rows == [9, 18]  # 9 views (default stride 128 / 8 = 16 px); guidance doubles the rows, in one batch
 
 
 def test_weights_window_and_small_canvas(small_pipe):

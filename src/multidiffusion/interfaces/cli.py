@@ -10,8 +10,8 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from ..core.errors import InvalidInputError
 from ..core.weights import WEIGHT_KINDS
@@ -27,24 +27,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full command-line parser (the README's CLI reference is its ``--help``)."""
-    from .. import __version__
+def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
+    """Options shared by every generating command."""
     from ..adapters.schedulers import SCHEDULER_NAMES
 
-    parser = _Parser(
-        prog="multidiffusion",
-        description="Panoramas and any-size canvases from a pretrained diffusion model (MultiDiffusion).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
-    p = sub.add_parser(
-        "panorama",
-        help="text to panorama",
-        description="Generate a panorama (any size and aspect ratio) from a text prompt.",
-    )
-    p.add_argument("prompt", metavar="PROMPT", help="what the panorama shows")
     p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
     p.add_argument(
         "--model",
@@ -52,29 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REPO_OR_DIR",
         help="hub repo id, diffusers model folder, or .safetensors/.ckpt checkpoint (default: %(default)s)",
     )
-    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from (default: none)")
-    p.add_argument(
-        "--height", type=int, default=default("height"), metavar="PX", help="canvas height (default: %(default)s)"
-    )
-    p.add_argument(
-        "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
-    )
     p.add_argument(
         "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
     )
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=default("guidance_scale"),
-        help="classifier-free guidance scale (1 = off) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--guidance-rescale",
-        type=float,
-        default=default("guidance_rescale"),
-        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default: {what}, printed)")
     p.add_argument(
         "--scheduler",
         default=default("scheduler"),
@@ -89,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="view size (default: the model's native size)",
     )
     p.add_argument(
-        "--stride", type=int, default=default("stride"), metavar="PX", help="step between views (default: %(default)s)"
+        "--stride",
+        type=int,
+        default=default("stride"),
+        metavar="PX",
+        help="step between views (default: window / 8, 64 px for SD)",
     )
     p.add_argument(
         "--weights",
@@ -97,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=WEIGHT_KINDS,
         help="per-view weights: uniform (paper) or ramps toward inner edges (default: %(default)s)",
     )
-    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
     p.add_argument(
         "--view-batch-size",
         type=int,
@@ -113,49 +83,128 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights dtype (default: float16 on cuda, float32 on cpu)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser (the README's CLI reference is its ``--help``)."""
+    from .. import __version__
+
+    parser = _Parser(
+        prog="multidiffusion",
+        description="Panoramas and any-size canvases from a pretrained diffusion model (MultiDiffusion).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "panorama",
+        help="text to panorama",
+        description="Generate a panorama (any size and aspect ratio) from a text prompt.",
+    )
+    p.add_argument("prompt", metavar="PROMPT", help="what the panorama shows")
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from (default: none)")
+    p.add_argument(
+        "--height", type=int, default=default("height"), metavar="PX", help="canvas height (default: %(default)s)"
+    )
+    p.add_argument(
+        "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=default("guidance_scale"),
+        help="classifier-free guidance scale (1 = off) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=default("guidance_rescale"),
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
+    )
+    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
+    _add_model_and_sampling(p, "a fresh one")
+
+    from ..pipeline.regions import DEFAULT_BOOTSTRAP_FRACTION
+
+    r = sub.add_parser(
+        "regions",
+        help="prompts painted onto the canvas by masks or boxes",
+        description="Generate an image whose regions follow a layout file of prompts with masks or boxes "
+        "(MultiDiffusion §4.2). See examples/ for the layout format.",
+    )
+    r.add_argument("--layout", required=True, metavar="LAYOUT.json", help="canvas size, background and regions")
+    r.add_argument(
+        "--bootstrap-fraction",
+        type=float,
+        default=DEFAULT_BOOTSTRAP_FRACTION,
+        metavar="F",
+        help="fraction of the steps that bootstrap foreground regions, in [0, 1] (default: %(default)s)",
+    )
+    r.add_argument(
+        "--segmentation",
+        default=None,
+        metavar="SEG.png",
+        help="also write the requested layout, colour-coded, with a legend of prompts in its metadata",
+    )
+    r.add_argument(
+        "--guidance", type=float, default=None, help="guidance scale for prompts the layout gives none (default: 7.5)"
+    )
+    _add_model_and_sampling(r, "the layout's seed or a fresh one")
     return parser
 
 
-def _check_cheap(args: argparse.Namespace) -> None:
-    """Everything that can be checked before a model loads."""
+def _check_common(args: argparse.Namespace) -> None:
+    """Checks shared by every command, all before any model loads."""
     from ..adapters.loading import check_model_source, resolve_device
     from ..adapters.schedulers import check_scheduler_name
     from ..pipeline.checks import check_sampling, check_stride
     from .png import check_output_path
 
-    if not args.prompt.strip():
-        raise InvalidInputError("PROMPT is empty; describe what the panorama should show")
     check_output_path(args.out)
-    for name in ("height", "width"):
-        if getattr(args, name) <= 0:
-            raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
     if args.window is not None and args.window <= 0:
         raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
-    check_stride(args.stride, args.window if args.window is not None else args.stride)
+    if args.stride is not None:
+        check_stride(args.stride, args.window if args.window is not None else args.stride)
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
-    check_sampling(args.steps, args.guidance, args.guidance_rescale, args.weights, "pil")
+    guidance = default("guidance_scale") if args.guidance is None else args.guidance
+    check_sampling(args.steps, guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
     check_scheduler_name(args.scheduler)
     resolve_device(args.device)
     check_model_source(args.model)
 
 
-def run_panorama(args: argparse.Namespace) -> int:
-    """``multidiffusion panorama``: check, load, generate, write."""
-    _check_cheap(args)
-    import torch
-
+def _load(args: argparse.Namespace) -> tuple[Any, Callable[..., None]]:
+    """The pipeline, and a logger that is silent with ``-q``."""
     from ..pipeline import MultiDiffusionPipeline
-    from .png import METADATA_KEY, save_png
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     if args.quiet:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()
-    seed = args.seed if args.seed is not None else secrets.randbits(32)
+    return MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device), log
+
+
+def _save(result: Any, path: str) -> None:
+    from .png import METADATA_KEY, save_png
+
+    meta = result.metadata
+    save_png(result.images[0], path, {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json()})
+
+
+def run_panorama(args: argparse.Namespace) -> int:
+    """``multidiffusion panorama``: check, load, generate, write."""
+    if not args.prompt.strip():
+        raise InvalidInputError("PROMPT is empty; describe what the panorama should show")
+    for name in ("height", "width"):
+        if getattr(args, name) <= 0:
+            raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
+    _check_common(args)
+    import torch
+
     start = time.perf_counter()
-    pipe = MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    pipe, log = _load(args)
     kwargs = dict(
         height=args.height,
         width=args.width,
@@ -169,6 +218,7 @@ def run_panorama(args: argparse.Namespace) -> int:
         circular=args.circular,
     )
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
+    seed = args.seed if args.seed is not None else secrets.randbits(32)
     log(f"seed: {seed}")
     result = pipe(
         args.prompt,
@@ -178,10 +228,61 @@ def run_panorama(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **kwargs,
     )
-    meta = result.metadata
-    save_png(result.images[0], args.out, {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json()})
+    _save(result, args.out)
     log(f"wrote {args.out} ({args.width}×{args.height} px) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def run_regions(args: argparse.Namespace) -> int:
+    """``multidiffusion regions``: read the layout, check, load, generate, write (and the segmentation)."""
+    from ..pipeline.layout import load_layout
+    from ..pipeline.regions import check_regions
+    from .png import check_output_path
+    from .segmentation import save_segmentation
+
+    _check_common(args)
+    if args.segmentation is not None:
+        check_output_path(args.segmentation)
+        if os.path.abspath(args.segmentation) == os.path.abspath(args.out):
+            raise InvalidInputError("--segmentation must name a different file than --out")
+    layout = load_layout(args.layout)
+    check_regions(layout.regions, layout.background, args.bootstrap_fraction)
+    import torch
+
+    start = time.perf_counter()
+    pipe, log = _load(args)
+    seed = args.seed if args.seed is not None else layout.seed if layout.seed is not None else secrets.randbits(32)
+    guidance = args.guidance if args.guidance is not None else layout.guidance_scale
+    kwargs = dict(
+        height=layout.height,
+        width=layout.width,
+        negative_prompt=layout.negative_prompt or "",
+        num_inference_steps=args.steps,
+        guidance_scale=default("guidance_scale") if guidance is None else guidance,
+        scheduler=args.scheduler,
+        window=args.window,
+        stride=args.stride,
+        weights=args.weights,
+        bootstrap_fraction=args.bootstrap_fraction,
+    )
+    pipe.check_regions(layout.regions, layout.background, **kwargs)  # sizes against the model, pre-run
+    log(f"seed: {seed}")
+    result = pipe.regions(
+        layout.regions,
+        layout.background,
+        generator=torch.Generator().manual_seed(seed),
+        view_batch_size=args.view_batch_size,
+        progress=not args.quiet,
+        **kwargs,
+    )
+    _save(result, args.out)
+    if args.segmentation is not None:
+        save_segmentation(layout.regions, layout.background, layout.height, layout.width, args.segmentation)
+    log(f"wrote {args.out} ({layout.width}×{layout.height} px) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+COMMANDS = {"panorama": run_panorama, "regions": run_regions}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,16 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "panorama":
-            return run_panorama(args)
-        parser.error(f"unknown command {args.command!r}")
+        return COMMANDS[args.command](args)
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; nothing written", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

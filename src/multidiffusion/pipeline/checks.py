@@ -56,3 +56,16 @@ def check_stride(stride_px: int, window_px: int) -> None:
             f"stride ({stride_px} px) must not exceed the window ({window_px} px): cells between windows "
             "would stay uncovered"
         )
+
+
+def resolve_window_stride(
+    window_px: int | None, stride_px: int | None, granularity: int, native_px: int
+) -> tuple[int, int]:
+    """Validated (window, stride) in pixels; defaults: the model's native window, and window / 8 as the stride
+    (64 px for Stable Diffusion's 512 px window, the paper's 8 latent cells), rounded down to the granularity."""
+    window = native_px if window_px is None else window_px
+    check_pixels("window", window, granularity)
+    stride = max(granularity, (window // 8) // granularity * granularity) if stride_px is None else stride_px
+    check_stride(stride, window)
+    check_pixels("stride", stride, granularity)
+    return window, stride

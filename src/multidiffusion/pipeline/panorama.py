@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -13,8 +14,11 @@ from ..adapters.loading import resolve_device, resolve_dtype
 from ..adapters.stable_diffusion import load_single_file
 from ..core import GuidedCondition, panorama_tasks
 from ..core.errors import InvalidInputError
-from .checks import as_prompt_list, check_pixels, check_sampling, check_stride
+from ..core.regions import Region
+from .checks import as_prompt_list, check_pixels, check_sampling, resolve_window_stride
+from .layout import Background
 from .output import MultiDiffusionOutput, seed_of
+from .regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
 from .run import StepCallback, generate
 from .settings import DEFAULTS, PanoramaSettings
 
@@ -86,10 +90,8 @@ class MultiDiffusionPipeline:
         g = self.model.granularity_px
         check_pixels("height", s.height, g)
         check_pixels("width", s.width, g)
-        window = self.native_window_px if s.window is None else s.window
-        check_pixels("window", window, g)
-        check_stride(s.stride, window)
-        check_pixels("stride", s.stride, g)
+        window, stride = resolve_window_stride(s.window, s.stride, g, self.native_window_px)
+        s = dataclasses.replace(s, window=window, stride=stride)
         check_scheduler_name(s.scheduler)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
         return s
@@ -109,7 +111,7 @@ class MultiDiffusionPipeline:
         guidance_rescale: float = DEFAULTS.guidance_rescale,
         scheduler: str = DEFAULTS.scheduler,
         window: int | None = DEFAULTS.window,
-        stride: int = DEFAULTS.stride,
+        stride: int | None = DEFAULTS.stride,
         weights: str = DEFAULTS.weights,
         circular: bool = DEFAULTS.circular,
         view_batch_size: int | None = None,
@@ -131,7 +133,7 @@ class MultiDiffusionPipeline:
             guidance_rescale: φ of Lin et al. 2023, in [0, 1].
             scheduler: Short scheduler name, e.g. ``ddim``, ``dpmpp_2m``, ``euler_a``.
             window: View size in px (default: the model's native size). Larger than native is allowed.
-            stride: Step between views in px, 0 < stride ≤ window.
+            stride: Step between views in px, 0 < stride ≤ window; default window / 8 (64 px for SD).
             weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
             circular: Wrap views horizontally so the left and right edges continue each other.
             view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
@@ -157,9 +159,8 @@ class MultiDiffusionPipeline:
         )
         m = self.model
         g = m.granularity_px
-        window_px = self.native_window_px if s.window is None else s.window
         tasks = panorama_tasks(
-            s.height // g, s.width // g, window_px // g, s.stride // g, weights=s.weights, circular=s.circular
+            s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, circular=s.circular
         )
         guided = s.guidance_scale != 1.0
         condition = GuidedCondition(
@@ -181,4 +182,96 @@ class MultiDiffusionPipeline:
             view_batch_size=view_batch_size,
             progress=progress,
             circular=s.circular,
+        )
+
+    def check_regions(
+        self, regions: Sequence[Region], background: str | Background | None = None, **kwargs: Any
+    ) -> RegionPlan:
+        """Validate a region run (same arguments as :meth:`regions`) without running it."""
+        if isinstance(background, str):
+            background = Background(background)
+        defaults = dict(
+            height=DEFAULTS.height,
+            width=DEFAULTS.width,
+            num_inference_steps=DEFAULTS.num_inference_steps,
+            guidance_scale=DEFAULTS.guidance_scale,
+            scheduler=DEFAULTS.scheduler,
+            window=DEFAULTS.window,
+            stride=DEFAULTS.stride,
+            weights=DEFAULTS.weights,
+            bootstrap_fraction=DEFAULT_BOOTSTRAP_FRACTION,
+        )
+        return plan_regions(self.model, list(regions), background, **{**defaults, **kwargs})
+
+    def regions(
+        self,
+        regions: Sequence[Region],
+        background: str | Background | None = None,
+        height: int = DEFAULTS.height,
+        width: int = DEFAULTS.width,
+        negative_prompt: str = "",
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float = DEFAULTS.guidance_scale,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: StepCallback | None = None,
+        *,
+        guidance_rescale: float = DEFAULTS.guidance_rescale,
+        scheduler: str = DEFAULTS.scheduler,
+        window: int | None = DEFAULTS.window,
+        stride: int | None = DEFAULTS.stride,
+        weights: str = DEFAULTS.weights,
+        bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
+        view_batch_size: int | None = None,
+        progress: bool = True,
+    ) -> MultiDiffusionOutput:
+        """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
+
+        Args:
+            regions: :class:`~multidiffusion.core.regions.Region` objects (mask or box in pixels).
+            background: Prompt (or :class:`Background`) for every cell the regions leave; weight
+                max(0, 1 − Σ foreground). Without one the regions must cover the canvas.
+            height: Canvas height in px.
+            width: Canvas width in px.
+            negative_prompt: Default negative prompt of every region and the background.
+            num_inference_steps: Scheduler steps.
+            guidance_scale: Default guidance scale of every region and the background.
+            generator: Source of all randomness (noise, bootstrap colours); default a fresh seed.
+            output_type: ``pil``, ``np``, ``pt`` or ``latent``.
+            callback_on_step_end: As in ``__call__``.
+            guidance_rescale: φ of Lin et al. 2023.
+            scheduler: Short scheduler name.
+            window: View size in px (default: the model's native size).
+            stride: Step between views in px.
+            weights: View profile (``uniform``, ``feathered``, ``gaussian``), multiplied by the masks.
+            bootstrap_fraction: Fraction of the steps during which foreground views see their region on a
+                random constant-colour background (0 = off; default 0.2, the paper's 20 %).
+            view_batch_size: (view, region) pairs per denoiser call.
+            progress: Show a progress bar.
+        """
+        if generator is None:
+            generator = torch.Generator().manual_seed(secrets.randbits(63))
+        if isinstance(background, str):
+            background = Background(background)
+        return generate_regions(
+            self.model,
+            list(regions),
+            background,
+            height=height,
+            width=width,
+            negative_prompt=negative_prompt,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            generator=generator,
+            seed=seed_of(generator),
+            output_type=output_type,
+            callback_on_step_end=callback_on_step_end,
+            scheduler=scheduler,
+            window=window,
+            stride=stride,
+            weights=weights,
+            bootstrap_fraction=bootstrap_fraction,
+            view_batch_size=view_batch_size,
+            progress=progress,
         )

@@ -110,7 +110,10 @@ def generate(
     finally:
         bar.close()
     metadata = GenerationMetadata(
-        model=model.source, settings=settings, dtype=str(model.dtype).removeprefix("torch."), version=__version__,
+        model=model.source,
+        settings=settings,
+        dtype=str(model.dtype).removeprefix("torch."),
+        version=__version__,
         mode=mode,
     )
     if output_type == "latent":

@@ -23,8 +23,8 @@ class PanoramaSettings:
         guidance_scale: Classifier-free guidance g ≥ 0; 1 disables the negative pass.
         guidance_rescale: φ ∈ [0, 1] of Lin et al. 2023 (0 = off).
         scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``).
-        window: View size, px; None means the model's native size.
-        stride: Step between views, px; 0 < stride ≤ window.
+        window: View size, px; None means the model's native size (recorded resolved).
+        stride: Step between views, px, 0 < stride ≤ window; None means window / 8 (64 px for SD).
         weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
         circular: Wrap views around horizontally (360° panorama).
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
@@ -40,7 +40,7 @@ class PanoramaSettings:
     guidance_rescale: float = 0.0
     scheduler: str = "ddim"
     window: int | None = None
-    stride: int = 64
+    stride: int | None = None
     weights: str = "uniform"
     circular: bool = False
     seed: int | None = None
@@ -85,7 +85,6 @@ class GenerationMetadata:
     def to_a1111(self, index: int = 0) -> str:
         """The ``parameters`` text of AUTOMATIC1111's web UI for canvas ``index``."""
         s = self.settings
-        window = "native" if s.window is None else f"{s.window}"
         fields_ = [
             f"Steps: {s.num_inference_steps}",
             f"Sampler: {s.scheduler}",
@@ -93,7 +92,7 @@ class GenerationMetadata:
             f"Seed: {s.seed if s.seed is not None else 'unknown'}",
             f"Size: {s.width}x{s.height}",
             f"Model: {self.model}",
-            f"MultiDiffusion window: {window}",
+            f"MultiDiffusion window: {s.window}",
             f"MultiDiffusion stride: {s.stride}",
             f"MultiDiffusion weights: {s.weights}",
             f"Circular: {s.circular}",

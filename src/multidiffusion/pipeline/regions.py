@@ -1,0 +1,265 @@
+"""Region-based generation: a layout of prompts painted onto the canvas (MultiDiffusion §4.2)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..adapters import LoadedModel, check_scheduler_name
+from ..core import GuidedCondition, layout_views, view_weights
+from ..core.bootstrap import Bootstrap, bootstrap_steps, constant_colour_latents
+from ..core.crop import crop, view_indices
+from ..core.errors import InvalidInputError
+from ..core.noise import initial_noise
+from ..core.regions import Region, pixel_mask, region_tasks, to_latent_grid, with_background
+from .checks import check_pixels, check_sampling, resolve_window_stride
+from .layout import Background
+from .output import MultiDiffusionOutput
+from .run import StepCallback, generate
+
+DEFAULT_BOOTSTRAP_FRACTION = 0.2  # the paper's "first 20% of the process"; docs/regions.md
+BOOTSTRAP_COLOURS = 8  # constant-colour backgrounds encoded once per run
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """Everything that, with the model and the masks, determines a region image. Sizes in pixels."""
+
+    regions: tuple[dict[str, Any], ...]
+    background: dict[str, Any] | None
+    height: int
+    width: int
+    negative_prompt: tuple[str, ...] = ("",)
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
+    scheduler: str = "ddim"
+    window: int | None = None
+    stride: int | None = None
+    weights: str = "uniform"
+    bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION
+    seed: int | None = None
+
+    @property
+    def prompt(self) -> tuple[str, ...]:
+        """The prompts, background first (for the A1111 text)."""
+        prompts = [self.background["prompt"]] if self.background else []
+        return (" | ".join(prompts + [r["prompt"] for r in self.regions]),)
+
+    @property
+    def circular(self) -> bool:
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["regions"] = list(self.regions)
+        data["negative_prompt"] = list(self.negative_prompt)
+        return data
+
+
+def _region_record(region: Region) -> dict[str, Any]:
+    record = {"prompt": region.prompt, "weight": region.weight}
+    if region.box is not None:
+        record["box"] = list(region.box)
+    else:
+        mask = torch.as_tensor(region.mask, dtype=torch.float32).contiguous()
+        record["mask_sha256"] = hashlib.sha256(mask.numpy().tobytes()).hexdigest()[:16]
+        record["mask_size"] = list(mask.shape)
+    for key in ("name", "negative_prompt", "guidance_scale"):
+        if getattr(region, key) is not None:
+            record[key] = getattr(region, key)
+    return record
+
+
+def check_regions(regions: Sequence[Region], background: Background | None, bootstrap_fraction: float) -> None:
+    """Layout-level checks: something to draw, unique names, a bootstrap fraction in [0, 1]."""
+    if not regions and background is None:
+        raise InvalidInputError("the layout has no regions and no background; give at least one")
+    names = [r.name for r in regions if r.name is not None]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(f"region name {duplicates[0]!r} is used more than once; names must be unique")
+    if not 0 <= bootstrap_fraction <= 1:
+        raise InvalidInputError(f"bootstrap fraction must be in [0, 1], got {bootstrap_fraction!r}")
+
+
+def region_weights(
+    regions: Sequence[Region], background: Background | None, height: int, width: int, scale_factor: int
+) -> torch.Tensor:
+    """(R', h, w) latent-grid weights: background first (if any), then each region's weighted mask."""
+    masks = [pixel_mask(r, height, width, f"regions[{i}]") * r.weight for i, r in enumerate(regions)]
+    fg = (
+        to_latent_grid(torch.stack(masks), scale_factor)
+        if masks
+        else torch.zeros(0, height // scale_factor, width // scale_factor)
+    )
+    if background is not None:
+        return with_background(fg)
+    uncovered = int((fg.sum(0) <= 0).sum())
+    if uncovered:
+        raise InvalidInputError(
+            f"the regions leave {uncovered} latent cell(s) uncovered and there is no background; add a background"
+        )
+    return fg
+
+
+@dataclass
+class RegionPlan:
+    """A validated region run: latent canvas size, latent region weights (background first), the tasks."""
+
+    height_cells: int
+    width_cells: int
+    window_px: int
+    stride_px: int
+    masks: torch.Tensor
+    tasks: list
+    specs: list[tuple[str, str | None, float]]
+    first_foreground: int
+
+
+def plan_regions(
+    model: LoadedModel,
+    regions: Sequence[Region],
+    background: Background | None,
+    *,
+    height: int,
+    width: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    guidance_rescale: float = 0.0,
+    scheduler: str,
+    window: int | None,
+    stride: int | None,
+    weights: str,
+    bootstrap_fraction: float,
+    output_type: str = "pil",
+    **_: Any,
+) -> RegionPlan:
+    """Every check of a region run against the model, and its tasks; no prompt is encoded."""
+    check_regions(regions, background, bootstrap_fraction)
+    check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
+    check_scheduler_name(scheduler)
+    g = model.granularity_px
+    h, w = check_pixels("height", height, g), check_pixels("width", width, g)
+    window_px, stride_px = resolve_window_stride(window, stride, g, model.native_window * g)
+    specs: list[tuple[str, str | None, float]] = []
+    if background is not None:
+        specs.append((background.prompt, background.negative_prompt, background.guidance_scale))
+    specs += [(r.prompt, r.negative_prompt, r.guidance_scale) for r in regions]
+    specs = [(p, n, guidance_scale if g_ is None else g_) for p, n, g_ in specs]
+    for i, (_, _, scale) in enumerate(specs):
+        if not scale >= 0:
+            raise InvalidInputError(f"guidance scale must be ≥ 0 (1 = no guidance), got {scale!r} (prompt {i})")
+
+    masks = region_weights(regions, background, height, width, g).to(model.device)
+    views = layout_views(h, w, window_px // g, stride_px // g)
+    profiles = view_weights(views, h, w, weights).to(model.device)
+    tasks = region_tasks(views, masks, profiles)
+    return RegionPlan(h, w, window_px, stride_px, masks, tasks, specs, 1 if background is not None else 0)
+
+
+def generate_regions(
+    model: LoadedModel,
+    regions: Sequence[Region],
+    background: Background | None,
+    *,
+    height: int,
+    width: int,
+    negative_prompt: str,
+    num_inference_steps: int,
+    guidance_scale: float,
+    guidance_rescale: float,
+    generator: torch.Generator,
+    seed: int | None,
+    output_type: str,
+    callback_on_step_end: StepCallback | None,
+    scheduler: str,
+    window: int | None,
+    stride: int | None,
+    weights: str,
+    bootstrap_fraction: float,
+    view_batch_size: int | None,
+    progress: bool,
+) -> MultiDiffusionOutput:
+    """See :meth:`MultiDiffusionPipeline.regions`."""
+    plan = plan_regions(
+        model,
+        regions,
+        background,
+        height=height,
+        width=width,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        guidance_rescale=guidance_rescale,
+        scheduler=scheduler,
+        window=window,
+        stride=stride,
+        weights=weights,
+        bootstrap_fraction=bootstrap_fraction,
+        output_type=output_type,
+    )
+    h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
+    conditions = []
+    for prompt, negative, scale in plan.specs:  # each prompt encoded once per run
+        conditions.append(
+            GuidedCondition(
+                positive=model.encode_prompts([prompt]),
+                negative=model.encode_prompts([negative_prompt if negative is None else negative])
+                if scale != 1.0
+                else None,
+                guidance_scale=scale,
+                guidance_rescale=guidance_rescale,
+            )
+        )
+
+    first_fg = plan.first_foreground
+    steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)
+
+    def make_hooks() -> list[Bootstrap]:
+        foreground = [i for i, t in enumerate(tasks) if t.condition >= first_fg]
+        if steps == 0 or not foreground:
+            return []
+        view = tasks[0].view
+        index = view_indices([tasks[i].view for i in foreground], h, w, model.device)
+        region_masks = crop(masks[None], index, (view.height, view.width))  # (F, R', h, w)
+        task_masks = {i: region_masks[k, tasks[i].condition] for k, i in enumerate(foreground)}
+        backgrounds = constant_colour_latents(
+            model.codec, BOOTSTRAP_COLOURS, (view.height, view.width), generator, model.device
+        )
+        noise = initial_noise((1, model.codec.latent_channels, h, w), generator, model.device, model.dtype).float()
+        return [Bootstrap(tasks, task_masks, backgrounds, noise, steps, generator)]
+
+    settings = RegionSettings(
+        regions=tuple(_region_record(r) for r in regions),
+        background=asdict(background) if background is not None else None,
+        height=height,
+        width=width,
+        negative_prompt=(negative_prompt,),
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        guidance_rescale=guidance_rescale,
+        scheduler=scheduler,
+        window=plan.window_px,
+        stride=plan.stride_px,
+        weights=weights,
+        bootstrap_fraction=bootstrap_fraction,
+        seed=seed,
+    )
+    return generate(
+        model,
+        settings=settings,
+        mode="regions",
+        tasks=tasks,
+        conditions=conditions,
+        canvas_cells=(1, h, w),
+        generator=generator,
+        output_type=output_type,
+        make_hooks=make_hooks,
+        callback_on_step_end=callback_on_step_end,
+        view_batch_size=view_batch_size,
+        progress=progress,
+    )
