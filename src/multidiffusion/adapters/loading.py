@@ -53,7 +53,13 @@ def looks_like_repo_id(source: str) -> bool:
 
 
 def check_model_source(source: str) -> None:
-    """Cheap checks before loading: an existing folder with a model, a checkpoint file, or a repo id."""
+    """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or the
+    Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here)."""
+    from . import toy
+
+    if toy.is_toy_source(source):
+        toy.parse_spec(source)
+        return
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -73,11 +79,13 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
 ) -> LoadedModel:
-    """Load a model: a diffusers folder or repo id (SD 1.x/2.x) or a single-file checkpoint."""
-    from . import stable_diffusion
+    """Load a model: a diffusers folder or repo id (SD 1.x/2.x), a single-file checkpoint, or ``toy[:…]``."""
+    from . import stable_diffusion, toy
 
     check_model_source(source)
     dev = resolve_device(device)
+    if toy.is_toy_source(source):
+        return toy.load(source, device=dev, dtype=None if dtype is None else resolve_dtype(dtype, dev))
     dt = resolve_dtype(dtype, dev)
     path = Path(source).expanduser()
     if path.is_file():

@@ -1,0 +1,314 @@
+"""An exact reference model: a stationary Gaussian field and its exact denoiser (DESIGN.md §7).
+
+Data model. An image x₀ of h × w pixels and C channels is a Gaussian field: every channel c independently
+
+    x₀[c] ~ N(μ_c · 1, Σ),   Σ = σ² (K_h ⊗ K_w),   K_n[i, j] = k(i − j) = exp(−(i − j)² / 2ℓ²)
+
+so the pixel variance is σ² and the correlation of two pixels at distance d (along either axis) is
+exp(−d² / 2ℓ²): exp(−1 / 2ℓ²) for neighbours. ``ℓ`` (the length scale) is in pixels; ``σ`` and ``μ`` in
+image units ([−1, 1]). The mean colour μ comes from the prompt (:func:`prompt_colour`).
+
+Forward process (the variance-preserving process of DDPM / Stable Diffusion):
+
+    x_t = α x₀ + s ε,   α = sqrt(ᾱ_t),   s = sqrt(1 − ᾱ_t),   ε ~ N(0, I).                     (1)
+
+Why the denoiser is exact. (x₀, x_t) are jointly Gaussian, so E[x₀ | x_t] is the linear regression
+
+    E[x₀ | x_t] = μ + Cov(x₀, x_t) Var(x_t)⁻¹ (x_t − α μ) = μ + α Σ (α² Σ + s² I)⁻¹ (x_t − α μ),  (2)
+    E[ε | x_t]  = Cov(ε, x_t) Var(x_t)⁻¹ (x_t − α μ)   = s (α² Σ + s² I)⁻¹ (x_t − α μ),          (3)
+
+with no approximation: it is the minimiser of the training loss that a perfect network would reach.
+Σ is separable, so its eigenvectors are the Kronecker products of the per-axis ones: with
+K_h = U_h diag(a) U_hᵀ and K_w = U_w diag(b) U_wᵀ, Σ = (U_h ⊗ U_w) diag(σ² a_i b_j) (U_h ⊗ U_w)ᵀ. In that
+basis (2) and (3) are diagonal: for z = U_hᵀ (x_t − α μ) U_w (an h × w matrix per channel) and
+λ_ij = σ² a_i b_j,
+
+    U_hᵀ (x̂₀ − μ) U_w = α λ / (α² λ + s²) ⊙ z,      U_hᵀ ε̂ U_w = s / (α² λ + s²) ⊙ z,               (4)
+
+so a 64 × 64 window costs four 64 × 64 matrix products per channel, and no (hw × hw) matrix is ever
+formed. Both (4) are evaluated directly (not ε̂ from x̂₀), which stays finite as s → 0. The only
+approximations left are floating point and the clamp of the per-axis eigenvalues at 0 (the SE kernel
+matrix is positive semi-definite; ``eigh`` may return tiny negative values).
+
+This module is plain PyTorch (no diffusers): the adapter :mod:`multidiffusion.adapters.toy` supplies ᾱ_t
+from a scheduler config and wraps it as a Denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .errors import InvalidInputError
+
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
+
+
+def _rgb(r: float, g: float, b: float) -> tuple[float, float, float]:
+    """8-bit sRGB → [−1, 1] (the codec's image range)."""
+    return (r / 127.5 - 1.0, g / 127.5 - 1.0, b / 127.5 - 1.0)
+
+
+# Prompt vocabulary: word → mean colour in [−1, 1]. Dark and light colours stay a little inside the
+# range so that a field of σ = 0.3 around them is not mostly clipped by the image conversion.
+VOCABULARY: Mapping[str, tuple[float, float, float]] = {
+    # scenes
+    "sky": _rgb(135, 190, 235),
+    "cloud": _rgb(220, 225, 235),
+    "sea": _rgb(20, 90, 150),
+    "ocean": _rgb(20, 90, 150),
+    "lake": _rgb(40, 110, 160),
+    "water": _rgb(40, 110, 170),
+    "grass": _rgb(90, 160, 60),
+    "meadow": _rgb(110, 170, 70),
+    "forest": _rgb(35, 90, 45),
+    "sand": _rgb(215, 190, 140),
+    "beach": _rgb(215, 190, 140),
+    "desert": _rgb(220, 180, 120),
+    "snow": _rgb(240, 242, 248),
+    "ice": _rgb(200, 225, 240),
+    "mountain": _rgb(115, 110, 120),
+    "rock": _rgb(110, 105, 100),
+    "sunset": _rgb(245, 130, 70),
+    "sunrise": _rgb(250, 170, 90),
+    "night": _rgb(20, 25, 60),
+    "fire": _rgb(230, 90, 25),
+    "lava": _rgb(200, 50, 20),
+    # colours
+    "red": _rgb(200, 35, 35),
+    "green": _rgb(45, 160, 65),
+    "blue": _rgb(40, 70, 200),
+    "yellow": _rgb(235, 210, 50),
+    "orange": _rgb(240, 140, 30),
+    "purple": _rgb(120, 50, 160),
+    "pink": _rgb(240, 150, 180),
+    "brown": _rgb(120, 80, 45),
+    "white": _rgb(240, 240, 240),
+    "black": _rgb(15, 15, 15),
+    "grey": _rgb(127.5, 127.5, 127.5),
+    "gray": _rgb(127.5, 127.5, 127.5),
+}
+NEUTRAL: tuple[float, float, float] = (0.0, 0.0, 0.0)  # neutral grey, also the unconditional mean
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def prompt_words(prompt: str) -> list[str]:
+    """The vocabulary words of ``prompt``, in order (lower-cased; a plural ``…s`` counts as its singular)."""
+    words = []
+    for token in _WORD.findall(prompt.lower()):
+        if token in VOCABULARY:
+            words.append(token)
+        elif token.endswith("s") and token[:-1] in VOCABULARY:
+            words.append(token[:-1])
+    return words
+
+
+def prompt_colour(prompt: str) -> tuple[float, float, float]:
+    """Mean RGB colour in [−1, 1] that ``prompt`` asks for.
+
+    The average of the colours of its vocabulary words (repeats count again); unknown words are ignored.
+    No known word (the empty prompt included) gives neutral grey, 0: the empty prompt is the
+    unconditional model, so classifier-free guidance pushes away from grey.
+    """
+    words = prompt_words(prompt)
+    if not words:
+        return NEUTRAL
+    return tuple(sum(VOCABULARY[w][c] for w in words) / len(words) for c in range(3))  # type: ignore[return-value]
+
+
+def prompt_colours(prompts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
+    """Mean colours of N prompts: float32 tensor (N, 3) in [−1, 1]."""
+    return torch.tensor([prompt_colour(p) for p in prompts], dtype=torch.float32, device=device).reshape(-1, 3)
+
+
+def se_kernel(n: int, length_scale: float) -> Tensor:
+    """Squared-exponential correlation matrix of n pixels on a line: K[i, j] = exp(−(i − j)² / 2ℓ²); float64 (n, n)."""
+    i = torch.arange(n, dtype=torch.float64)
+    d = i[:, None] - i[None, :]
+    return torch.exp(-(d * d) / (2.0 * length_scale * length_scale))
+
+
+@dataclass(frozen=True)
+class AxisBasis:
+    """Eigen-decomposition of one axis kernel K_n = U diag(eigenvalues) Uᵀ (float64, eigenvalues ≥ 0)."""
+
+    vectors: Tensor  # (n, n), columns are eigenvectors
+    eigenvalues: Tensor  # (n,)
+
+
+@dataclass
+class GaussianField:
+    """The stationary Gaussian field of the module docstring, with its exact posterior.
+
+    Attributes:
+        length_scale: ℓ in pixels, > 0.
+        sigma: Pixel standard deviation σ in image units, > 0.
+
+    Eigen-decompositions are cached per axis length (and device), so a window size costs one ``eigh`` per
+    axis for the whole run.
+    """
+
+    length_scale: float = 3.0
+    sigma: float = 0.3
+    _cache: dict[tuple[int, str], AxisBasis] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, value in (("ell", self.length_scale), ("sigma", self.sigma)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InvalidInputError(f"the Gaussian field's {name} must be a finite number > 0, got {value!r}")
+
+    @property
+    def variance(self) -> float:
+        """σ², the pixel variance of x₀."""
+        return self.sigma**2
+
+    def correlation(self, distance: float) -> float:
+        """Correlation of two pixels ``distance`` px apart: exp(−d² / 2ℓ²)."""
+        return math.exp(-(distance**2) / (2.0 * self.length_scale**2))
+
+    def axis_basis(self, n: int, device: torch.device | str = "cpu") -> AxisBasis:
+        """Cached eigen-decomposition of K_n (float64) on ``device``."""
+        key = (n, str(torch.device(device)))
+        basis = self._cache.get(key)
+        if basis is None:
+            values, vectors = torch.linalg.eigh(se_kernel(n, self.length_scale))
+            basis = AxisBasis(vectors.to(device), values.clamp(min=0.0).to(device))
+            self._cache[key] = basis
+        return basis
+
+    def eigenbasis(self, h: int, w: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+        """(U_h (h, h), U_w (w, w), λ (h, w)) with Σ = (U_h ⊗ U_w) diag(vec λ) (U_h ⊗ U_w)ᵀ, float64."""
+        bh, bw = self.axis_basis(h, device), self.axis_basis(w, device)
+        return bh.vectors, bw.vectors, self.variance * bh.eigenvalues[:, None] * bw.eigenvalues[None, :]
+
+    def covariance(self, h: int, w: int) -> Tensor:
+        """Dense Σ = σ² (K_h ⊗ K_w) over row-major pixels: float64 (h·w, h·w). For tests; O((hw)²) memory."""
+        return self.variance * torch.kron(se_kernel(h, self.length_scale), se_kernel(w, self.length_scale))
+
+    def posterior(self, x_t: Tensor, mean: Tensor, alpha: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Exact E[x₀ | x_t] and E[ε | x_t] for x_t = α x₀ + s ε (Eq. 2–4 of the module docstring).
+
+        Args:
+            x_t: Noisy images (B, C, h, w).
+            mean: Mean colour μ per row and channel, (B, C) (or broadcastable, e.g. (C,)).
+            alpha: sqrt(ᾱ_t), a float or a tensor of shape (B,) (one noise level per row).
+            s: sqrt(1 − ᾱ_t), likewise; s > 0.
+
+        Returns:
+            (x̂₀, ε̂), each of the shape of ``x_t``, in ``x_t``'s dtype (float32 for half types).
+        """
+        return self.predict(x_t, mean, alpha, s, "sample"), self.predict(x_t, mean, alpha, s, "epsilon")
+
+    def predict(
+        self, x_t: Tensor, mean: Tensor, alpha: Tensor | float, s: Tensor | float, prediction_type: str = "epsilon"
+    ) -> Tensor:
+        """The exact model output in a scheduler's parameterisation; arguments as :meth:`posterior`.
+
+        ``epsilon``: E[ε | x_t]; ``sample``: E[x₀ | x_t]; ``v_prediction``: E[v | x_t] with v = α ε − s x₀
+        (Salimans & Ho 2022, §4). Each is the conditional mean of its target, because the targets are
+        linear in (x₀, ε). Each costs one transform into the eigenbasis and one back: in eigen-coordinates
+        z of x_t − α μ the outputs are c ⊙ z (plus a multiple of μ) with
+
+            sample: μ + α λ / (α² λ + s²) z,   epsilon: s / (α² λ + s²) z,
+            v_prediction: α s (1 − λ) / (α² λ + s²) z − s μ   (= α ε̂ − s x̂₀).
+
+        Returns:
+            Tensor of the shape of ``x_t``, in its dtype (float32 for half types).
+        """
+        if prediction_type not in PREDICTION_TYPES:
+            raise InvalidInputError(
+                f"unknown prediction type {prediction_type!r}; choose one of: {', '.join(PREDICTION_TYPES)}"
+            )
+        if x_t.ndim != 4:
+            raise ValueError(f"x_t must be (B, C, h, w), got shape {tuple(x_t.shape)}")
+        b, c, h, w = x_t.shape
+        dtype = x_t.dtype if x_t.dtype in (torch.float32, torch.float64) else torch.float32
+        u_h, u_w, lam = (m.to(dtype) for m in self.eigenbasis(h, w, x_t.device))
+        a = torch.as_tensor(alpha, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+        sd = torch.as_tensor(s, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+        if a.shape[0] > 1 and bool((a == a[:1]).all()) and bool((sd == sd[:1]).all()):
+            a, sd = a[:1], sd[:1]  # one noise level for the batch: coefficients of shape (1, 1, h, w)
+        mu = torch.as_tensor(mean, dtype=dtype, device=x_t.device).expand(b, c)[:, :, None, None]
+        # Two full-size buffers, reused (matmul(out=)) to keep the memory traffic low on large batches.
+        y = x_t.to(dtype) - a * mu  # x_t − α μ
+        tmp = torch.matmul(u_h.T, y)
+        torch.matmul(tmp, u_w, out=y)  # z: eigen-coordinates of x_t − α μ, per channel
+        denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)  # eigenvalues of Var(x_t)
+        if prediction_type == "sample":
+            y.mul_(a * lam / denom)  # Eq. 2 in the eigenbasis
+        elif prediction_type == "epsilon":
+            y.mul_(sd / denom)  # Eq. 3 in the eigenbasis
+        else:
+            y.mul_(a * sd * (1 - lam) / denom)  # v = α ε̂ − s x̂₀
+        torch.matmul(u_h, y, out=tmp)
+        torch.matmul(tmp, u_w.T, out=y)  # back to pixels
+        if prediction_type == "sample":
+            y.add_(mu)
+        elif prediction_type == "v_prediction":
+            y.sub_(sd * mu)
+        return y
+
+    def sample(
+        self,
+        num: int,
+        h: int,
+        w: int,
+        mean: Tensor | Sequence[float] = NEUTRAL,
+        *,
+        generator: torch.Generator | None = None,
+        channels: int = 3,
+    ) -> Tensor:
+        """Exact draws of x₀: μ + U_h (sqrt(λ) ⊙ ξ) U_wᵀ with ξ ~ N(0, I) from ``generator`` (on the CPU).
+
+        Args:
+            num: Number of images N.
+            h: Rows, px.
+            w: Columns, px.
+            mean: Mean colour, (C,) or (N, C).
+            generator: Source of the randomness (a CPU generator).
+            channels: C.
+
+        Returns:
+            float32 tensor (N, C, h, w) on the CPU.
+        """
+        u_h, u_w, lam = self.eigenbasis(h, w)
+        xi = torch.randn(num, channels, h, w, generator=generator, dtype=torch.float64)
+        mu = torch.as_tensor(mean, dtype=torch.float64).expand(num, channels)[:, :, None, None]
+        return (mu + u_h @ (lam.sqrt() * xi) @ u_w.T).float()
+
+
+def neighbour_correlation(images: Tensor, mean: Tensor | float = 0.0) -> Tensor:
+    """Lag-1 horizontal correlation per column pair, pooled over images, channels and rows.
+
+    With the known mean μ removed, r_c = Σ x_c x_{c+1} / sqrt(Σ x_c² · Σ x_{c+1}²) for columns c, c+1.
+
+    Args:
+        images: (N, C, H, W).
+        mean: μ, a float or (N, C).
+
+    Returns:
+        float64 tensor (W − 1,): r_c for c = 0 … W − 2.
+    """
+    x = _centred(images, mean)
+    left, right = x[..., :-1], x[..., 1:]
+    return (left * right).sum((0, 1, 2)) / ((left * left).sum((0, 1, 2)) * (right * right).sum((0, 1, 2))).sqrt()
+
+
+def column_variance(images: Tensor, mean: Tensor | float = 0.0) -> Tensor:
+    """Variance about the known mean per column, pooled over images, channels and rows: float64 (W,)."""
+    x = _centred(images, mean)
+    return (x * x).mean((0, 1, 2))
+
+
+def _centred(images: Tensor, mean: Tensor | float) -> Tensor:
+    x = images.to(torch.float64)
+    mu = torch.as_tensor(mean, dtype=torch.float64, device=x.device)
+    if mu.ndim == 2:
+        mu = mu[:, :, None, None]
+    return x - mu
