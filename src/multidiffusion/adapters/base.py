@@ -28,6 +28,8 @@ class LoadedModel:
         dtype: The model's weights dtype.
         bytes_per_view_cell: Rough peak activation bytes per latent cell of one denoiser row, for the
             automatic view batch size.
+        default_guidance_scale: The guidance scale a run uses when none is given.
+        default_stride_px: The stride a run uses when none is given (None: window / 8).
     """
 
     source: str
@@ -40,6 +42,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     bytes_per_view_cell: int = 0
+    default_guidance_scale: float = 7.5
+    default_stride_px: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

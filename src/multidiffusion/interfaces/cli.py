@@ -60,7 +60,7 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         type=int,
         default=default("stride"),
         metavar="PX",
-        help="step between views (default: window / 8, 64 px for SD)",
+        help="step between views (default: the model's, else window / 8: 64 px for SD)",
     )
     p.add_argument(
         "--weights",
@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--guidance",
         type=float,
-        default=default("guidance_scale"),
-        help="classifier-free guidance scale (1 = off) (default: %(default)s)",
+        default=None,
+        help="classifier-free guidance scale, 1 = off (default: the model's, 7.5 for SD, 1 for toy)",
     )
     p.add_argument(
         "--guidance-rescale",
@@ -147,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the requested layout, colour-coded, with a legend of prompts in its metadata",
     )
     r.add_argument(
-        "--guidance", type=float, default=None, help="guidance scale for prompts the layout gives none (default: 7.5)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale for prompts the layout gives none (default: the model's, 7.5 for SD)",
     )
     _add_model_and_sampling(r, "the layout's seed or a fresh one")
     return parser
@@ -167,8 +170,7 @@ def _check_common(args: argparse.Namespace) -> None:
         check_stride(args.stride, args.window if args.window is not None else args.stride)
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
-    guidance = default("guidance_scale") if args.guidance is None else args.guidance
-    check_sampling(args.steps, guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
+    check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
     check_scheduler_name(args.scheduler)
     resolve_device(args.device)
     check_model_source(args.model)
@@ -258,7 +260,7 @@ def run_regions(args: argparse.Namespace) -> int:
         width=layout.width,
         negative_prompt=layout.negative_prompt or "",
         num_inference_steps=args.steps,
-        guidance_scale=default("guidance_scale") if guidance is None else guidance,
+        guidance_scale=guidance,
         scheduler=args.scheduler,
         window=args.window,
         stride=args.stride,

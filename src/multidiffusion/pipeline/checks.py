@@ -32,12 +32,12 @@ def check_pixels(name: str, value: int, granularity: int) -> int:
 
 
 def check_sampling(
-    num_inference_steps: int, guidance_scale: float, guidance_rescale: float, weights: str, output_type: str
+    num_inference_steps: int, guidance_scale: float | None, guidance_rescale: float, weights: str, output_type: str
 ) -> None:
-    """Steps ≥ 1, guidance ≥ 0, rescale in [0, 1], known weights and output type."""
+    """Steps ≥ 1, guidance ≥ 0 (None: the model's default), rescale in [0, 1], known weights and output type."""
     if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise InvalidInputError(f"steps must be an integer ≥ 1, got {num_inference_steps!r}")
-    if not guidance_scale >= 0:
+    if guidance_scale is not None and not guidance_scale >= 0:
         raise InvalidInputError(f"guidance scale must be ≥ 0 (1 = no guidance), got {guidance_scale!r}")
     if not 0 <= guidance_rescale <= 1:
         raise InvalidInputError(f"guidance rescale must be in [0, 1], got {guidance_rescale!r}")
@@ -59,13 +59,18 @@ def check_stride(stride_px: int, window_px: int) -> None:
 
 
 def resolve_window_stride(
-    window_px: int | None, stride_px: int | None, granularity: int, native_px: int
+    window_px: int | None, stride_px: int | None, granularity: int, native_px: int, default_stride_px: int | None = None
 ) -> tuple[int, int]:
-    """Validated (window, stride) in pixels; defaults: the model's native window, and window / 8 as the stride
-    (64 px for Stable Diffusion's 512 px window, the paper's 8 latent cells), rounded down to the granularity."""
+    """Validated (window, stride) in pixels. Defaults: the model's native window; the model's default stride,
+    else window / 8 (64 px for Stable Diffusion's 512 px window, the paper's 8 latent cells) rounded down to the
+    granularity; a default stride never exceeds the window."""
     window = native_px if window_px is None else window_px
     check_pixels("window", window, granularity)
-    stride = max(granularity, (window // 8) // granularity * granularity) if stride_px is None else stride_px
+    if stride_px is None:
+        stride = default_stride_px if default_stride_px is not None else (window // 8) // granularity * granularity
+        stride = max(granularity, min(stride, window))
+    else:
+        stride = stride_px
     check_stride(stride, window)
     check_pixels("stride", stride, granularity)
     return window, stride

@@ -90,8 +90,11 @@ class MultiDiffusionPipeline:
         g = self.model.granularity_px
         check_pixels("height", s.height, g)
         check_pixels("width", s.width, g)
-        window, stride = resolve_window_stride(s.window, s.stride, g, self.native_window_px)
-        s = dataclasses.replace(s, window=window, stride=stride)
+        window, stride = resolve_window_stride(
+            s.window, s.stride, g, self.native_window_px, self.model.default_stride_px
+        )
+        guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
+        s = dataclasses.replace(s, window=window, stride=stride, guidance_scale=guidance)
         check_scheduler_name(s.scheduler)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
         return s
@@ -103,7 +106,7 @@ class MultiDiffusionPipeline:
         height: int = DEFAULTS.height,
         width: int = DEFAULTS.width,
         num_inference_steps: int = DEFAULTS.num_inference_steps,
-        guidance_scale: float = DEFAULTS.guidance_scale,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         callback_on_step_end: StepCallback | None = None,
@@ -125,7 +128,7 @@ class MultiDiffusionPipeline:
             height: Canvas height in px (multiple of the model's granularity, 8 for SD).
             width: Canvas width in px, likewise.
             num_inference_steps: Scheduler steps.
-            guidance_scale: Classifier-free guidance scale ≥ 0 (1 = off).
+            guidance_scale: Classifier-free guidance scale ≥ 0 (1 = off); default the model's (7.5 for SD).
             generator: Source of all randomness; default a fresh seed, recorded in the metadata.
             output_type: ``pil``, ``np``, ``pt`` or ``latent`` (see :class:`MultiDiffusionOutput`).
             callback_on_step_end: Called after each step with a
@@ -133,7 +136,8 @@ class MultiDiffusionPipeline:
             guidance_rescale: φ of Lin et al. 2023, in [0, 1].
             scheduler: Short scheduler name, e.g. ``ddim``, ``dpmpp_2m``, ``euler_a``.
             window: View size in px (default: the model's native size). Larger than native is allowed.
-            stride: Step between views in px, 0 < stride ≤ window; default window / 8 (64 px for SD).
+            stride: Step between views in px, 0 < stride ≤ window; default the model's, else window / 8
+                (64 px for SD).
             weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
             circular: Wrap views horizontally so the left and right edges continue each other.
             view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
@@ -211,7 +215,7 @@ class MultiDiffusionPipeline:
         width: int = DEFAULTS.width,
         negative_prompt: str = "",
         num_inference_steps: int = DEFAULTS.num_inference_steps,
-        guidance_scale: float = DEFAULTS.guidance_scale,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         callback_on_step_end: StepCallback | None = None,

@@ -20,45 +20,35 @@ from .checks import check_pixels, check_sampling, resolve_window_stride
 from .layout import Background
 from .output import MultiDiffusionOutput
 from .run import StepCallback, generate
+from .settings import SamplingSettings
 
 DEFAULT_BOOTSTRAP_FRACTION = 0.2  # the paper's "first 20% of the process"; docs/regions.md
 BOOTSTRAP_COLOURS = 8  # constant-colour backgrounds encoded once per run
 
 
 @dataclass(frozen=True)
-class RegionSettings:
-    """Everything that, with the model and the masks, determines a region image. Sizes in pixels."""
+class RegionSettings(SamplingSettings):
+    """Everything that, with the model and the masks, determines a region image.
 
-    regions: tuple[dict[str, Any], ...]
-    background: dict[str, Any] | None
-    height: int
-    width: int
-    negative_prompt: tuple[str, ...] = ("",)
-    num_inference_steps: int = 50
-    guidance_scale: float = 7.5
-    guidance_rescale: float = 0.0
-    scheduler: str = "ddim"
-    window: int | None = None
-    stride: int | None = None
-    weights: str = "uniform"
+    Attributes:
+        regions: Each region's prompt, box (or mask hash and size), overrides and weight.
+        background: The background's prompt and overrides, or None.
+        bootstrap_fraction: Fraction of the steps that bootstrap.
+    """
+
+    regions: tuple[dict[str, Any], ...] = ()
+    background: dict[str, Any] | None = None
     bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION
-    seed: int | None = None
 
     @property
     def prompt(self) -> tuple[str, ...]:
-        """The prompts, background first (for the A1111 text)."""
+        """The prompts, background first, as one text (for the A1111 text)."""
         prompts = [self.background["prompt"]] if self.background else []
         return (" | ".join(prompts + [r["prompt"] for r in self.regions]),)
 
     @property
     def circular(self) -> bool:
         return False
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["regions"] = list(self.regions)
-        data["negative_prompt"] = list(self.negative_prompt)
-        return data
 
 
 def _region_record(region: Region) -> dict[str, Any]:
@@ -115,6 +105,7 @@ class RegionPlan:
     width_cells: int
     window_px: int
     stride_px: int
+    guidance_scale: float
     masks: torch.Tensor
     tasks: list
     specs: list[tuple[str, str | None, float]]
@@ -129,7 +120,7 @@ def plan_regions(
     height: int,
     width: int,
     num_inference_steps: int,
-    guidance_scale: float,
+    guidance_scale: float | None,
     guidance_rescale: float = 0.0,
     scheduler: str,
     window: int | None,
@@ -145,7 +136,9 @@ def plan_regions(
     check_scheduler_name(scheduler)
     g = model.granularity_px
     h, w = check_pixels("height", height, g), check_pixels("width", width, g)
-    window_px, stride_px = resolve_window_stride(window, stride, g, model.native_window * g)
+    window_px, stride_px = resolve_window_stride(window, stride, g, model.native_window * g, model.default_stride_px)
+    if guidance_scale is None:
+        guidance_scale = model.default_guidance_scale
     specs: list[tuple[str, str | None, float]] = []
     if background is not None:
         specs.append((background.prompt, background.negative_prompt, background.guidance_scale))
@@ -159,7 +152,9 @@ def plan_regions(
     views = layout_views(h, w, window_px // g, stride_px // g)
     profiles = view_weights(views, h, w, weights).to(model.device)
     tasks = region_tasks(views, masks, profiles)
-    return RegionPlan(h, w, window_px, stride_px, masks, tasks, specs, 1 if background is not None else 0)
+    return RegionPlan(
+        h, w, window_px, stride_px, guidance_scale, masks, tasks, specs, 1 if background is not None else 0
+    )
 
 
 def generate_regions(
@@ -171,7 +166,7 @@ def generate_regions(
     width: int,
     negative_prompt: str,
     num_inference_steps: int,
-    guidance_scale: float,
+    guidance_scale: float | None,
     guidance_rescale: float,
     generator: torch.Generator,
     seed: int | None,
@@ -240,7 +235,7 @@ def generate_regions(
         width=width,
         negative_prompt=(negative_prompt,),
         num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
+        guidance_scale=plan.guidance_scale,
         guidance_rescale=guidance_rescale,
         scheduler=scheduler,
         window=plan.window_px,

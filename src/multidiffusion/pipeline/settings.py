@@ -1,9 +1,9 @@
-"""Every setting of a panorama run, with its default: the one source of defaults for the API and CLI."""
+"""Every setting of a run, with its default: the one source of defaults for the API and CLI."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
@@ -11,45 +11,54 @@ OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
 
 
 @dataclass(frozen=True)
-class PanoramaSettings:
-    """The settings that, with the model, determine a panorama exactly. Sizes in pixels.
+class SamplingSettings:
+    """Settings every mode shares. Sizes in pixels.
 
     Attributes:
-        prompt: One prompt per canvas.
         negative_prompt: One per canvas; "" is the unconditional prompt.
         height: Canvas height, px, a multiple of the model's granularity (8 for SD).
         width: Canvas width, px, likewise.
         num_inference_steps: Scheduler steps, ≥ 1.
-        guidance_scale: Classifier-free guidance g ≥ 0; 1 disables the negative pass.
+        guidance_scale: Classifier-free guidance g ≥ 0; 1 disables the negative pass; None means the
+            model's default (7.5 for SD; recorded resolved).
         guidance_rescale: φ ∈ [0, 1] of Lin et al. 2023 (0 = off).
         scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``).
         window: View size, px; None means the model's native size (recorded resolved).
-        stride: Step between views, px, 0 < stride ≤ window; None means window / 8 (64 px for SD).
+        stride: Step between views, px, 0 < stride ≤ window; None means the model's default, else
+            window / 8 (64 px for SD; recorded resolved).
         weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
-        circular: Wrap views around horizontally (360° panorama).
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
             the metadata alone).
     """
 
-    prompt: tuple[str, ...] = ("",)
     negative_prompt: tuple[str, ...] = ("",)
     height: int = 512
     width: int = 2048
     num_inference_steps: int = 50
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None
     guidance_rescale: float = 0.0
     scheduler: str = "ddim"
     window: int | None = None
     stride: int | None = None
     weights: str = "uniform"
-    circular: bool = False
     seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["prompt"] = list(self.prompt)
-        data["negative_prompt"] = list(self.negative_prompt)
-        return data
+        """JSON-ready: tuples become lists."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class PanoramaSettings(SamplingSettings):
+    """The settings that, with the model, determine a panorama exactly.
+
+    Attributes:
+        prompt: One prompt per canvas.
+        circular: Wrap views around horizontally (360° panorama).
+    """
+
+    prompt: tuple[str, ...] = ("",)
+    circular: bool = False
 
 
 DEFAULTS = PanoramaSettings()
@@ -103,6 +112,3 @@ class GenerationMetadata:
         if s.negative_prompt[index]:
             text += f"\nNegative prompt: {s.negative_prompt[index]}"
         return text + "\n" + ", ".join(fields_)
-
-
-SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PanoramaSettings))
