@@ -1,0 +1,86 @@
+"""What the exact Gaussian-field model shows about layouts: wrap-around seams and region fidelity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multidiffusion.core.gaussian_field import neighbour_correlation, prompt_colour
+from multidiffusion.core.regions import Region
+from multidiffusion.pipeline import MultiDiffusionPipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return MultiDiffusionPipeline.from_pretrained("toy")
+
+
+def test_wraparound_left_and_right_edges_continue_each_other(toy):
+    """360° panorama: the column pair across the seam (W−1, 0) is as correlated as interior neighbours;
+    without wrap-around the two edges are independent."""
+    kwargs = dict(
+        height=16,
+        width=96,
+        window=16,
+        stride=4,
+        num_inference_steps=30,
+        scheduler="dpmpp_2m_karras",
+        output_type="latent",
+        progress=False,
+    )
+    prompts = [""] * 24
+    circular = toy(prompts, circular=True, generator=torch.Generator().manual_seed(0), **kwargs).latents
+    plain = toy(prompts, circular=False, generator=torch.Generator().manual_seed(0), **kwargs).latents
+    interior = neighbour_correlation(circular).mean().item()
+    seam = neighbour_correlation(torch.cat([circular[..., -1:], circular[..., :1]], dim=-1)).item()
+    cut = neighbour_correlation(torch.cat([plain[..., -1:], plain[..., :1]], dim=-1)).item()
+    assert interior > 0.9
+    assert seam >= 0.95 * interior, (seam, interior)
+    assert abs(cut) <= 0.2, cut
+
+
+LAYOUT = dict(
+    height=48,
+    width=160,
+    window=32,
+    stride=8,
+    num_inference_steps=20,
+    scheduler="dpmpp_2m_karras",
+    progress=False,
+    output_type="latent",
+)
+BOXES = {"red": (12, 8, 60, 40), "blue": (96, 6, 148, 44)}
+
+
+def _iou(toy, prompts: dict[str, str], seed: int) -> dict[str, float]:
+    """IoU per box of the pixels whose colour is nearest to that box's *requested* colour word."""
+    regions = [Region(prompts[name], box=box) for name, box in BOXES.items()]
+    out = toy.regions(regions, "green grass", generator=torch.Generator().manual_seed(seed), **LAYOUT).latents[0]
+    words = ["grass", "red", "blue"]
+    palette = torch.tensor([prompt_colour(w) for w in words])  # (3, 3)
+    distance = ((out.permute(1, 2, 0)[:, :, None, :] - palette) ** 2).sum(-1)  # (H, W, 3)
+    label = distance.argmin(-1)
+    scores = {}
+    for k, (name, (x0, y0, x1, y1)) in enumerate(BOXES.items(), start=1):
+        wanted = torch.zeros_like(label, dtype=torch.bool)
+        wanted[y0:y1, x0:x1] = True
+        got = label == k
+        scores[name] = ((wanted & got).sum() / (wanted | got).sum()).item()
+    return scores
+
+
+def test_regions_land_where_they_were_asked():
+    """Two coloured boxes on a background: classify each pixel by its nearest vocabulary colour; IoU ≥ 0.9.
+
+    The field's texture (σ) is lowered to 0.15 so that a pixel's colour names its region: with σ = 0.3 a few
+    per cent of pixels sit nearer another colour whatever the layout (IoU 0.82–0.94 there). Measured, seeds
+    0–3: IoU min 0.950, mean 0.964. Negative control: the same boxes with the prompts swapped score 0.0
+    against the requested colours."""
+    toy = MultiDiffusionPipeline.from_pretrained("toy:sigma=0.15")
+    for seed in (0, 1):
+        scores = _iou(toy, {"red": "a red ball", "blue": "a blue box"}, seed)
+        assert min(scores.values()) >= 0.9, scores
+        swapped = _iou(toy, {"red": "a blue box", "blue": "a red ball"}, seed)
+        assert max(swapped.values()) <= 0.1, swapped
