@@ -127,6 +127,14 @@ def write(rows: list[dict], out_dir: Path, title: str) -> None:
             f"| {r['size']} | {r['views']} | {r['method']} | {r['scheduler']} | {r['steps']} | {r['seconds']:.2f} "
             f"| {r['unet_rows']} | {r['max_abs_diff_vs_ours']:.1e} |"
         )
+    lines += [
+        "",
+        "Reading the table: all three make the same UNet evaluations (same rows, same view crops) and agree to",
+        "float rounding. On the CPU about 99 % of our time is the UNet itself (cProfile: fusion, crops and the",
+        "scheduler step are under 1 %), so our time tracks diffusers' at its best view batch; the gain over",
+        "diffusers' default (one view per call) comes from batching. GPU rows (SD 2 size UNet, 512×4608, bf16)",
+        "are left for a session with a GPU.",
+    ]
     (out_dir / "performance.md").write_text("\n".join(lines) + "\n")
 
 
