@@ -2,9 +2,9 @@
 
 Pixels are the latent (identity codec, scale factor 1), prompts map to a mean colour, and the denoiser is
 the exact posterior mean of :class:`~multidiffusion.core.gaussian_field.GaussianField` under the noise
-level of Stable Diffusion's training schedule. The pipeline, CLI and schedulers run on it unchanged, so
-the conformance tests measure the method (seams, colour, guidance) and not only code agreement, and users
-get an offline demo.
+level of its training schedule (DDPM's linear betas, see ``SCHEDULER_CONFIG``). The pipeline, CLI and
+schedulers run on it unchanged, so the conformance tests measure the method (seams, colour, guidance) and
+not only code agreement, and users get an offline demo.
 
 Model spec strings: ``toy`` or ``toy:key=value,…`` with keys
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .crop import crop, view_indices
 from .errors import InvalidInputError
 from .types import ViewTask
 from .views import View
@@ -106,8 +107,6 @@ def region_tasks(views: Sequence[View], region_weights: Tensor, view_weights: Te
     Returns:
         Tasks in view-major order with weight = profile ⊗ region weight inside the view.
     """
-    from .crop import crop, view_indices
-
     _, height, width = region_weights.shape
     index = view_indices(views, height, width)
     h, w = views[0].height, views[0].width
