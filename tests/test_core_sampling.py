@@ -382,17 +382,9 @@ def test_cfg_inside_sample_is_batch_invariant() -> None:
 
 
 def ddim() -> Any:
-    from diffusers import DDIMScheduler  # only this test needs diffusers
+    from tiny_models import sd_ddim_scheduler  # only this test needs diffusers
 
-    # Stable Diffusion's configuration; clipping of x̂₀ is off (it is not linear).
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = sd_ddim_scheduler()
     scheduler.set_timesteps(10)
     return scheduler
 

@@ -42,7 +42,7 @@ def write_tokenizer_files(folder: Path) -> Path:
 
 def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer, scheduler with tiny random weights (seeded, fp32, CPU)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tok_dir = write_tokenizer_files(tmp / "tokenizer_files")
@@ -89,7 +89,17 @@ def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str
         )
     finally:
         torch.random.set_rng_state(gen_state)
-    scheduler = DDIMScheduler(
+    scheduler = sd_ddim_scheduler()
+    for m in (unet, vae, text_encoder):
+        m.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+def sd_ddim_scheduler() -> Any:
+    """DDIM with Stable Diffusion's configuration (x̂₀ clipping off: it is not linear)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -97,9 +107,6 @@ def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    for m in (unet, vae, text_encoder):
-        m.eval()
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
 def save_model_folder(components: dict[str, Any], folder: Path) -> Path:
