@@ -125,6 +125,9 @@ BAD = [
     (["--dtype", "int8"], "invalid choice"),
     (["--steps", "many"], "invalid int value"),
     (["--view-batch-size", "0"], "view-batch-size must be ≥ 1"),
+    (["--guidance-rescale", "2"], "guidance rescale must be in [0, 1]"),
+    (["--device", "toaster"], "unknown device 'toaster'"),
+    (["--model", "toy:ell=-1"], "ell"),
 ]
 
 
