@@ -102,7 +102,8 @@ def test_load_model_gives_the_adapter_contract():
     field = model.extra["field"]
     assert (field.length_scale, field.sigma) == (2.0, 0.25)
     colours = model.encode_prompts(["sky", ""])
-    assert colours.shape == (2, 3) and torch.equal(colours[0], torch.tensor(prompt_colour("sky")))
+    assert colours.shape == (2, 2, 3) and torch.equal(colours[0, 0], torch.tensor(prompt_colour("sky")))
+    assert torch.equal(colours[:, 0], colours[:, 1])  # one colour per prompt: both components equal
     image = torch.rand(2, 3, 5, 7) * 2 - 1
     assert torch.equal(model.codec.decode(model.codec.encode(image)), image)  # identity codec
     assert isinstance(model.codec, IdentityCodec)

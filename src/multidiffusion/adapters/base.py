@@ -8,8 +8,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from ..core.types import Codec, Denoiser
+
+
+@dataclass(frozen=True)
+class Differentiable:
+    """The model's parts as differentiable functions, for gradient guidance such as SyncDiffusion.
+
+    Attributes:
+        denoiser: Like ``LoadedModel.denoiser`` but builds an autograd graph when grad is enabled.
+        decode: Latents (B, C, h, w) → images (B, 3, h·f, w·f) in [−1, 1], differentiable.
+        set_checkpointing: Turns activation checkpointing of the denoiser and decoder on or off (saves
+            memory in the backward pass at the cost of a second forward).
+    """
+
+    denoiser: Denoiser
+    decode: Callable[[Tensor], Tensor]
+    set_checkpointing: Callable[[bool], None]
 
 
 @dataclass
@@ -30,6 +47,7 @@ class LoadedModel:
             automatic view batch size.
         default_guidance_scale: The guidance scale a run uses when none is given.
         default_stride_px: The stride a run uses when none is given (None: window / 8).
+        differentiable: The differentiable parts, or None if the family has none (no SyncDiffusion).
     """
 
     source: str
@@ -44,6 +62,7 @@ class LoadedModel:
     bytes_per_view_cell: int = 0
     default_guidance_scale: float = 7.5
     default_stride_px: int | None = None
+    differentiable: Differentiable | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError
-from .base import LoadedModel
+from .base import Differentiable, LoadedModel
 from .vae import VaeCodec
 
 FAMILY = "stable-diffusion"
@@ -21,18 +21,40 @@ class UNetDenoiser:
 
     Conditions are text embeddings (N, L, D); the batch's conditions are concatenated in order.
     Input and output are float32; the UNet runs in its own dtype.
+
+    Args:
+        unet: The UNet.
+        track_grad: False (sampling): never build an autograd graph. True: follow the ambient grad mode,
+            for gradients with respect to the input (SyncDiffusion).
     """
 
-    def __init__(self, unet: torch.nn.Module) -> None:
+    def __init__(self, unet: torch.nn.Module, track_grad: bool = False) -> None:
         self.unet = unet
+        self.track_grad = track_grad
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor]) -> Tensor:
         embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if embeddings.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
-        out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+        with torch.set_grad_enabled(self.track_grad and torch.is_grad_enabled()):
+            out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
         return out.float()
+
+
+def differentiable_parts(unet: Any, codec: VaeCodec) -> Differentiable:
+    """The UNet and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
+    vae = codec.vae
+
+    def decode(latents: Tensor) -> Tensor:
+        z = latents / codec.scaling_factor + codec.shift_factor
+        return vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
+
+    def set_checkpointing(on: bool) -> None:
+        for module in (unet, vae):
+            if hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
+
+    return Differentiable(UNetDenoiser(unet, track_grad=True), decode, set_checkpointing)
 
 
 class ClipTextEncoder:
@@ -78,6 +100,7 @@ def from_components(
         # Peak activations of an SD UNet row scale with its first block's width; 128 bytes·channel per
         # latent cell is a rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
         bytes_per_view_cell=128 * int(unet.config.block_out_channels[0]) * itemsize,
+        differentiable=differentiable_parts(unet, codec),
         extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
     )
 

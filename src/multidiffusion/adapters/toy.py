@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError
-from ..core.gaussian_field import PREDICTION_TYPES, GaussianField, prompt_colours
-from .base import LoadedModel
+from ..core.gaussian_field import PREDICTION_TYPES, GaussianField, prompt_mixtures
+from .base import Differentiable, LoadedModel
 
 FAMILY = "gaussian-field"
 PREFIX = "toy"
@@ -186,6 +186,11 @@ class IdentityCodec:
         return latents.float().clone()
 
 
+def _identity(latents: Tensor) -> Tensor:
+    """The identity codec's decode, differentiable: (B, 3, h, w) → the same values, float32."""
+    return latents.float()
+
+
 def _check_rgb(x: Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W), got shape {tuple(x.shape)}")
@@ -194,7 +199,9 @@ def _check_rgb(x: Tensor) -> None:
 class GaussianFieldDenoiser:
     """The exact denoiser as a :class:`~multidiffusion.core.types.Denoiser`.
 
-    Conditions are mean-colour tensors (N, 3) from :func:`prompt_colours`; the batch's conditions are
+    Conditions are component means (N, K, 3) from :func:`prompt_mixtures` (or mean colours (N, 3)); a
+    prompt with two different components ("red or blue") is the exact two-field mixture. The batch's
+    conditions are
     concatenated in order (row i of x gets row i of the concatenation), as the SD UNet adapter does.
 
     Args:
@@ -219,19 +226,26 @@ class GaussianFieldDenoiser:
                 f"use a smaller --window (or a lower canvas), or toy:max_window=N up to {MAX_WINDOW_LIMIT}"
             )
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor]) -> Tensor:
-        """x: (B, 3, h, w) model input x_t = α x₀ + s ε; t: the timestep; → model output (B, 3, h, w)."""
+        """x: (B, 3, h, w) model input x_t = α x₀ + s ε; t: the timestep; → model output (B, 3, h, w).
+
+        Differentiable in x when grad is enabled and x requires grad (SyncDiffusion's gradient).
+        """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"the toy denoiser takes (B, 3, h, w) latents, got shape {tuple(x.shape)}")
         self.check_window(x.shape[2], x.shape[3])
         means = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
-        if means.shape != (x.shape[0], 3):
+        if means.ndim == 2:
+            means = means[:, None]
+        if means.ndim != 3 or means.shape[0] != x.shape[0] or means.shape[2] != 3:
             raise ValueError(f"{x.shape[0]} latents but mean colours of shape {tuple(means.shape)}")
         alpha, s = self.levels(t, x.shape[0])
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         alpha, s = alpha.to(x.device, dtype), s.to(x.device, dtype)
-        return self.field.predict(x.to(dtype), means.to(x.device, dtype), alpha, s, self.prediction_type)
+        means = means.to(x.device, dtype)
+        if bool((means == means[:, :1]).all()):  # one colour per prompt: the single field, exactly
+            return self.field.predict(x.to(dtype), means[:, 0], alpha, s, self.prediction_type)
+        return self.field.predict_mixture(x.to(dtype), means, alpha, s, self.prediction_type)
 
 
 def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None) -> LoadedModel:
@@ -251,7 +265,7 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
         family=FAMILY,
         denoiser=denoiser,
         codec=IdentityCodec(),
-        encode_prompts=lambda texts: prompt_colours(list(texts), device),
+        encode_prompts=lambda texts: prompt_mixtures(list(texts), device),
         scheduler_config=config,
         native_window=NATIVE_WINDOW,
         device=device,
@@ -263,5 +277,7 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
         # correlation with uniform weights and a 1024-px panorama to seconds.
         default_guidance_scale=1.0,
         default_stride_px=NATIVE_WINDOW // 4,
+        # The exact denoiser is differentiable as it is and the codec is the identity: nothing to checkpoint.
+        differentiable=Differentiable(denoiser, _identity, lambda on: None),
         extra={"field": field, "spec": spec, "max_window_px": spec.max_window},
     )

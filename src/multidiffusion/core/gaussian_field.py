@@ -127,6 +127,36 @@ def prompt_colours(prompts: Sequence[str], device: torch.device | str = "cpu") -
     return torch.tensor([prompt_colour(p) for p in prompts], dtype=torch.float32, device=device).reshape(-1, 3)
 
 
+MAX_ALTERNATIVES = 2
+_OR = re.compile(r"\bor\b")
+
+
+def prompt_alternatives(prompt: str) -> tuple[tuple[float, float, float], ...]:
+    """The colours a prompt means *either* of: its parts split at the word "or", each by :func:`prompt_colour`.
+
+    "red or blue" is a mixture of a red and a blue field with equal odds (each image is one or the other;
+    DESIGN.md §7's coherence oracle); a prompt without "or" has one alternative.
+
+    Raises:
+        InvalidInputError: more than :data:`MAX_ALTERNATIVES` alternatives.
+    """
+    parts = _OR.split(prompt.lower())
+    if len(parts) > MAX_ALTERNATIVES:
+        raise InvalidInputError(
+            f"the toy model takes at most {MAX_ALTERNATIVES} alternatives ('red or blue'), got {len(parts)}: {prompt!r}"
+        )
+    return tuple(prompt_colour(part) for part in parts)
+
+
+def prompt_mixtures(prompts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
+    """Component means of N prompts: float32 (N, MAX_ALTERNATIVES, 3); one colour is repeated to fill."""
+    rows = []
+    for prompt in prompts:
+        alternatives = prompt_alternatives(prompt)
+        rows.append([alternatives[k % len(alternatives)] for k in range(MAX_ALTERNATIVES)])
+    return torch.tensor(rows, dtype=torch.float32, device=device).reshape(-1, MAX_ALTERNATIVES, 3)
+
+
 def se_kernel(n: int, length_scale: float) -> Tensor:
     """Squared-exponential correlation matrix of n pixels on a line: K[i, j] = exp(−(i − j)² / 2ℓ²); float64 (n, n)."""
     i = torch.arange(n, dtype=torch.float64)
@@ -227,6 +257,9 @@ class GaussianField:
             )
         if x_t.ndim != 4:
             raise ValueError(f"x_t must be (B, C, h, w), got shape {tuple(x_t.shape)}")
+        if torch.is_grad_enabled() and x_t.requires_grad:  # the fast path below writes in place
+            mu = torch.as_tensor(mean, dtype=x_t.dtype, device=x_t.device).expand(x_t.shape[0], x_t.shape[1])
+            return self.predict_mixture(x_t, mu[:, None], alpha, s, prediction_type)
         b, c, h, w = x_t.shape
         dtype = x_t.dtype if x_t.dtype in (torch.float32, torch.float64) else torch.float32
         u_h, u_w, lam = (m.to(dtype) for m in self.eigenbasis(h, w, x_t.device))
@@ -253,6 +286,55 @@ class GaussianField:
         elif prediction_type == "v_prediction":
             y.sub_(sd * mu)
         return y
+
+    def predict_mixture(
+        self, x_t: Tensor, means: Tensor, alpha: Tensor | float, s: Tensor | float, prediction_type: str = "epsilon"
+    ) -> Tensor:
+        """The exact model output when x₀ is a mixture of K fields with equal odds (DESIGN.md §7).
+
+        x₀ ~ (1/K) Σ_k N(μ_k 1, Σ): the prompt means one of K colours, and each image is one of them. Then
+        E[target | x_t] = Σ_k r_k(x_t) E_k[target | x_t], where E_k is :meth:`predict` for mean μ_k and the
+        responsibility r_k ∝ N(x_t; α μ_k, α² Σ + s² I) is a softmax over k of −½ Σ z_k² / (α² λ + s²),
+        z_k the eigen-coordinates of x_t − α μ_k. Out of place and differentiable in ``x_t`` (the
+        responsibilities included: that is what lets a gradient move a view from one colour to another).
+
+        Args:
+            x_t: (B, C, h, w).
+            means: (B, K, C) component means (equal rows give the single field exactly, up to rounding).
+            alpha, s: As :meth:`posterior`.
+            prediction_type: As :meth:`predict`.
+
+        Returns:
+            (B, C, h, w) in ``x_t``'s dtype (float32 for half types).
+        """
+        if prediction_type not in PREDICTION_TYPES:
+            raise InvalidInputError(
+                f"unknown prediction type {prediction_type!r}; choose one of: {', '.join(PREDICTION_TYPES)}"
+            )
+        b, c, h, w = x_t.shape
+        dtype = x_t.dtype if x_t.dtype in (torch.float32, torch.float64) else torch.float32
+        u_h, u_w, lam = (m.to(dtype) for m in self.eigenbasis(h, w, x_t.device))
+        a = torch.as_tensor(alpha, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+        sd = torch.as_tensor(s, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+        mus = torch.as_tensor(means, dtype=dtype, device=x_t.device)
+        if mus.ndim != 3 or mus.shape[0] != b or mus.shape[2] != c:
+            raise ValueError(f"means must be (B, K, C) = ({b}, K, {c}), got {tuple(mus.shape)}")
+        denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)
+        x = x_t.to(dtype)
+        outputs, log_likelihoods = [], []
+        for k in range(mus.shape[1]):
+            mu = mus[:, k, :, None, None]
+            z = u_h.T @ (x - a * mu) @ u_w
+            log_likelihoods.append(-0.5 * (z * z / denom).sum((1, 2, 3)))
+            if prediction_type == "sample":
+                out = u_h @ (a * lam / denom * z) @ u_w.T + mu
+            elif prediction_type == "epsilon":
+                out = u_h @ (sd / denom * z) @ u_w.T
+            else:
+                out = u_h @ (a * sd * (1 - lam) / denom * z) @ u_w.T - sd * mu
+            outputs.append(out)
+        r = torch.softmax(torch.stack(log_likelihoods, 1), dim=1)  # (B, K) responsibilities
+        return sum(r[:, k, None, None, None] * outputs[k] for k in range(len(outputs)))
 
     def sample(
         self,
@@ -312,3 +394,24 @@ def _centred(images: Tensor, mean: Tensor | float) -> Tensor:
     if mu.ndim == 2:
         mu = mu[:, :, None, None]
     return x - mu
+
+
+def expected_crop_colour_variance(field: GaussianField, height: int, width: int, crop: int) -> float:
+    """E[unbiased variance over crops of the crop mean], per channel, for exact draws of ``field``.
+
+    The crops are the non-overlapping ``crop`` × ``crop`` grid of :func:`multidiffusion.core.coherence.crop_grid`
+    on a ``height`` × ``width`` image. The crop means c are linear in x₀, so Cov(c) = σ² (R ⊗ C) with R and
+    C the block-averaged row and column kernels, and E[s²] = (tr Cov − 1ᵀ Cov 1 / M) / (M − 1). This is
+    the "colour spread"² a panorama has when it is one coherent sample of the field.
+    """
+    rows, cols = height // crop, width // crop
+    m = rows * cols
+    if m < 2:
+        raise ValueError("need at least two crops")
+
+    def blocks(n: int) -> Tensor:
+        k = se_kernel(n * crop, field.length_scale).reshape(n, crop, n, crop)
+        return k.sum((1, 3)) / crop**2  # (n, n): mean kernel between blocks
+
+    cov = field.variance * torch.kron(blocks(rows), blocks(cols))
+    return float((cov.trace() - cov.sum() / m) / (m - 1))

@@ -88,6 +88,7 @@ def sample(
     for step_index, t in enumerate(timesteps):
         model_sum = torch.zeros_like(x)
         crop_sum = torch.zeros_like(x) if hooks else None
+        changed = False  # whether any hook returned new crops this step
         for group in groups:
             crops = plan.crop(x, group)
             if hooks:
@@ -98,15 +99,19 @@ def sample(
                     task_indices=range(len(plan))[group],
                     num_canvases=n,
                     scheduler=scheduler,
+                    canvas=x,
                 )
+                cropped = crops
                 for hook in hooks:
                     crops = hook(crops, context)
+                changed = changed or crops is not cropped
                 plan.accumulate(crop_sum, crops, group)
             model_in = scheduler.scale_model_input(crops, t)
             conds = [conditions[task.condition] for task in plan.tasks[group]]
             plan.accumulate(model_sum, denoiser(model_in, t, conds), group)
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
-        fused_x = x if crop_sum is None else plan.normalise(crop_sum)
+        # X of DESIGN.md §2; exactly x_t when every hook returned its input unchanged (the same tensor).
+        fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
         x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
         if callback is not None and callback(StepState(step_index, len(timesteps), t, x)):
             break

@@ -48,6 +48,8 @@ class HookContext:
         task_indices: Their indices in the full task list.
         num_canvases: N, the canvases sampled together (rows per task in the batch tensor).
         scheduler: The scheduler object (read it; do not step it).
+        canvas: The whole canvas x_t, (N, C, H, W) float32, as the step began; read it (SyncDiffusion
+            crops its anchor view from it), do not modify it.
     """
 
     step_index: int
@@ -56,13 +58,16 @@ class HookContext:
     task_indices: Sequence[int]
     num_canvases: int
     scheduler: Any
+    canvas: Tensor
 
 
 class ViewHook(Protocol):
     """Changes view latents x_t^{(i)} before they are denoised (bootstrapping, SyncDiffusion).
 
     Receives the batch (T·N, C, h, w) cropped from the canvas and returns a tensor of the same shape.
-    The changed crops are fused with the task weights into the x_t that the scheduler steps from.
+    The changed crops are fused with the task weights into the x_t that the scheduler steps from. A hook
+    with nothing to do returns its input object itself: if no hook changed anything in a step, the
+    scheduler steps from x_t exactly (no refusion rounding).
     """
 
     def __call__(self, x: Tensor, context: HookContext) -> Tensor: ...

@@ -10,6 +10,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
@@ -85,6 +86,81 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
 
 
+def _anchor(text: str) -> int | str:
+    """``center`` or a view index (argparse type of ``--sync-anchor``)."""
+    if text == "center":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
+
+
+def _add_sync(p: argparse.ArgumentParser) -> None:
+    """SyncDiffusion options (Lee et al. 2023; docs/sync.md)."""
+    from ..pipeline.sync import SYNC_LOSSES
+
+    g = p.add_argument_group("SyncDiffusion (one coherent style across the canvas; docs/sync.md)")
+    g.add_argument("--sync", action="store_true", help="pull every view toward the anchor view's style")
+    g.add_argument(
+        "--sync-weight", type=float, default=default("sync_weight"), metavar="W", help="w ≥ 0 (default: %(default)s)"
+    )
+    g.add_argument(
+        "--sync-decay",
+        type=float,
+        default=default("sync_decay"),
+        metavar="L",
+        help="step i uses w·L^i, L in (0, 1] (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sync-stop",
+        type=int,
+        default=default("sync_stop_step"),
+        metavar="STEP",
+        help="synchronise steps 0 … STEP−1 only (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sync-every",
+        type=int,
+        default=default("sync_every"),
+        metavar="N",
+        help="synchronise every N-th step (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sync-anchor",
+        type=_anchor,
+        default=default("sync_anchor"),
+        metavar="center|INDEX",
+        help="the view the others follow, by index in row-major layout order (default: %(default)s)",
+    )
+    g.add_argument(
+        "--sync-loss",
+        default=default("sync_loss"),
+        choices=SYNC_LOSSES,
+        help="perceptual loss: lpips (needs the lpips extra and VGG weights) or builtin (weight-free); "
+        "default: lpips if available, else builtin with a notice",
+    )
+    g.add_argument("--sync-chunk", type=int, default=None, metavar="N", help="views per gradient batch (default: all)")
+    g.add_argument("--sync-checkpointing", action="store_true", help="checkpoint activations: less memory, more time")
+
+
+def _sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.sync_chunk is not None and args.sync_chunk < 1:
+        raise InvalidInputError(f"--sync-chunk must be ≥ 1, got {args.sync_chunk}")
+    from ..pipeline.sync import check_sync
+
+    check_sync(args.sync_weight, args.sync_decay, args.sync_stop, args.sync_every, args.sync_anchor, args.sync_loss)
+    return dict(
+        sync=args.sync,
+        sync_weight=args.sync_weight,
+        sync_decay=args.sync_decay,
+        sync_stop_step=args.sync_stop,
+        sync_every=args.sync_every,
+        sync_anchor=args.sync_anchor,
+        sync_loss=args.sync_loss,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line parser (the README's CLI reference is its ``--help``)."""
     from .. import __version__
@@ -123,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
     _add_model_and_sampling(p, "a fresh one")
+    _add_sync(p)
 
     from ..pipeline.regions import DEFAULT_BOOTSTRAP_FRACTION
 
@@ -153,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="guidance scale for prompts the layout gives none (default: the model's, 7.5 for SD)",
     )
     _add_model_and_sampling(r, "the layout's seed or a fresh one")
+    _add_sync(r)
+
+    e = sub.add_parser(
+        "eval-coherence",
+        help="how alike the crops of each image are (SyncDiffusion's metrics)",
+        description="Per image: intra-LPIPS and intra-Style (mean pairwise distance between non-overlapping "
+        "crops; need the lpips extra and VGG16 weights, else n/a) and the weight-free spread of crop mean "
+        "colours and crop std. Lower is more coherent.",
+    )
+    e.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
+    e.add_argument("--crop", type=int, default=None, metavar="PX", help="crop side (default: the image height)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
     return parser
 
 
@@ -218,6 +308,7 @@ def run_panorama(args: argparse.Namespace) -> int:
         stride=args.stride,
         weights=args.weights,
         circular=args.circular,
+        **_sync_kwargs(args),
     )
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
     seed = args.seed if args.seed is not None else secrets.randbits(32)
@@ -228,6 +319,8 @@ def run_panorama(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(seed),
         view_batch_size=args.view_batch_size,
         progress=not args.quiet,
+        sync_chunk_size=args.sync_chunk,
+        sync_checkpointing=args.sync_checkpointing,
         **kwargs,
     )
     _save(result, args.out)
@@ -266,6 +359,7 @@ def run_regions(args: argparse.Namespace) -> int:
         stride=args.stride,
         weights=args.weights,
         bootstrap_fraction=args.bootstrap_fraction,
+        **_sync_kwargs(args),
     )
     pipe.check_regions(layout.regions, layout.background, **kwargs)  # sizes against the model, pre-run
     log(f"seed: {seed}")
@@ -275,6 +369,8 @@ def run_regions(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(seed),
         view_batch_size=args.view_batch_size,
         progress=not args.quiet,
+        sync_chunk_size=args.sync_chunk,
+        sync_checkpointing=args.sync_checkpointing,
         **kwargs,
     )
     _save(result, args.out)
@@ -284,13 +380,28 @@ def run_regions(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"panorama": run_panorama, "regions": run_regions}
+def run_eval_coherence(args: argparse.Namespace) -> int:
+    """``multidiffusion eval-coherence``: print the coherence metrics of each image."""
+    from .coherence import run
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    print(run(args.images, args.crop, args.json, log))
+    return 0
+
+
+COMMANDS = {"panorama": run_panorama, "regions": run_regions, "eval-coherence": run_eval_coherence}
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """Warnings as one ``warning: …`` line (no source location) on the command line."""
+    return f"warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``multidiffusion`` console script; returns the exit status."""
     # transformers warns at import about optional image processors we never use.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

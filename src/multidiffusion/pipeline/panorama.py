@@ -15,12 +15,15 @@ from ..adapters.stable_diffusion import load_single_file
 from ..core import GuidedCondition, panorama_tasks
 from ..core.errors import InvalidInputError
 from ..core.regions import Region
+from ..core.views import layout_views
 from .checks import as_prompt_list, check_pixels, check_sampling, resolve_window_stride
 from .layout import Background
 from .output import MultiDiffusionOutput, seed_of
 from .regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
 from .run import StepCallback, generate
 from .settings import DEFAULTS, PanoramaSettings
+from .sync import SyncRequest, check_sync, prepare_sync, resolve_anchor
+from .sync import layout_views as layout_views_of
 
 
 class MultiDiffusionPipeline:
@@ -97,6 +100,11 @@ class MultiDiffusionPipeline:
         s = dataclasses.replace(s, window=window, stride=stride, guidance_scale=guidance)
         check_scheduler_name(s.scheduler)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
+        sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
+        if s.sync:
+            views = layout_views(s.height // g, s.width // g, window // g, stride // g, circular=s.circular)
+            anchor = resolve_anchor(views, sync.anchor, s.height // g, s.width // g)
+            s = dataclasses.replace(s, sync_anchor=anchor)
         return s
 
     def __call__(
@@ -119,6 +127,15 @@ class MultiDiffusionPipeline:
         circular: bool = DEFAULTS.circular,
         view_batch_size: int | None = None,
         progress: bool = True,
+        sync: bool = DEFAULTS.sync,
+        sync_weight: float = DEFAULTS.sync_weight,
+        sync_decay: float = DEFAULTS.sync_decay,
+        sync_stop_step: int | None = DEFAULTS.sync_stop_step,
+        sync_every: int = DEFAULTS.sync_every,
+        sync_anchor: int | str = DEFAULTS.sync_anchor,
+        sync_loss: str | None = DEFAULTS.sync_loss,
+        sync_chunk_size: int | None = None,
+        sync_checkpointing: bool = False,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -142,6 +159,17 @@ class MultiDiffusionPipeline:
             circular: Wrap views horizontally so the left and right edges continue each other.
             view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
             progress: Show a progress bar.
+            sync: Run SyncDiffusion (Lee et al. 2023): each view's latent takes a perceptual-loss gradient
+                step toward the anchor view's foreseen image before it is denoised (docs/sync.md).
+            sync_weight: w ≥ 0 (the paper's 20).
+            sync_decay: λ in (0, 1]; the step size at step index i is w · λ^i (the paper's 0.95).
+            sync_stop_step: Synchronise while the step index is below this; None = every step.
+            sync_every: Synchronise every n-th step.
+            sync_anchor: ``"center"`` or the anchor view's index in layout order (row-major).
+            sync_loss: ``lpips`` (needs the ``lpips`` extra and VGG weights) or ``builtin`` (weight-free
+                colour and texture statistics); None tries LPIPS and falls back with a warning.
+            sync_chunk_size: Views per gradient batch (default: the engine's batch); lower saves memory.
+            sync_checkpointing: Checkpoint activations in the sync backward pass (less memory, more time).
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
         if generator is None:
@@ -160,6 +188,13 @@ class MultiDiffusionPipeline:
             weights=weights,
             circular=circular,
             seed=seed_of(generator),
+            sync=sync,
+            sync_weight=sync_weight,
+            sync_decay=sync_decay,
+            sync_stop_step=sync_stop_step,
+            sync_every=sync_every,
+            sync_anchor=sync_anchor,
+            sync_loss=sync_loss,
         )
         m = self.model
         g = m.granularity_px
@@ -173,6 +208,21 @@ class MultiDiffusionPipeline:
             guidance_scale=s.guidance_scale,
             guidance_rescale=s.guidance_rescale,
         )
+        make_hooks = None
+        if s.sync:
+            request = SyncRequest(
+                True,
+                s.sync_weight,
+                s.sync_decay,
+                s.sync_stop_step,
+                s.sync_every,
+                s.sync_anchor,
+                s.sync_loss,
+                sync_chunk_size,
+                sync_checkpointing,
+            )
+            make_hooks, fields = prepare_sync(m, request, tasks, [condition], (s.height // g, s.width // g))
+            s = dataclasses.replace(s, **fields)
         return generate(
             m,
             settings=s,
@@ -182,6 +232,7 @@ class MultiDiffusionPipeline:
             canvas_cells=(len(s.prompt), s.height // g, s.width // g),
             generator=generator,
             output_type=output_type,
+            make_hooks=lambda: [make_hooks()] if make_hooks is not None else [],
             callback_on_step_end=callback_on_step_end,
             view_batch_size=view_batch_size,
             progress=progress,
@@ -205,7 +256,13 @@ class MultiDiffusionPipeline:
             weights=DEFAULTS.weights,
             bootstrap_fraction=DEFAULT_BOOTSTRAP_FRACTION,
         )
-        return plan_regions(self.model, list(regions), background, **{**defaults, **kwargs})
+        names = ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss")
+        request = SyncRequest(*(kwargs.pop(k, getattr(DEFAULTS, k)) for k in names))
+        settings = request.check()
+        plan = plan_regions(self.model, list(regions), background, **{**defaults, **kwargs})
+        if request.enabled:
+            resolve_anchor(layout_views_of(plan.tasks), settings.anchor, plan.height_cells, plan.width_cells)
+        return plan
 
     def regions(
         self,
@@ -228,6 +285,15 @@ class MultiDiffusionPipeline:
         bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
         view_batch_size: int | None = None,
         progress: bool = True,
+        sync: bool = DEFAULTS.sync,
+        sync_weight: float = DEFAULTS.sync_weight,
+        sync_decay: float = DEFAULTS.sync_decay,
+        sync_stop_step: int | None = DEFAULTS.sync_stop_step,
+        sync_every: int = DEFAULTS.sync_every,
+        sync_anchor: int | str = DEFAULTS.sync_anchor,
+        sync_loss: str | None = DEFAULTS.sync_loss,
+        sync_chunk_size: int | None = None,
+        sync_checkpointing: bool = False,
     ) -> MultiDiffusionOutput:
         """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
 
@@ -252,6 +318,9 @@ class MultiDiffusionPipeline:
                 random constant-colour background (0 = off; default 0.2, the paper's 20 %).
             view_batch_size: (view, region) pairs per denoiser call.
             progress: Show a progress bar.
+            sync, sync_weight, sync_decay, sync_stop_step, sync_every, sync_anchor, sync_loss,
+            sync_chunk_size, sync_checkpointing: SyncDiffusion, as in ``__call__``; the anchor is a view of
+                the layout, denoised with its first task's prompt (the background where it has weight).
         """
         if generator is None:
             generator = torch.Generator().manual_seed(secrets.randbits(63))
@@ -278,4 +347,15 @@ class MultiDiffusionPipeline:
             bootstrap_fraction=bootstrap_fraction,
             view_batch_size=view_batch_size,
             progress=progress,
+            sync=SyncRequest(
+                sync,
+                sync_weight,
+                sync_decay,
+                sync_stop_step,
+                sync_every,
+                sync_anchor,
+                sync_loss,
+                sync_chunk_size,
+                sync_checkpointing,
+            ),
         )

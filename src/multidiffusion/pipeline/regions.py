@@ -16,11 +16,13 @@ from ..core.crop import crop, view_indices
 from ..core.errors import InvalidInputError
 from ..core.noise import initial_noise
 from ..core.regions import Region, pixel_mask, region_tasks, to_latent_grid, with_background
+from ..core.types import ViewHook
 from .checks import check_pixels, check_sampling, resolve_window_stride
 from .layout import Background
 from .output import MultiDiffusionOutput
 from .run import StepCallback, generate
 from .settings import SamplingSettings
+from .sync import SyncRequest, prepare_sync
 
 DEFAULT_BOOTSTRAP_FRACTION = 0.2  # the paper's "first 20% of the process"; docs/regions.md
 BOOTSTRAP_COLOURS = 8  # constant-colour backgrounds encoded once per run
@@ -179,8 +181,11 @@ def generate_regions(
     bootstrap_fraction: float,
     view_batch_size: int | None,
     progress: bool,
+    sync: SyncRequest | None = None,
 ) -> MultiDiffusionOutput:
     """See :meth:`MultiDiffusionPipeline.regions`."""
+    sync = sync or SyncRequest()
+    sync.check()
     plan = plan_regions(
         model,
         regions,
@@ -214,7 +219,16 @@ def generate_regions(
     first_fg = plan.first_foreground
     steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)
 
-    def make_hooks() -> list[Bootstrap]:
+    sync_fields = sync.settings_fields()
+    make_sync = None
+    if sync.enabled:
+        make_sync, sync_fields = prepare_sync(model, sync, tasks, conditions, (h, w))
+
+    def make_hooks() -> list[ViewHook]:
+        hooks = make_bootstrap()
+        return [*hooks, make_sync()] if make_sync is not None else hooks
+
+    def make_bootstrap() -> list[ViewHook]:
         foreground = [i for i, t in enumerate(tasks) if t.condition >= first_fg]
         if steps == 0 or not foreground:
             return []
@@ -243,6 +257,7 @@ def generate_regions(
         weights=weights,
         bootstrap_fraction=bootstrap_fraction,
         seed=seed,
+        **sync_fields,
     )
     return generate(
         model,

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..core.sync import SyncSettings
+
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
 OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
 
@@ -29,6 +31,13 @@ class SamplingSettings:
         weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
             the metadata alone).
+        sync: Run SyncDiffusion (Lee et al. 2023); the ``sync_*`` settings below apply only then.
+        sync_weight: w of Eq. 14, ≥ 0 (the paper's 20).
+        sync_decay: λ of Eq. 14 in (0, 1]: the step size at step index i is w · λ^i (the paper's 0.95).
+        sync_stop_step: Synchronise while the step index is below this; None = every step (docs/sync.md).
+        sync_every: Synchronise every n-th step.
+        sync_anchor: The anchor view's index in layout order, or ``"center"`` (recorded resolved).
+        sync_loss: ``lpips`` or ``builtin``; None tries LPIPS, else the built-in loss (recorded resolved).
     """
 
     negative_prompt: tuple[str, ...] = ("",)
@@ -42,6 +51,13 @@ class SamplingSettings:
     stride: int | None = None
     weights: str = "uniform"
     seed: int | None = None
+    sync: bool = False
+    sync_weight: float = SyncSettings.weight
+    sync_decay: float = SyncSettings.decay
+    sync_stop_step: int | None = SyncSettings.stop_step
+    sync_every: int = SyncSettings.every
+    sync_anchor: int | str = "center"
+    sync_loss: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists."""
@@ -108,6 +124,11 @@ class GenerationMetadata:
         ]
         if s.guidance_rescale:
             fields_.append(f"Guidance rescale: {s.guidance_rescale:g}")
+        if s.sync:
+            fields_.append(
+                f"SyncDiffusion: weight {s.sync_weight:g}, decay {s.sync_decay:g}, stop {s.sync_stop_step}, "
+                f"every {s.sync_every}, anchor {s.sync_anchor}, loss {s.sync_loss}"
+            )
         text = s.prompt[index]
         if s.negative_prompt[index]:
             text += f"\nNegative prompt: {s.negative_prompt[index]}"

@@ -1,0 +1,72 @@
+"""The foreseen clean latent x̂₀ of a view: the scheduler's own x₀ formula (SyncDiffusion Eq. 10).
+
+Every diffusers scheduler describes the current noise level by one number. Variance-preserving ones
+(DDIM, PNDM, DPM-Solver, UniPC, LCM, DDPM) keep x_t = sqrt(ᾱ) x₀ + sqrt(1 − ᾱ) ε; variance-exploding ones
+(Euler, Euler ancestral, Heun: ``init_noise_sigma`` > 1) keep x = x₀ + σ ε and feed the model
+x / sqrt(σ² + 1), which is the variance-preserving sample for ᾱ = 1 / (σ² + 1). So, with ᾱ read from the
+scheduler and the model output o in its parameterisation,
+
+    epsilon:       x̂₀ = (x_vp − sqrt(1 − ᾱ) o) / sqrt(ᾱ)     (DDPM Eq. 15; SyncDiffusion Eq. 10)
+    v_prediction:  x̂₀ = sqrt(ᾱ) x_vp − sqrt(1 − ᾱ) o         (Salimans & Ho 2022, §4)
+    sample:        x̂₀ = o
+
+with x_vp the variance-preserving sample. Differentiable in both x and o (the sync gradient flows
+through it). Plain PyTorch; the scheduler object is only read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _sigma_index(scheduler: Any, timestep: Tensor) -> int | None:
+    """The index of the current step into ``scheduler.sigmas``, or None if the scheduler has none."""
+    if getattr(scheduler, "sigmas", None) is None:
+        return None
+    index = getattr(scheduler, "step_index", None)
+    if index is None and hasattr(scheduler, "index_for_timestep"):
+        index = scheduler.index_for_timestep(timestep)
+    return None if index is None else int(index)
+
+
+def alpha_bar(scheduler: Any, timestep: Tensor) -> tuple[float, bool]:
+    """(ᾱ of the current step, whether the scheduler's samples are variance-exploding).
+
+    Uses the scheduler's own σ where it keeps one (Euler, Heun, DPM-Solver, UniPC: ᾱ = 1 / (1 + σ²), which
+    also covers Karras sigmas), else ``alphas_cumprod[t]`` (DDIM, PNDM, LCM, DDPM).
+    """
+    exploding = float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0
+    index = _sigma_index(scheduler, timestep)
+    if index is not None:
+        sigma = float(scheduler.sigmas[index])
+        return 1.0 / (1.0 + sigma * sigma), exploding
+    t = int(torch.as_tensor(timestep).reshape(-1)[0].round())
+    return float(scheduler.alphas_cumprod[t]), exploding
+
+
+def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:
+    """x̂₀ from the model output at the current step (see the module docstring).
+
+    Args:
+        scheduler: The run's scheduler, before its ``step`` for ``timestep`` (read only).
+        model_output: (B, C, h, w), guided, in the scheduler's ``prediction_type``.
+        sample: (B, C, h, w), the latents the scheduler steps from (x_t; unscaled for Euler-type).
+        timestep: The current timestep.
+
+    Returns:
+        (B, C, h, w) x̂₀ in latent units, differentiable in both inputs.
+    """
+    abar, exploding = alpha_bar(scheduler, timestep)
+    a, s = abar**0.5, (1.0 - abar) ** 0.5
+    x_vp = sample * a if exploding else sample  # Euler-type: the model sees x / sqrt(σ² + 1) = sqrt(ᾱ) x
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return (x_vp - s * model_output) / a
+    if kind == "v_prediction":
+        return a * x_vp - s * model_output
+    if kind == "sample":
+        return model_output
+    raise ValueError(f"cannot foresee x0 for prediction type {kind!r}")
