@@ -83,6 +83,13 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         choices=("float32", "float16", "bfloat16"),
         help="weights dtype (default: float16 on cuda, float32 on cpu)",
     )
+    p.add_argument(
+        "--tiled-vae",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode in tiles with whole-canvas GroupNorm statistics (no seams, memory follows the tile); "
+        "default: automatic above 2 Mpx (docs/tiled_vae.md)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
 
 
@@ -275,7 +282,14 @@ def _load(args: argparse.Namespace) -> tuple[Any, Callable[..., None]]:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()
-    return MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device), log
+    pipe = MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    if args.tiled_vae is not None:
+        if not hasattr(pipe.model.codec, "tiled"):
+            if args.tiled_vae:
+                raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
+        else:
+            pipe.model.codec.tiled = args.tiled_vae
+    return pipe, log
 
 
 def _save(result: Any, path: str) -> None:
