@@ -15,7 +15,10 @@ K = 6 feature maps f_k. Per scale the statistics are
     G_kl = mean over pixels of (f_k − m_k)(f_l − m_l)   (Gram matrix of centred features: contrast,
                                                           colour covariance, texture energy; Gatys et al.)
 
-and the distance is Σ_s ‖m_a − m_b‖² + ‖G_a − G_b‖²_F, per image: a tensor (B,).
+and the distance is the mean over the scales of ‖m_a − m_b‖² + ‖G_a − G_b‖²_F, per image: a tensor (B,).
+Its scale matters, since SyncDiffusion multiplies its gradient by w: the mean (not the sum) over scales
+keeps the paper's w = 20 stable on the exact mixture oracle, where the sum (three times larger)
+overshoots the anchor's colour (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ def statistics_distance(images: Tensor, targets: Tensor) -> Tensor:
     """The weight-free perceptual distance between ``images`` and ``targets``, both (B, 3, H, W) in [−1, 1].
 
     Returns:
-        (B,) float: Σ over scales of the squared distance of feature means and of Gram matrices. 0 for
-        identical statistics; differentiable in both arguments.
+        (B,) float: the mean over scales of the squared distance of feature means and of Gram matrices.
+        0 for identical statistics; differentiable in both arguments.
     """
     if images.shape != targets.shape:
         raise ValueError(f"images {tuple(images.shape)} and targets {tuple(targets.shape)} differ in shape")
     total = images.new_zeros(images.shape[0])
     for (m_a, g_a), (m_b, g_b) in zip(image_statistics(images), image_statistics(targets), strict=True):
         total = total + (m_a - m_b).pow(2).sum(-1) + (g_a - g_b).pow(2).sum((-2, -1))
-    return total
+    return total / len(SCALES)
