@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from multidiffusion.adapters.base import LoadedModel
 from multidiffusion.adapters.toy import NoiseLevels
 from multidiffusion.core import ClassifierFreeGuidance, GuidedCondition, layout_views, panorama_tasks, sample
 from multidiffusion.core.gaussian_field import GaussianField, column_variance, neighbour_correlation, prompt_colour
+from multidiffusion.core.seams import edge_pairs, seam_figures
+from multidiffusion.core.tasks import TaskSchedule
+from multidiffusion.core.types import ViewTask
 from multidiffusion.pipeline import MultiDiffusionPipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,10 +169,7 @@ def ddim_closed_form(model: LoadedModel, steps: int = 50, size: int = WINDOW) ->
 
 def boundary_pairs(width: int, window: int, stride: int) -> tuple[int, ...]:
     """Left columns c of the pairs (c, c + 1) that a view edge separates (a view ends at c or starts at c + 1)."""
-    lefts = {v.left for v in layout_views(window, width, window, stride)}
-    ends = {left + window - 1 for left in lefts if left + window < width}
-    starts = {left - 1 for left in lefts if left > 0}
-    return tuple(sorted(ends | starts))
+    return edge_pairs(layout_views(window, width, window, stride), width)
 
 
 def panorama(
@@ -189,11 +190,8 @@ def panorama(
     prompts = [""] * samples
     kwargs = dict(height=HEIGHT, width=width, stride=stride, weights=weights, scheduler=scheduler, steps=steps)
     x = sample_canvases(model, prompts, seed=seed, **kwargs)
-    r = neighbour_correlation(x)
-    bounds = boundary_pairs(width, WINDOW, stride)
-    mask = torch.zeros(width - 1, dtype=torch.bool)
-    mask[list(bounds)] = True
-    return PanoramaStats(float(column_variance(x).mean()), float(r[mask].mean()), float(r[~mask].mean()), r, bounds)
+    seams = seam_figures(x, boundary_pairs(width, WINDOW, stride))
+    return PanoramaStats(float(column_variance(x).mean()), seams.boundary, seams.interior, seams.per_pair, seams.edges)
 
 
 def sample_from(
@@ -209,6 +207,7 @@ def sample_from(
     steps: int = STEPS,
     seed: int = SEED,
     mean_override: Tensor | None = None,
+    tasks: Sequence[ViewTask] | TaskSchedule | None = None,
 ) -> Tensor:
     """Canvases of ``prompt`` through :func:`~multidiffusion.core.sample`, from a chosen start x_T.
 
@@ -217,6 +216,8 @@ def sample_from(
             exact expected canvas for a deterministic scheduler (the sampler is affine in x_T); ``exact``:
             x_T drawn from the true marginal q(x_T) = N(α_T μ, α_T² Σ + s_T² I) at the first timestep.
         mean_override: Use this (3,) mean colour instead of the prompt's, without guidance.
+        tasks: The engine's tasks (or a per-step schedule); default a panorama of WINDOW-cell views every
+            ``stride`` cells with uniform weights.
 
     Returns:
         (num, 3, H, W) float32.
@@ -244,7 +245,8 @@ def sample_from(
             negative=model.encode_prompts([""] * num) if guided else None,
             guidance_scale=guidance,
         )
-    tasks = panorama_tasks(height, width, WINDOW, stride)
+    if tasks is None:
+        tasks = panorama_tasks(height, width, WINDOW, stride)
     x_T = x_vp * sched.init_noise_sigma
     return sample(ClassifierFreeGuidance(model.denoiser), sched, x_T, tasks, [condition], generator=g)
 

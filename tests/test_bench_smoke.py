@@ -1,4 +1,4 @@
-"""The benchmark script runs (one step, one small size) and writes its table; no timing is asserted."""
+"""The benchmark scripts run (one step, one small size) and write their tables; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -10,16 +10,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_benchmark_smoke(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "panorama_cpu.py"), "--smoke", "--out-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def run_script(*argv: str) -> None:
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads((tmp_path / "performance.json").read_text())
-    assert [r["method"].split(",")[0] for r in rows] == ["multidiffusion (ours)", "diffusers", "diffusers"]
-    assert all(r["max_abs_diff_vs_ours"] <= 1e-4 for r in rows)
-    assert len({r["unet_rows"] for r in rows}) == 1  # same model evaluations, batched differently
-    assert "| size (px) |" in (tmp_path / "performance.md").read_text()
+
+
+def test_cpu_benchmark_smoke(tmp_path):
+    run_script(str(ROOT / "bench" / "panorama_cpu.py"), "--smoke", "--threads", "1", "--out-dir", str(tmp_path))
+    rows = json.loads((tmp_path / "performance.json").read_text())["rows"]
+    sizes = [r for r in rows if r["table"] == "sizes"]
+    assert [r["method"].split(",")[0] for r in sizes] == ["multidiffusion (ours)", "diffusers", "diffusers"]
+    settings = [r for r in rows if r["table"] == "settings"]
+    assert {"ours: channels-last", "ours: bfloat16", "ours: view batch 1 (views not batched)"} <= {
+        r["method"] for r in settings
+    }
+    for r in sizes + settings:
+        # bfloat16 agrees to its own rounding; everything else to float32 rounding
+        assert r["max_abs_diff_vs_ours"] <= (0.05 if "bfloat16" in r["method"] else 1e-4), r
+    assert len({r["unet_rows"] for r in sizes + settings}) == 1  # same model evaluations, batched differently
+    overheads = [r for r in rows if r["table"] == "overheads"]
+    assert len(overheads) == 3 and all(r["ms"] > 0 for r in overheads)
+    text = (tmp_path / "performance.md").read_text()
+    assert "| size (px) |" in text and "## Speed settings on/off" in text and "torch.compile" in text
+
+
+def test_gpu_benchmark_code_path_on_the_cpu(tmp_path):
+    """``--tiny`` runs the GPU benchmark's code on the CPU with a tiny UNet config and a small canvas."""
+    run_script(str(ROOT / "bench" / "panorama_gpu.py"), "--tiny", "--out-dir", str(tmp_path))
+    rows = json.loads((tmp_path / "performance_gpu.json").read_text())["rows"]
+    methods = [r["method"] for r in rows]
+    assert methods[0] == "multidiffusion (ours)" and methods[1] == "diffusers, view batch 1 (default)"
+    assert any(m.startswith("diffusers, best view batch") for m in methods)
+    assert all(r["max_abs_diff_vs_ours"] <= 1e-3 for r in rows), rows
+    assert len({r["unet_rows"] for r in rows}) == 1
+    assert all(r["flop_floor_fraction"] > 0 for r in rows)
+    assert "| method |" in (tmp_path / "performance_gpu.md").read_text()

@@ -78,9 +78,17 @@ def load_model(
     *,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> LoadedModel:
-    """Load a model: a diffusers folder or repo id (SD 1.x/2.x), a single-file checkpoint, or ``toy[:…]``."""
+    """Load a model: a diffusers folder or repo id (SD 1.x/2.x), a single-file checkpoint, or ``toy[:…]``.
+
+    ``channels_last`` and ``compile`` are speed settings of the networks (see
+    :func:`~multidiffusion.adapters.speed.apply_speed_settings`); they do not change the results beyond
+    float rounding.
+    """
     from . import stable_diffusion, toy
+    from .speed import apply_speed_settings
 
     check_model_source(source)
     dev = resolve_device(device)
@@ -89,5 +97,7 @@ def load_model(
     dt = resolve_dtype(dtype, dev)
     path = Path(source).expanduser()
     if path.is_file():
-        return stable_diffusion.load_single_file(str(path), dt, dev)
-    return stable_diffusion.load_pretrained(str(path) if path.is_dir() else source, dt, dev)
+        model = stable_diffusion.load_single_file(str(path), dt, dev)
+    else:
+        model = stable_diffusion.load_pretrained(str(path) if path.is_dir() else source, dt, dev)
+    return apply_speed_settings(model, channels_last=channels_last, compile=compile)

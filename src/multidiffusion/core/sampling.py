@@ -15,7 +15,7 @@ once for the canvas.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .errors import InvalidInputError
 from .fusion import FusionPlan
+from .tasks import TaskSchedule
 from .types import Denoiser, HookContext, StepState, ViewHook, ViewTask
 
 StepCallback = Callable[[StepState], "bool | None"]
@@ -42,11 +43,44 @@ def batches(count: int, size: int | None) -> list[slice]:
     return [slice(i, min(i + size, count)) for i in range(0, count, size)]
 
 
+class _Plans:
+    """The fusion plan (and its view batches) of every step: one for a fixed task list, one per distinct layout
+    of a :class:`TaskSchedule`. All are built before the first denoiser call, so a bad layout at any step
+    raises before any work is done, and a layout that recurs costs nothing after its first step."""
+
+    def __init__(
+        self,
+        tasks: Sequence[ViewTask] | TaskSchedule,
+        shape: tuple[int, int, torch.device],
+        num_steps: int,
+        num_conditions: int,
+        view_batch_size: int | None,
+    ) -> None:
+        self.shape, self.num_conditions, self.view_batch_size = shape, num_conditions, view_batch_size
+        schedule = tasks if isinstance(tasks, TaskSchedule) else TaskSchedule.fixed(tasks)
+        self.keys: list[Hashable] = [schedule.key(i) for i in range(num_steps)] or [schedule.key(0)]
+        self.cache: dict[Hashable, tuple[FusionPlan, list[slice]]] = {}
+        for key in self.keys:
+            if key not in self.cache:
+                self.cache[key] = self._build(schedule.build(key))
+
+    def _build(self, tasks: Sequence[ViewTask]) -> tuple[FusionPlan, list[slice]]:
+        plan = FusionPlan(tasks, *self.shape)
+        for task in plan.tasks:
+            if not 0 <= task.condition < self.num_conditions:
+                raise ValueError(f"task condition {task.condition} out of range for {self.num_conditions} conditions")
+        return plan, batches(len(plan), self.view_batch_size)
+
+    def at(self, step_index: int) -> tuple[FusionPlan, list[slice]]:
+        """(plan, view batches) of step ``step_index``."""
+        return self.cache[self.keys[step_index]]
+
+
 def sample(
     denoiser: Denoiser,
     scheduler: Any,
     x_T: Tensor,
-    tasks: Sequence[ViewTask],
+    tasks: Sequence[ViewTask] | TaskSchedule,
     conditions: Sequence[Any],
     *,
     hooks: Sequence[ViewHook] = (),
@@ -63,7 +97,9 @@ def sample(
         scheduler: A diffusers-style scheduler with ``set_timesteps`` already called: ``timesteps``,
             ``scale_model_input(x, t)`` and ``step(model_output, t, x, …).prev_sample``.
         x_T: Initial canvas (N, C, H, W) in latent cells, already scaled by ``init_noise_sigma``.
-        tasks: The (view, condition, weight) pairs; every canvas cell needs positive total weight.
+        tasks: The (view, condition, weight) pairs; every canvas cell needs positive total weight. Or a
+            :class:`~multidiffusion.core.tasks.TaskSchedule`: a layout that changes from step to step
+            (shifted windows); each distinct layout gets one fusion plan, built the first time it is used.
         conditions: What ``ViewTask.condition`` indexes; handed to the denoiser unchanged.
         hooks: Per-view hooks, applied in order to each batch of crops before denoising.
         callback: Called after each step with a :class:`StepState`; return True to stop early.
@@ -77,15 +113,12 @@ def sample(
     if x_T.ndim != 4:
         raise ValueError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
     n, _, height, width = x_T.shape
-    plan = FusionPlan(tasks, height, width, x_T.device)
-    for task in plan.tasks:
-        if not 0 <= task.condition < len(conditions):
-            raise ValueError(f"task condition {task.condition} out of range for {len(conditions)} conditions")
-    groups = batches(len(plan), view_batch_size)
-    step_kwargs = _step_kwargs(scheduler, generator)
     timesteps = scheduler.timesteps
+    plans = _Plans(tasks, (height, width, x_T.device), len(timesteps), len(conditions), view_batch_size)
+    step_kwargs = _step_kwargs(scheduler, generator)
     x = x_T.to(torch.float32)
     for step_index, t in enumerate(timesteps):
+        plan, groups = plans.at(step_index)
         model_sum = torch.zeros_like(x)
         crop_sum = torch.zeros_like(x) if hooks else None
         changed = False  # whether any hook returned new crops this step

@@ -1,6 +1,10 @@
-"""Task lists for the common case: one condition over a sliding-window layout."""
+"""Task lists for the common case (one condition over a sliding-window layout), and layouts that change
+from step to step (:class:`TaskSchedule`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 
 from .types import ViewTask
 from .views import layout_views
@@ -24,3 +28,28 @@ def panorama_tasks(
     views = layout_views(height, width, window, stride, circular=circular)
     maps = view_weights(views, height, width, weights, circular=circular)
     return [ViewTask(view, condition, w) for view, w in zip(views, maps, strict=True)]
+
+
+@dataclass(frozen=True)
+class TaskSchedule:
+    """Tasks that change from step to step: step k fuses ``build(key(k))`` (e.g. shifted windows).
+
+    :func:`~multidiffusion.core.sampling.sample` takes one in place of a task list. Steps whose keys are
+    equal share one layout, so the engine builds one fusion plan per distinct key, not per step.
+
+    Attributes:
+        key: 0-based step index → a hashable name of that step's layout (e.g. its shift in latent cells).
+        build: A layout key → its task list; every canvas cell needs positive total weight.
+    """
+
+    key: Callable[[int], Hashable]
+    build: Callable[[Hashable], Sequence[ViewTask]]
+
+    @classmethod
+    def fixed(cls, tasks: Sequence[ViewTask]) -> TaskSchedule:
+        """The same tasks at every step (what a plain task list means)."""
+        return cls(key=lambda _: None, build=lambda _: tasks)
+
+    def tasks_at(self, step_index: int) -> Sequence[ViewTask]:
+        """The task list of step ``step_index``."""
+        return self.build(self.key(step_index))

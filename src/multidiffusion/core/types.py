@@ -45,7 +45,7 @@ class HookContext:
         step_index: 0-based index into ``scheduler.timesteps``.
         timestep: The scheduler's timestep for this step.
         tasks: The (view, condition, weight) tasks of this batch, in batch order.
-        task_indices: Their indices in the full task list.
+        task_indices: Their indices in the full task list (this step's list when the layout changes per step).
         num_canvases: N, the canvases sampled together (rows per task in the batch tensor).
         scheduler: The scheduler object (read it; do not step it).
         canvas: The whole canvas x_t, (N, C, H, W) float32, as the step began; read it (SyncDiffusion
