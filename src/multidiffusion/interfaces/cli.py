@@ -84,6 +84,12 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         help="weights dtype (default: float16 on cuda, float32 on cpu)",
     )
     p.add_argument(
+        "--channels-last", action="store_true", help="run the networks NHWC (docs/performance.md; same results)"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the denoiser (slow first step per batch shape)"
+    )
+    p.add_argument(
         "--tiled-vae",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -205,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
     )
     p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
+    from ..core.layouts import LAYOUT_NAMES
+
+    p.add_argument(
+        "--view-layout",
+        default=None,
+        choices=LAYOUT_NAMES,
+        help="a cheaper named layout that sets stride and weights (docs/layouts.md; default: --stride/--weights)",
+    )
     _add_model_and_sampling(p, "a fresh one")
     _add_sync(p)
 
@@ -282,7 +296,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Callable[..., None]]:
         from diffusers.utils import logging as diffusers_logging
 
         diffusers_logging.disable_progress_bar()
-    pipe = MultiDiffusionPipeline.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    pipe = MultiDiffusionPipeline.from_pretrained(
+        args.model, dtype=args.dtype, device=args.device, channels_last=args.channels_last, compile=args.compile
+    )
     if args.tiled_vae is not None:
         if not hasattr(pipe.model.codec, "tiled"):
             if args.tiled_vae:
@@ -322,6 +338,7 @@ def run_panorama(args: argparse.Namespace) -> int:
         stride=args.stride,
         weights=args.weights,
         circular=args.circular,
+        layout=args.view_layout,
         **_sync_kwargs(args),
     )
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run

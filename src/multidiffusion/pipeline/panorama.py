@@ -12,8 +12,9 @@ import torch
 from ..adapters import LoadedModel, check_scheduler_name, load_model
 from ..adapters.loading import resolve_device, resolve_dtype
 from ..adapters.stable_diffusion import load_single_file
-from ..core import GuidedCondition, panorama_tasks
+from ..core import GuidedCondition, layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
+from ..core.layouts import get_layout
 from ..core.regions import Region
 from ..core.views import layout_views
 from .checks import as_prompt_list, check_pixels, check_sampling, resolve_window_stride
@@ -42,6 +43,8 @@ class MultiDiffusionPipeline:
         *,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> MultiDiffusionPipeline:
         """Load a diffusers-format model (hub repo id or local folder).
 
@@ -51,8 +54,10 @@ class MultiDiffusionPipeline:
             dtype: ``float32``, ``float16``, ``bfloat16`` or a torch dtype; default float16 on CUDA,
                 float32 on the CPU.
             device: ``cpu``, ``cuda``, ``cuda:N``; default CUDA when available.
+            channels_last: Store the networks NHWC (docs/performance.md); same results to float rounding.
+            compile: ``torch.compile`` the denoiser network (slow first call per batch shape).
         """
-        return cls(load_model(repo_or_folder, dtype=dtype, device=device))
+        return cls(load_model(repo_or_folder, dtype=dtype, device=device, channels_last=channels_last, compile=compile))
 
     @classmethod
     def from_single_file(
@@ -91,6 +96,14 @@ class MultiDiffusionPipeline:
                 raise InvalidInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
         s = PanoramaSettings(prompt=tuple(prompts), negative_prompt=tuple(negatives), **kwargs)
         g = self.model.granularity_px
+        if s.layout is not None:
+            get_layout(s.layout)
+            if s.stride is not None or s.weights != DEFAULTS.weights:
+                raise InvalidInputError(
+                    f"layout {s.layout!r} sets the stride and weights itself; omit stride and weights"
+                )
+            if s.sync:
+                raise InvalidInputError("SyncDiffusion runs on a fixed layout; omit layout (or sync)")
         check_pixels("height", s.height, g)
         check_pixels("width", s.width, g)
         window, stride = resolve_window_stride(
@@ -98,6 +111,10 @@ class MultiDiffusionPipeline:
         )
         guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
         s = dataclasses.replace(s, window=window, stride=stride, guidance_scale=guidance)
+        if s.layout is not None:
+            recipe = get_layout(s.layout)
+            stride = recipe.stride_cells(window // g) * g if recipe.stride is not None else None
+            s = dataclasses.replace(s, stride=stride, weights=recipe.weights)
         check_scheduler_name(s.scheduler)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
         sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
@@ -125,6 +142,7 @@ class MultiDiffusionPipeline:
         stride: int | None = DEFAULTS.stride,
         weights: str = DEFAULTS.weights,
         circular: bool = DEFAULTS.circular,
+        layout: str | None = DEFAULTS.layout,
         view_batch_size: int | None = None,
         progress: bool = True,
         sync: bool = DEFAULTS.sync,
@@ -157,6 +175,8 @@ class MultiDiffusionPipeline:
                 (64 px for SD).
             weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
             circular: Wrap views horizontally so the left and right edges continue each other.
+            layout: A named cheaper layout, ``half-overlap``, ``quarter-overlap`` or ``shifted``
+                (docs/layouts.md); it sets the stride and weights, so give neither with it.
             view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
             progress: Show a progress bar.
             sync: Run SyncDiffusion (Lee et al. 2023): each view's latent takes a perceptual-loss gradient
@@ -187,6 +207,7 @@ class MultiDiffusionPipeline:
             stride=stride,
             weights=weights,
             circular=circular,
+            layout=layout,
             seed=seed_of(generator),
             sync=sync,
             sync_weight=sync_weight,
@@ -198,9 +219,12 @@ class MultiDiffusionPipeline:
         )
         m = self.model
         g = m.granularity_px
-        tasks = panorama_tasks(
-            s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, circular=s.circular
-        )
+        if s.layout is not None:
+            tasks = layout_tasks(s.layout, s.height // g, s.width // g, s.window // g, circular=s.circular)
+        else:
+            tasks = panorama_tasks(
+                s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, circular=s.circular
+            )
         guided = s.guidance_scale != 1.0
         condition = GuidedCondition(
             positive=m.encode_prompts(list(s.prompt)),

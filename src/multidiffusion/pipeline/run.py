@@ -13,6 +13,7 @@ from .. import __version__
 from ..adapters import LoadedModel, make_scheduler
 from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sample
 from ..core.decoding import decode_wrapped
+from ..core.tasks import TaskSchedule
 from ..core.types import StepState, ViewHook, ViewTask
 from .output import MultiDiffusionOutput, convert
 from .settings import GenerationMetadata
@@ -47,7 +48,7 @@ def generate(
     *,
     settings: Any,
     mode: str,
-    tasks: Sequence[ViewTask],
+    tasks: Sequence[ViewTask] | TaskSchedule,
     conditions: Sequence[GuidedCondition],
     canvas_cells: tuple[int, int, int],
     generator: torch.Generator,
@@ -64,7 +65,7 @@ def generate(
         model: The loaded model.
         settings: A frozen settings dataclass with ``scheduler`` and ``num_inference_steps`` (recorded).
         mode: ``panorama`` or ``regions`` (recorded).
-        tasks: The engine's (view, condition, weight) tasks.
+        tasks: The engine's (view, condition, weight) tasks, or a per-step :class:`TaskSchedule`.
         conditions: Guided conditions indexed by the tasks.
         canvas_cells: (N, h, w): canvases and latent size.
         generator: Draws the initial noise first (diffusers' order), then anything the hooks need.
@@ -78,8 +79,13 @@ def generate(
     n, h, w = canvas_cells
     if view_batch_size is None:
         guided = any(c.guided for c in conditions)
-        view = tasks[0].view
-        view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), len(tasks))
+        if isinstance(tasks, TaskSchedule):
+            steps = range(settings.num_inference_steps)
+            first, count = tasks.tasks_at(0), max(len(tasks.tasks_at(k)) for k in steps)
+        else:
+            first, count = tasks, len(tasks)
+        view = first[0].view
+        view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), count)
     scheduler = make_scheduler(settings.scheduler, model.scheduler_config)
     scheduler.set_timesteps(settings.num_inference_steps, device=model.device)
     noise = initial_noise((n, model.codec.latent_channels, h, w), generator, model.device, model.dtype)

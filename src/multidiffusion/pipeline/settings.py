@@ -71,10 +71,14 @@ class PanoramaSettings(SamplingSettings):
     Attributes:
         prompt: One prompt per canvas.
         circular: Wrap views around horizontally (360° panorama).
+        layout: A named cheaper layout (``multidiffusion.core.LAYOUT_NAMES``, docs/layouts.md) that sets
+            the stride and weights itself (stride recorded as None for shifted tiles); None: the sliding
+            window of ``stride`` and ``weights``.
     """
 
     prompt: tuple[str, ...] = ("",)
     circular: bool = False
+    layout: str | None = None
 
 
 DEFAULTS = PanoramaSettings()
@@ -122,6 +126,8 @@ class GenerationMetadata:
             f"MultiDiffusion weights: {s.weights}",
             f"Circular: {s.circular}",
         ]
+        if getattr(s, "layout", None):
+            fields_.append(f"MultiDiffusion layout: {s.layout}")
         if s.guidance_rescale:
             fields_.append(f"Guidance rescale: {s.guidance_rescale:g}")
         if s.sync:
