@@ -27,7 +27,10 @@ def test_readme_cli_reference_is_current():
 
 
 def test_ruff_clean():
-    for args in (["check", "src", "tests", "scripts"], ["format", "--check", "src", "tests", "scripts"]):
+    for args in (
+        ["check", "src", "tests", "scripts", "bench"],
+        ["format", "--check", "src", "tests", "scripts", "bench"],
+    ):
         proc = subprocess.run(
             [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, check=False
         )
