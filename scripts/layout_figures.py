@@ -17,7 +17,6 @@ import argparse
 import importlib.util
 import math
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -203,15 +202,6 @@ def render(results: dict[str, list[LayoutFigures]], reference: float) -> str:
     return "\n".join(lines)
 
 
-def update_doc(block: str, path: Path) -> None:
-    """Replace the table block of docs/layouts.md."""
-    text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
-    if not pattern.search(text):
-        raise SystemExit(f"{path} has no {BEGIN} … {END} block")
-    path.write_text(pattern.sub(lambda _: block, text))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print", action="store_true", help="print the table only; write nothing")
@@ -230,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     block = render(results, reference)
     print(block)
     if not args.print:
-        update_doc(block, args.out)
+        tf.update_doc(block, args.out, BEGIN, END)
     print(f"done in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 

@@ -405,12 +405,12 @@ def plot(model: LoadedModel, path: Path, samples: int = 512, width: int = 96) ->
     plt.close(fig)
 
 
-def update_doc(block: str, path: Path) -> None:
-    """Replace the table block of docs/theory.md."""
+def update_doc(block: str, path: Path, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the ``begin`` … ``end`` block of a doc (default: the table block of docs/theory.md)."""
     text = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
-        raise SystemExit(f"{path} has no {BEGIN} … {END} block")
+        raise SystemExit(f"{path} has no {begin} … {end} block")
     path.write_text(pattern.sub(lambda _: block, text))
 
 

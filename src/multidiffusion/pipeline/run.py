@@ -79,9 +79,9 @@ def generate(
     n, h, w = canvas_cells
     if view_batch_size is None:
         guided = any(c.guided for c in conditions)
-        if isinstance(tasks, TaskSchedule):
-            steps = range(settings.num_inference_steps)
-            first, count = tasks.tasks_at(0), max(len(tasks.tasks_at(k)) for k in steps)
+        if isinstance(tasks, TaskSchedule):  # each distinct layout built once, not once per step
+            layouts = [tasks.build(key) for key in dict.fromkeys(map(tasks.key, range(settings.num_inference_steps)))]
+            first, count = layouts[0], max(len(layout) for layout in layouts)
         else:
             first, count = tasks, len(tasks)
         view = first[0].view
