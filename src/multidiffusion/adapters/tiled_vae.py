@@ -23,7 +23,9 @@ canvases grow with the canvas. Statistics are merged with Chan's parallel update
 squared deviations, float32 per tile, float64 across tiles) rather than Σx and Σx², whose difference
 cancels catastrophically when a group's mean is large against its spread.
 
-Wrap-around (360°) context is not handled here; ``core.decoding.decode_wrapped`` pads the latents first.
+Wrap-around context (a 360° panorama, a texture that tiles on x, y or both) is not handled here:
+``core.decoding.decode_wrapped`` pads the latents periodically on every wrapped axis and decodes the padded
+canvas, tiled or whole, so the tiled path wraps exactly as the full decode does.
 """
 
 from __future__ import annotations

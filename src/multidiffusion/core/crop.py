@@ -1,7 +1,8 @@
 """The one crop/paste pair: views of a canvas gathered into a batch, and a batch scattered back.
 
 Both are a single gather / scatter-add over precomputed flat indices (no Python loop over views), and
-both honour wrap-around, because a view's columns are stored modulo the canvas width.
+both honour wrap-around on either axis, because a view's rows are stored modulo the canvas height and its
+columns modulo the canvas width (a view reaches past the bottom or right edge only on a wrapped axis).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ def view_indices(views: Sequence[View], height: int, width: int, device: torch.d
     """Flat canvas indices of every cell of every view.
 
     Args:
-        views: Views of one size (h, w) on a ``height`` × ``width`` canvas (latent cells).
-        height: Canvas rows.
+        views: Views of one size (h, w) on a ``height`` × ``width`` canvas (latent cells), each starting
+            inside it (``0 <= top < height``, ``0 <= left < width``).
+        height: Canvas rows; view rows are taken modulo this (wrap-around).
         width: Canvas columns; view columns are taken modulo this (wrap-around).
 
     Returns:
@@ -32,9 +34,11 @@ def view_indices(views: Sequence[View], height: int, width: int, device: torch.d
         raise ValueError("all views of a batch must have one size")
     tops = torch.tensor([v.top for v in views], dtype=torch.long)
     lefts = torch.tensor([v.left for v in views], dtype=torch.long)
-    if int(tops.min()) < 0 or int((tops + h).max()) > height or int(lefts.min()) < 0 or w > width:
-        raise ValueError(f"a view lies outside the {height}×{width} canvas")
-    rows = tops[:, None] + torch.arange(h)[None, :]  # (V, h)
+    if int(tops.min()) < 0 or int(tops.max()) >= height or int(lefts.min()) < 0 or int(lefts.max()) >= width:
+        raise ValueError(f"a view starts outside the {height}×{width} canvas")
+    if h > height or w > width:
+        raise ValueError(f"a {h}×{w} view is larger than the {height}×{width} canvas")
+    rows = (tops[:, None] + torch.arange(h)[None, :]) % height  # (V, h)
     cols = (lefts[:, None] + torch.arange(w)[None, :]) % width  # (V, w)
     flat = rows[:, :, None] * width + cols[:, None, :]  # (V, h, w)
     return flat.reshape(len(views), h * w).to(device)

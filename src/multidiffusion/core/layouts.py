@@ -17,6 +17,7 @@ from .errors import InvalidInputError
 from .shifted import shifted_schedule
 from .tasks import TaskSchedule, panorama_tasks
 from .types import ViewTask
+from .views import Wrap
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class LayoutRecipe:
         window: int | tuple[int, int],
         *,
         circular: bool = False,
+        wrap: Wrap | None = None,
         condition: int = 0,
     ) -> list[ViewTask] | TaskSchedule:
         """The engine's tasks on a ``height`` × ``width`` latent canvas (a schedule for shifted tiles).
@@ -57,14 +59,19 @@ class LayoutRecipe:
             height: Canvas rows, latent cells.
             width: Canvas columns, latent cells.
             window: View size in latent cells, an int or (rows, cols).
-            circular: 360° canvas (views wrap around horizontally).
+            circular: 360° canvas (views wrap around horizontally; the same as ``wrap=(False, True)``).
+            wrap: Which axes wrap, (rows, cols): ``(True, True)`` for a texture that tiles.
             condition: The condition index of every task.
         """
         if self.stride is None:
-            return shifted_schedule(height, width, window, weights=self.weights, circular=circular, condition=condition)
+            return shifted_schedule(
+                height, width, window, weights=self.weights, circular=circular, wrap=wrap, condition=condition
+            )
         win = (window, window) if isinstance(window, int) else tuple(window)
         stride = (self.stride_cells(win[0]), self.stride_cells(win[1]))
-        return panorama_tasks(height, width, win, stride, weights=self.weights, circular=circular, condition=condition)
+        return panorama_tasks(
+            height, width, win, stride, weights=self.weights, circular=circular, wrap=wrap, condition=condition
+        )
 
 
 # The named layouts: each holds the seam figure ≥ 0.95 of the interior on the exact model (docs/layouts.md).
@@ -108,10 +115,11 @@ def layout_tasks(
     window: int | tuple[int, int],
     *,
     circular: bool = False,
+    wrap: Wrap | None = None,
     condition: int = 0,
 ) -> list[ViewTask] | TaskSchedule:
     """The tasks of the named layout ``name`` (see :meth:`LayoutRecipe.tasks`); sizes in latent cells."""
-    return get_layout(name).tasks(height, width, window, circular=circular, condition=condition)
+    return get_layout(name).tasks(height, width, window, circular=circular, wrap=wrap, condition=condition)
 
 
 def evaluations_per_step(tasks: Sequence[ViewTask] | TaskSchedule, num_steps: int = 50) -> float:

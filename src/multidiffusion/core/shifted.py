@@ -12,7 +12,8 @@ scheduler draws the same noise stream as with a fixed layout.
 
 Edges of a canvas that does not wrap: the tiles cut by the canvas border are moved inside it, flush with
 the border, so every view has the full window size; they overlap their neighbour by the shift there and
-are fused with it by the usual weights. A 360° canvas (``circular=True``) wraps the tiling around instead.
+are fused with it by the usual weights. On a wrapped axis (a 360° canvas, ``circular=True``, wraps the
+columns; ``wrap=(rows, cols)`` names either or both axes) the tiling goes round the circle instead.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 from .errors import InvalidInputError
 from .tasks import TaskSchedule
 from .types import ViewTask
-from .views import View, check_layout_args
+from .views import View, Wrap, check_layout_args, resolve_wrap
 from .weights import view_weights
 
 # Per-axis step of the offset, in windows: (rows, columns). The golden ratio's conjugate is the 1-D sequence
@@ -41,7 +42,7 @@ def shift_offset(step_index: int, window: tuple[int, int]) -> tuple[int, int]:
 
 
 def _tile_starts(size: int, window: int, offset: int, circular: bool) -> list[int]:
-    """Starts of one axis' tiles: the grid ``offset + k · window``; border tiles moved inside (or wrapped)."""
+    """Starts of one axis' tiles: the grid ``offset + k · window``; border tiles moved inside (or wrapped round)."""
     if size <= window:
         return [0]
     if circular:
@@ -53,7 +54,13 @@ def _tile_starts(size: int, window: int, offset: int, circular: bool) -> list[in
 
 
 def shifted_views(
-    height: int, width: int, window: int | tuple[int, int], offset: tuple[int, int], *, circular: bool = False
+    height: int,
+    width: int,
+    window: int | tuple[int, int],
+    offset: tuple[int, int],
+    *,
+    circular: bool = False,
+    wrap: Wrap | None = None,
 ) -> list[View]:
     """One tiling of a ``height`` × ``width`` latent canvas by full-size windows, shifted by ``offset``.
 
@@ -63,19 +70,21 @@ def shifted_views(
         window: View size in latent cells, an int or (rows, cols); a canvas smaller than the window in a
             dimension gets one view of the canvas size there.
         offset: (rows, cols) shift of the tile grid in latent cells.
-        circular: Wrap the tiling around horizontally (360° panoramas).
+        circular: Wrap the tiling around horizontally (360° panoramas); the same as ``wrap=(False, True)``.
+        wrap: Which axes wrap, (rows, cols).
 
     Returns:
         Views in row-major order; they cover every cell. Non-overlapping except next to a border (the tile
-        there is moved flush with it) and on a circular axis whose size the window does not divide.
+        there is moved flush with it) and on a wrapped axis whose size the window does not divide.
     """
+    wrap_rows, wrap_cols = resolve_wrap(wrap, circular)
     win = (window, window) if isinstance(window, int) else tuple(window)
     if height <= 0 or width <= 0:
         raise InvalidInputError(f"canvas size must be positive, got {height}×{width} latent cells")
     check_layout_args(win, win)
     view_h, view_w = min(win[0], height), min(win[1], width)
-    tops = _tile_starts(height, win[0], offset[0], circular=False)
-    lefts = _tile_starts(width, win[1], offset[1], circular=circular)
+    tops = _tile_starts(height, win[0], offset[0], circular=wrap_rows)
+    lefts = _tile_starts(width, win[1], offset[1], circular=wrap_cols)
     return [View(top, left, view_h, view_w) for top in tops for left in lefts]
 
 
@@ -86,6 +95,7 @@ def shifted_schedule(
     *,
     weights: str = "uniform",
     circular: bool = False,
+    wrap: Wrap | None = None,
     condition: int = 0,
 ) -> TaskSchedule:
     """Shifted non-overlapping windows as a :class:`TaskSchedule`: step k tiles with :func:`shift_offset` (k).
@@ -96,18 +106,20 @@ def shifted_schedule(
         window: View size in latent cells, an int or (rows, cols).
         weights: Weight kind (see :func:`~multidiffusion.core.weights.view_weights`); it only matters where
             tiles overlap (next to a non-wrapping border).
-        circular: 360° canvas.
+        circular: 360° canvas (the same as ``wrap=(False, True)``).
+        wrap: Which axes wrap, (rows, cols).
         condition: The condition index of every task.
 
     Returns:
         A schedule keyed by the (rows, cols) offset: at most ``window_h · window_w`` distinct layouts.
     """
+    wrap = resolve_wrap(wrap, circular)
     win = (window, window) if isinstance(window, int) else tuple(window)
     check_layout_args(win, win)
 
     def build(offset: object) -> list[ViewTask]:
-        views = shifted_views(height, width, win, offset, circular=circular)  # type: ignore[arg-type]
-        maps = view_weights(views, height, width, weights, circular=circular)
+        views = shifted_views(height, width, win, offset, wrap=wrap)  # type: ignore[arg-type]
+        maps = view_weights(views, height, width, weights, wrap=wrap)
         return [ViewTask(view, condition, w) for view, w in zip(views, maps, strict=True)]
 
     return TaskSchedule(key=lambda k: shift_offset(k, win), build=build)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from .types import ViewTask
-from .views import layout_views
+from .views import Wrap, layout_views
 from .weights import view_weights
 
 
@@ -19,14 +19,16 @@ def panorama_tasks(
     *,
     weights: str = "uniform",
     circular: bool = False,
+    wrap: Wrap | None = None,
     condition: int = 0,
 ) -> list[ViewTask]:
     """(view, condition, weight) tasks of a panorama: :func:`layout_views` × :func:`view_weights`.
 
-    All sizes in latent cells; see those functions for the arguments.
+    All sizes in latent cells; see those functions for the arguments (``circular`` wraps the columns,
+    ``wrap`` = (rows, cols) either or both axes).
     """
-    views = layout_views(height, width, window, stride, circular=circular)
-    maps = view_weights(views, height, width, weights, circular=circular)
+    views = layout_views(height, width, window, stride, circular=circular, wrap=wrap)
+    maps = view_weights(views, height, width, weights, circular=circular, wrap=wrap)
     return [ViewTask(view, condition, w) for view, w in zip(views, maps, strict=True)]
 
 

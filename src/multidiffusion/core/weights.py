@@ -3,9 +3,10 @@
 Uniform weights are the paper's choice. Feathered weights fall off toward the view's *inner* edges (the
 edges that lie inside the canvas, where another view takes over), so a seam is blended rather than cut.
 A side of the view that lies on the canvas border keeps full weight: nothing else covers those cells.
+A wrapped axis has no border, so there every view tapers at both ends.
 
 Every weight map is the outer product of one 1-D profile per axis, each symmetric about the view's
-centre (not the lopsided Gaussian of some peers, see DESIGN.md §6), and strictly positive.
+centre (not the lopsided Gaussian of some peers, see docs/design.md §10), and strictly positive.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidInputError
-from .views import View
+from .views import View, Wrap, resolve_wrap
 
 WeightKind = Literal["uniform", "feathered", "gaussian"]
 WEIGHT_KINDS: tuple[str, ...] = ("uniform", "feathered", "gaussian")
@@ -72,6 +73,7 @@ def view_weights(
     *,
     ramp: int | tuple[int, int] | None = None,
     circular: bool = False,
+    wrap: Wrap | None = None,
 ) -> Tensor:
     """Weight maps of a layout.
 
@@ -82,19 +84,23 @@ def view_weights(
         kind: ``uniform`` (paper), ``feathered`` (linear ramps) or ``gaussian`` (Gaussian ramps).
         ramp: Ramp length in latent cells (rows, cols). Default: half the view in each axis, i.e. a
             tent / bell over the whole view wherever both of its edges lie inside the canvas.
-        circular: The canvas wraps horizontally, so no view has a left or right border side.
+        circular: The canvas wraps horizontally, so no view has a left or right border side (the same as
+            ``wrap=(False, True)``).
+        wrap: Which axes wrap, (rows, cols): on a wrapped axis no view has a border side (unless it spans
+            the whole axis).
 
     Returns:
         float32 tensor of shape (V, h, w), all values in (0, 1].
     """
     if kind not in WEIGHT_KINDS:
         raise InvalidInputError(f"unknown weights {kind!r}; choose one of: {', '.join(WEIGHT_KINDS)}")
+    wrap_rows, wrap_cols = resolve_wrap(wrap, circular)
     h, w = views[0].height, views[0].width
     ramp_h, ramp_w = (h // 2, w // 2) if ramp is None else ((ramp, ramp) if isinstance(ramp, int) else ramp)
     maps = []
     for v in views:
-        ph = profile(h, ramp_h, kind, taper_start=v.top > 0, taper_end=v.top + h < height)
-        wraps = circular and w < width
-        pw = profile(w, ramp_w, kind, taper_start=wraps or v.left > 0, taper_end=wraps or v.left + w < width)
+        rows_wrap, cols_wrap = wrap_rows and h < height, wrap_cols and w < width
+        ph = profile(h, ramp_h, kind, taper_start=rows_wrap or v.top > 0, taper_end=rows_wrap or v.top + h < height)
+        pw = profile(w, ramp_w, kind, taper_start=cols_wrap or v.left > 0, taper_end=cols_wrap or v.left + w < width)
         maps.append(ph[:, None] * pw[None, :])
     return torch.stack(maps).float()
