@@ -1,4 +1,4 @@
-"""An exact reference model: a stationary Gaussian field and its exact denoiser (DESIGN.md §7).
+"""An exact reference model: a stationary Gaussian field and its exact denoiser (docs/design.md §9).
 
 Data model. An image x₀ of h × w pixels and C channels is a Gaussian field: every channel c independently
 
@@ -40,6 +40,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -135,7 +136,7 @@ def prompt_alternatives(prompt: str) -> tuple[tuple[float, float, float], ...]:
     """The colours a prompt means *either* of: its parts split at the word "or", each by :func:`prompt_colour`.
 
     "red or blue" is a mixture of a red and a blue field with equal odds (each image is one or the other;
-    DESIGN.md §7's coherence oracle); a prompt without "or" has one alternative.
+    docs/design.md §9's coherence oracle); a prompt without "or" has one alternative.
 
     Raises:
         InvalidInputError: more than :data:`MAX_ALTERNATIVES` alternatives.
@@ -290,17 +291,24 @@ class GaussianField:
     def predict_mixture(
         self, x_t: Tensor, means: Tensor, alpha: Tensor | float, s: Tensor | float, prediction_type: str = "epsilon"
     ) -> Tensor:
-        """The exact model output when x₀ is a mixture of K fields with equal odds (DESIGN.md §7).
+        """The exact model output when x₀ is a mixture of K fields with equal odds (docs/design.md §9).
 
         x₀ ~ (1/K) Σ_k N(μ_k 1, Σ): the prompt means one of K colours, and each image is one of them. Then
         E[target | x_t] = Σ_k r_k(x_t) E_k[target | x_t], where E_k is :meth:`predict` for mean μ_k and the
-        responsibility r_k ∝ N(x_t; α μ_k, α² Σ + s² I) is a softmax over k of −½ Σ z_k² / (α² λ + s²),
-        z_k the eigen-coordinates of x_t − α μ_k. Out of place and differentiable in ``x_t`` (the
-        responsibilities included: that is what lets a gradient move a view from one colour to another).
+        responsibility r_k ∝ N(x_t; α μ_k, α² Σ + s² I). Every E_k is linear in μ_k with the same operator,
+        so the sum is :meth:`predict` for the responsibility-weighted mean μ̄ = Σ_k r_k μ_k: one transform
+        into the eigenbasis and one back for any K. With z the eigen-coordinates of x_t, d = α² λ + s² and
+        e = (U_hᵀ 1)(U_wᵀ 1)ᵀ those of a constant image, log r_k = α Σ_c μ_kc ⟨z_c, e / d⟩
+        − ½ α² Σ_c μ_kc² ⟨e, e / d⟩ + const (the quadratic form of −½ Σ (z − α μ_k e)² / d, its term
+        common to all k dropped).
+
+        Differentiable in ``x_t`` (not in the means or noise levels) with an analytic vector-Jacobian
+        product (see :class:`_ExactPosterior`): the responsibilities are included, which is what lets a
+        gradient move a view from one colour to another, and no autograd graph is recorded.
 
         Args:
             x_t: (B, C, h, w).
-            means: (B, K, C) component means (equal rows give the single field exactly, up to rounding).
+            means: (B, K, C) component means (equal rows give the single field, up to rounding).
             alpha, s: As :meth:`posterior`.
             prediction_type: As :meth:`predict`.
 
@@ -311,30 +319,17 @@ class GaussianField:
             raise InvalidInputError(
                 f"unknown prediction type {prediction_type!r}; choose one of: {', '.join(PREDICTION_TYPES)}"
             )
-        b, c, h, w = x_t.shape
+        if x_t.ndim != 4:
+            raise ValueError(f"x_t must be (B, C, h, w), got shape {tuple(x_t.shape)}")
+        b, c = x_t.shape[:2]
         dtype = x_t.dtype if x_t.dtype in (torch.float32, torch.float64) else torch.float32
-        u_h, u_w, lam = (m.to(dtype) for m in self.eigenbasis(h, w, x_t.device))
-        a = torch.as_tensor(alpha, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
-        sd = torch.as_tensor(s, dtype=dtype, device=x_t.device).reshape(-1, 1, 1, 1)
         mus = torch.as_tensor(means, dtype=dtype, device=x_t.device)
         if mus.ndim != 3 or mus.shape[0] != b or mus.shape[2] != c:
             raise ValueError(f"means must be (B, K, C) = ({b}, K, {c}), got {tuple(mus.shape)}")
-        denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)
-        x = x_t.to(dtype)
-        outputs, log_likelihoods = [], []
-        for k in range(mus.shape[1]):
-            mu = mus[:, k, :, None, None]
-            z = u_h.T @ (x - a * mu) @ u_w
-            log_likelihoods.append(-0.5 * (z * z / denom).sum((1, 2, 3)))
-            if prediction_type == "sample":
-                out = u_h @ (a * lam / denom * z) @ u_w.T + mu
-            elif prediction_type == "epsilon":
-                out = u_h @ (sd / denom * z) @ u_w.T
-            else:
-                out = u_h @ (a * sd * (1 - lam) / denom * z) @ u_w.T - sd * mu
-            outputs.append(out)
-        r = torch.softmax(torch.stack(log_likelihoods, 1), dim=1)  # (B, K) responsibilities
-        return sum(r[:, k, None, None, None] * outputs[k] for k in range(len(outputs)))
+        operator = _PosteriorOperator(self, x_t.shape[-2], x_t.shape[-1], alpha, s, prediction_type, dtype, x_t.device)
+        if torch.is_grad_enabled() and x_t.requires_grad:
+            return _ExactPosterior.apply(x_t.to(dtype), mus, operator)
+        return operator.forward(x_t.to(dtype), mus)[0]
 
     def sample(
         self,
@@ -363,6 +358,111 @@ class GaussianField:
         xi = torch.randn(num, channels, h, w, generator=generator, dtype=torch.float64)
         mu = torch.as_tensor(mean, dtype=torch.float64).expand(num, channels)[:, :, None, None]
         return (mu + u_h @ (lam.sqrt() * xi) @ u_w.T).float()
+
+
+class _PosteriorOperator:
+    """The per-call constants of the exact posterior mean in the eigenbasis (:meth:`GaussianField.predict_mixture`).
+
+    For one window size and noise levels α, s (one per row, or one for the batch), the output for a mean μ is
+
+        y = β μ + U_h (c ⊙ (U_hᵀ (x_t − α μ) U_w)) U_wᵀ
+
+    with d = α² λ + s² and, per prediction type (:meth:`GaussianField.predict`), sample: c = α λ / d, β = 1;
+    epsilon: c = s / d, β = 0; v_prediction: c = α s (1 − λ) / d, β = −s.
+    The linear part A = (U_h ⊗ U_w) diag(c) (U_h ⊗ U_w)ᵀ is symmetric.
+    """
+
+    def __init__(
+        self,
+        field: GaussianField,
+        h: int,
+        w: int,
+        alpha: Tensor | float,
+        s: Tensor | float,
+        prediction_type: str,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        u_h, u_w, lam = (m.to(dtype) for m in field.eigenbasis(h, w, device))
+        a = torch.as_tensor(alpha, dtype=dtype, device=device).reshape(-1, 1, 1, 1)
+        sd = torch.as_tensor(s, dtype=dtype, device=device).reshape(-1, 1, 1, 1)
+        if a.shape[0] > 1 and bool((a == a[:1]).all()) and bool((sd == sd[:1]).all()):
+            a, sd = a[:1], sd[:1]  # one noise level for the batch: coefficients of shape (1, 1, h, w)
+        if a.shape != sd.shape:
+            a, sd = torch.broadcast_tensors(a, sd)
+        denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)  # eigenvalues of Var(x_t)
+        if prediction_type == "sample":
+            self.coef, self.beta = a * lam / denom, torch.ones_like(a)  # Eq. 2 in the eigenbasis
+        elif prediction_type == "epsilon":
+            self.coef, self.beta = sd / denom, torch.zeros_like(a)  # Eq. 3 in the eigenbasis
+        else:
+            self.coef, self.beta = a * sd * (1 - lam) / denom, -sd  # v = α ε̂ − s x̂₀
+        self.u_h, self.u_w, self.a = u_h, u_w, a
+        self.ones = u_h.sum(0)[:, None] * u_w.sum(0)[None, :]  # e: eigen-coordinates of a constant 1, (h, w)
+        self.ones_over_var = self.ones / denom  # e / d: Var(x_t)⁻¹ 1 in the eigenbasis
+
+    def linear(self, y: Tensor) -> Tensor:
+        """A y = U_h (c ⊙ (U_hᵀ y U_w)) U_wᵀ for y (B, C, h, w); out of place."""
+        z = torch.matmul(self.u_h.T, y)
+        z = torch.matmul(z, self.u_w)
+        z.mul_(self.coef)
+        return torch.matmul(torch.matmul(self.u_h, z), self.u_w.T)
+
+    def forward(self, x: Tensor, mus: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(y, responsibilities r (B, K) or None when all K means are equal) for x (B, C, h, w), means (B, K, C)."""
+        a = self.a.reshape(-1, 1)  # (B or 1, 1)
+        z = torch.matmul(torch.matmul(self.u_h.T, x), self.u_w)  # eigen-coordinates of x_t
+        if mus.shape[1] > 1 and not bool((mus == mus[:, :1]).all()):
+            q = (z * self.ones_over_var).sum((-2, -1))  # ⟨z_c, e / d⟩, (B, C)
+            energy = (self.ones * self.ones_over_var).sum((-2, -1)).reshape(-1, 1)  # ⟨e, e / d⟩, (B or 1, 1)
+            log_r = a * (mus * q[:, None]).sum(-1) - 0.5 * a * a * energy * (mus * mus).sum(-1)  # (B, K)
+            r: Tensor | None = torch.softmax(log_r, dim=1)
+            mean = (r[:, :, None] * mus).sum(1)  # μ̄ = Σ_k r_k μ_k, (B, C)
+        else:
+            r, mean = None, mus[:, 0]
+        mu = mean[:, :, None, None]
+        z.sub_(self.a * mu * self.ones)  # eigen-coordinates of x_t − α μ̄
+        z.mul_(self.coef)
+        y = torch.matmul(torch.matmul(self.u_h, z), self.u_w.T)
+        return y.add_(self.beta * mu), r
+
+
+class _ExactPosterior(torch.autograd.Function):
+    """y = Σ_k r_k(x) (β μ_k + A (x − α μ_k)) with its exact vector-Jacobian product.
+
+    With g = ∂L/∂y, ∂L/∂x = A g + Σ_k (g · o_k) ∇r_k, and ∇r_k = r_k (∇ℓ_k − Σ_j r_j ∇ℓ_j) with
+    ∇ℓ_k = −Var(x_t)⁻¹ (x − α μ_k) (ℓ_k the Gaussian log-likelihood). Σ_k r_k (g · o_k − ḡ) = 0 removes
+    the x terms, leaving
+
+        ∂L/∂x = A g + α Var(x_t)⁻¹ Σ_k w_k μ_k,   w_k = r_k (e_k − Σ_j r_j e_j),   e_k = Σ_c μ_kc (β G_c − α S_c)
+
+    with G_c = Σ g_c and S_c = Σ (A g)_c over the pixels (g · o_k up to a term common to all k). Cost: one
+    transform into the eigenbasis and one back; the saved state is r (B, K).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, mus: Tensor, operator: _PosteriorOperator) -> Tensor:
+        y, r = operator.forward(x, mus)
+        ctx.operator, ctx.r = operator, r
+        ctx.save_for_backward(mus)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        op: _PosteriorOperator = ctx.operator
+        (mus,) = ctx.saved_tensors
+        grad = grad.to(op.coef.dtype)
+        out = op.linear(grad)  # A g (A is symmetric)
+        if ctx.r is not None:
+            r, a = ctx.r, op.a.reshape(-1, 1)
+            g_sum, ag_sum = grad.sum((-2, -1)), out.sum((-2, -1))  # G, S: (B, C)
+            e = (mus * (op.beta.reshape(-1, 1) * g_sum - a * ag_sum)[:, None]).sum(-1)  # (B, K)
+            w = r * (e - (r * e).sum(1, keepdim=True))
+            pull = (w[:, :, None] * mus).sum(1)[:, :, None, None]  # Σ_k w_k μ_k, (B, C, 1, 1)
+            var_inv_ones = torch.matmul(torch.matmul(op.u_h, op.ones_over_var), op.u_w.T)  # Var(x_t)⁻¹ 1
+            out.add_(op.a * pull * var_inv_ones)
+        return out, None, None
 
 
 def neighbour_correlation(images: Tensor, mean: Tensor | float = 0.0) -> Tensor:
