@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from multidiffusion.interfaces.cli import main
 from test_cli import FAST, _assert_one_line_error
 
 
+@pytest.mark.float_sensitive
 def test_forced_tiled_decode_matches_the_full_decode(small_folder, tmp_path, one_thread):
     outs = {}
     for flag in ("--tiled-vae", "--no-tiled-vae"):

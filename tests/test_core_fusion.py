@@ -1,4 +1,4 @@
-"""Crop / paste and the Eq. 5 fusion against naive loops (DESIGN.md §2, §7 core tier)."""
+"""Crop / paste and the Eq. 5 fusion against naive loops (docs/design.md §3, §9 core tier)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,17 @@ from multidiffusion.core import (
     paste_add,
     view_indices,
 )
+from numerics import assert_close_scaled
+
+# Relative to max|expected| (tests/numerics.py). Eq. 5 is a float32 weighted sum over the views covering a cell (up
+# to window² of them at stride 1), divided by the summed weights; values |x| ≈ 4 (randn). Worst measured over the
+# Hypothesis examples on AVX2 and AVX-512 kernels: 6.1e-7 (fused crops vs canvas).
+REL_SUM = 1e-5
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.float_sensitive]
 
 
 @st.composite
@@ -104,7 +110,7 @@ def test_crop_and_paste_match_naive_slicing(args) -> None:
         rolled = torch.roll(expected, shifts=-v.left, dims=3)
         rolled[:, :, v.top : v.top + v.height, : v.width] += values[i * n : (i + 1) * n]
         expected = torch.roll(rolled, shifts=v.left, dims=3)
-    torch.testing.assert_close(acc, expected, rtol=1e-6, atol=1e-6)
+    assert_close_scaled(acc, expected, rel=REL_SUM, what="paste_add vs naive slicing")
 
 
 def test_crop_wraps_around_explicitly() -> None:
@@ -128,7 +134,7 @@ def test_fuse_matches_naive_eq5(args, two_conditions: bool) -> None:
     plan = FusionPlan(tasks, height, width, "cpu")
     got = fuse(values, plan, n)
     assert got.shape == (n, c, height, width) and got.dtype == torch.float32
-    torch.testing.assert_close(got.double(), naive_fuse(values, tasks, n, height, width), rtol=1e-6, atol=1e-6)
+    assert_close_scaled(got, naive_fuse(values, tasks, n, height, width), rel=REL_SUM, what="fuse vs float64 Eq. 5")
 
 
 @SETTINGS
@@ -140,7 +146,9 @@ def test_fusing_consistent_crops_gives_the_canvas_back(args, kind: str) -> None:
     g = torch.Generator().manual_seed(seed)
     canvas = torch.randn(2, 3, height, width, generator=g)
     plan = FusionPlan(tasks, height, width, "cpu")
-    torch.testing.assert_close(fuse(plan.crop(canvas, slice(None)), plan, 2), canvas, rtol=1e-5, atol=1e-6)
+    assert_close_scaled(
+        fuse(plan.crop(canvas, slice(None)), plan, 2), canvas, rel=REL_SUM, what="fused crops vs canvas"
+    )
 
 
 def test_fuse_uniform_is_plain_average() -> None:

@@ -1,4 +1,4 @@
-"""The core imports and samples with diffusers and transformers unimportable (DESIGN.md §3)."""
+"""The core imports and samples with diffusers and transformers unimportable (docs/design.md §1)."""
 
 from __future__ import annotations
 

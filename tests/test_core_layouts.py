@@ -18,6 +18,11 @@ from multidiffusion.core.seams import edge_pairs
 from multidiffusion.core.shifted import shift_offset, shifted_schedule, shifted_views
 from multidiffusion.core.tasks import TaskSchedule
 from multidiffusion.core.types import HookContext
+from numerics import assert_close_scaled
+
+# Relative to max|expected| (tests/numerics.py): 5 steps of Eq. 5 over ≤ 4 views per cell, |x| ≈ 3; measured 0 here
+# (the same kernels on both sides), float32 rounding of that loop is below 1e-6.
+REL_LOOP = 1e-5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,6 +125,7 @@ def test_fixed_schedule_equals_the_task_list():
     assert torch.equal(run(TaskSchedule.fixed(tasks)), run(tasks))
 
 
+@pytest.mark.float_sensitive
 def test_schedule_equals_a_loop_over_its_layouts():
     """Two layouts alternating step by step: the engine equals Eq. 5 with each step's own layout."""
     layouts = [panorama_tasks(H, W, 8, 4), panorama_tasks(H, W, 8, 7, weights="gaussian")]
@@ -131,7 +137,7 @@ def test_schedule_equals_a_loop_over_its_layouts():
         model_sum = torch.zeros_like(x)
         plan.accumulate(model_sum, denoiser(plan.crop(x, slice(None)), t, []), slice(None))
         x = x - 0.1 * plan.normalise(model_sum)  # Eq. 5 with this step's layout, then the step
-    assert torch.allclose(out, x, atol=1e-6)
+    assert_close_scaled(out, x, rel=REL_LOOP, what="scheduled sample() vs a loop over its layouts")
     assert not torch.allclose(out, run(layouts[0]), atol=1e-3)  # the layout matters
 
 

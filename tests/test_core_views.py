@@ -1,4 +1,4 @@
-"""Property tests for the view layout (DESIGN.md §2 "Coverage", §7 core tier)."""
+"""Property tests for the view layout (docs/design.md §4 coverage, §9 core tier)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,12 @@ import torch
 from conftest import loaded
 from multidiffusion.adapters import make_scheduler
 from multidiffusion.core import layout_views, view_weights
+from numerics import assert_close_scaled
 from reference_impl import per_view_multidiffusion
 
-TOL = 1e-4
+# Relative to max|expected| (tests/numerics.py): 4–5 steps of the tiny UNet with CFG, ours batched and fused, the
+# reference per view; latents |x| ≈ 17–77. Worst measured 1.5e-6 on AVX2 and AVX-512 kernels.
+REL_REFERENCE = 2e-5
 PROMPT = "a photo of the dolomites"
 
 
@@ -26,6 +29,7 @@ def _components(tiny, name):
     return c
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("scheduler", ["ddim", "dpmpp_2m", "euler"])
 def test_one_view_matches_stable_diffusion_pipeline(tiny, tiny_pipe, scheduler):
     from diffusers import StableDiffusionPipeline
@@ -56,9 +60,10 @@ def test_one_view_matches_stable_diffusion_pipeline(tiny, tiny_pipe, scheduler):
     ).latents
     assert ours.shape == expected.shape == (1, 4, 64, 64)
     assert expected.abs().max() > 1  # not trivially small
-    assert (ours - expected).abs().max().item() <= TOL
+    assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("scheduler", ["ddim", "dpmpp_2m"])
 def test_panorama_matches_stable_diffusion_panorama_pipeline(tiny, tiny_pipe, scheduler):
     """Window 64, stride 8 latent cells; canvas 72×80 latent cells = 2 rows × 3 columns of views; 4 steps."""
@@ -93,9 +98,10 @@ def test_panorama_matches_stable_diffusion_panorama_pipeline(tiny, tiny_pipe, sc
     ).latents
     assert len(layout_views(72, 80, 64, 8)) == 6
     assert expected.abs().max() > 1
-    assert (ours - expected).abs().max().item() <= TOL
+    assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
+@pytest.mark.float_sensitive
 def test_circular_one_row_matches_diffusers(tiny, tiny_pipe):
     """One row of wrap-around views: diffusers' circular_padding is right here (it fails with several rows)."""
     from diffusers import StableDiffusionPanoramaPipeline
@@ -126,7 +132,7 @@ def test_circular_one_row_matches_diffusers(tiny, tiny_pipe):
         output_type="latent",
         progress=False,
     ).latents
-    assert (ours - expected).abs().max().item() <= TOL
+    assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
 def _direct(components, height, width, window, stride, circular, seed=2, steps=4, guidance=7.5):
@@ -144,6 +150,7 @@ def _direct(components, height, width, window, stride, circular, seed=2, steps=4
     return out, views
 
 
+@pytest.mark.float_sensitive
 def test_uncovered_strip_size_matches_direct_eq5(small, small_pipe):
     """(size − window) % stride ≠ 0: diffusers leaves the right/bottom strip as noise; we cover it.
 
@@ -164,9 +171,10 @@ def test_uncovered_strip_size_matches_direct_eq5(small, small_pipe):
         progress=False,
     ).latents
     assert expected.abs().max() > 1
-    assert (ours - expected).abs().max().item() <= TOL
+    assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
+@pytest.mark.float_sensitive
 def test_wraparound_several_rows_matches_direct_eq5(small, small_pipe):
     """Wrap-around with 2 rows of views: diffusers indexes the wrong rows there; compare with Eq. 5 directly."""
     expected, views = _direct(small, 192, 320, window=128, stride=64, circular=True)
@@ -183,7 +191,7 @@ def test_wraparound_several_rows_matches_direct_eq5(small, small_pipe):
         output_type="latent",
         progress=False,
     ).latents
-    assert (ours - expected).abs().max().item() <= TOL
+    assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
 def test_scheduler_not_shared_between_runs(tiny, tiny_pipe):

@@ -10,6 +10,11 @@ import torch
 from conftest import loaded
 from multidiffusion.adapters import load_model
 from multidiffusion.adapters.speed import apply_speed_settings, networks
+from numerics import assert_close_scaled
+
+# Relative to max|before| (tests/numerics.py): one tiny-UNet call whose convolutions take other oneDNN kernels in
+# channels-last (outputs |x| ≈ 1.4); measured 1.0e-6 on AVX2 and AVX-512 kernels.
+REL_CHANNELS_LAST = 2e-5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,6 +25,7 @@ def fresh(small):
     return loaded({**small, "unet": copy.deepcopy(small["unet"]), "vae": copy.deepcopy(small["vae"])})
 
 
+@pytest.mark.float_sensitive
 def test_channels_last_keeps_the_outputs(fresh, small):
     x = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     text = fresh.encode_prompts(["a", "b", "c"])
@@ -30,7 +36,7 @@ def test_channels_last_keeps_the_outputs(fresh, small):
     assert vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     after = fresh.denoiser(x, torch.tensor(500), [text])
     assert after.is_contiguous() or after.is_contiguous(memory_format=torch.channels_last)
-    assert torch.allclose(after, before, atol=1e-5)
+    assert_close_scaled(after, before, rel=REL_CHANNELS_LAST, what="channels-last UNet vs contiguous")
     assert fresh.extra["speed"] == {"channels_last": True, "compile": False}
     assert not small["unet"].conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # a copy changed
 

@@ -23,10 +23,19 @@ from multidiffusion.core.sync import SyncDiffusion, SyncSettings, centre_view
 from multidiffusion.core.types import HookContext
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from multidiffusion.pipeline.sync import resolve_loss
+from numerics import assert_close_scaled
+
+# Relative to max|expected| (tests/numerics.py). The SyncDiffusion update through the tiny VAE and UNet, gradient
+# batched 1 vs all views: measured 2.9e-8 here; batch-size-dependent kernels elsewhere give up to ~7e-7 on the UNet
+# (tests/test_pipeline.py), so the bound is the UNet's.
+REL_CHUNKS = 1e-5
+# x̂₀ from one scheduler formula vs the scheduler's own (a few float32 operations, |x̂₀| up to ~75): measured 1.6e-7.
+REL_X0 = 2e-6
 
 SD = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize(
     ("cls", "prediction"),
     [
@@ -48,10 +57,11 @@ def test_foreseen_x0_is_the_schedulers_own(cls, prediction):
         out = torch.randn(2, 4, 8, 8, generator=g)
         ours = foresee_x0(scheduler, out, x, t)
         step = scheduler.step(out, t, x, generator=torch.Generator().manual_seed(i))
-        torch.testing.assert_close(ours, step.pred_original_sample, rtol=1e-5, atol=1e-5)
+        assert_close_scaled(ours, step.pred_original_sample, rel=REL_X0, what=f"x̂₀ at step {i}")
         x = step.prev_sample
 
 
+@pytest.mark.float_sensitive
 def test_foreseen_x0_matches_dpm_solver_karras():
     """DPM-Solver++ with Karras sigmas: the scheduler's own data prediction (convert_model_output)."""
     scheduler = DPMSolverMultistepScheduler(**SD, use_karras_sigmas=True)
@@ -64,7 +74,7 @@ def test_foreseen_x0_matches_dpm_solver_karras():
         if scheduler.step_index is None:
             scheduler._init_step_index(t)
         theirs = scheduler.convert_model_output(out, sample=x)
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+        assert_close_scaled(ours, theirs, rel=REL_X0, what="x̂₀ vs convert_model_output")
         x = scheduler.step(out, t, x).prev_sample
 
 
@@ -151,13 +161,14 @@ def test_one_update_lowers_that_views_loss_on_tiny_sd(small, one_thread):
     assert all(p.grad is None for p in model.extra["unet"].parameters())  # weights untouched
 
 
+@pytest.mark.float_sensitive
 def test_gradient_chunks_do_not_change_the_update(small, one_thread):
     hook_all, x, context, _ = _sd_hook(small)
     hook_one, _, _, _ = _sd_hook(small, chunk_size=1)
-    torch.testing.assert_close(hook_one(x, context), hook_all(x, context), rtol=1e-5, atol=1e-6)
+    assert_close_scaled(hook_one(x, context), hook_all(x, context), rel=REL_CHUNKS, what="gradient chunks 1 vs all")
 
 
-# --- the exact mixture oracle (DESIGN.md §7) -----------------------------------------------------------
+# --- the exact mixture oracle (docs/design.md §9) -----------------------------------------------------------
 
 H, W, WINDOW, STRIDE, CROP, SEEDS = 16, 256, 16, 4, 16, 8
 
@@ -225,7 +236,7 @@ def test_builtin_loss_identical_zero_different_larger():
 
 def test_lpips_missing_is_one_clear_error_and_default_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "lpips", None)  # import lpips raises ImportError
-    with pytest.raises(LpipsUnavailable, match=r"pip install 'multidiffusion\[lpips\]'"):
+    with pytest.raises(LpipsUnavailable, match=r"LPIPS is not available .*docs/sync.md"):
         lpips_loss("cpu")
     with pytest.raises(LpipsUnavailable):
         resolve_loss("lpips", "cpu")

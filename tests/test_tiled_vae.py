@@ -19,10 +19,17 @@ from multidiffusion.adapters.tiled_vae import (
 )
 from multidiffusion.adapters.vae import VaeCodec
 from multidiffusion.core.errors import InvalidInputError
+from numerics import assert_close_scaled
+
+# GroupNorm statistics accumulated tile by tile vs over the whole canvas (float32 sums of ~10³ values), relative to
+# the group's variance (std for the mean): measured up to 2.8e-6 on AVX2 and AVX-512 kernels.
+REL_STATS = 5e-5
+# Relative to max|full| (tests/numerics.py): tiled vs full decode / encode through the whole VAE (tiles' GroupNorm
+# statistics merged, convolutions on other shapes): measured up to 6.5e-6 on AVX2 and AVX-512 kernels. Outputs are
+# |x| ≲ 2.5, so this is also within the issue's absolute bound of 1e-3.
+REL_TILED = 1e-4
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TOLERANCE = 1e-3  # the issue's bound; measured differences are ~1e-5 (float32 rounding)
 
 
 def _random_affine(vae: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -84,6 +91,7 @@ CASES = [
 ]
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize(("name", "h", "w", "tile"), CASES)
 def test_tiled_decode_equals_full_decode(vaes, name, h, w, tile):
     vae = vaes[name]
@@ -93,11 +101,10 @@ def test_tiled_decode_equals_full_decode(vaes, name, h, w, tile):
     tiled = tiled_decode(vae, z, tile)
     f = _f(vae)
     assert tiled.shape == full.shape == (2, 3, h * f, w * f)
-    diff = float((tiled - full).abs().max())
-    print(f"decode {name} {h}x{w} latent, tile {tile}: max abs diff {diff:.1e} (scale {float(full.abs().max()):.1f})")
-    assert diff <= TOLERANCE
+    assert_close_scaled(tiled, full, rel=REL_TILED, what=f"tiled decode {name} {h}x{w}, tile {tile}")
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize(("name", "h", "w", "tile"), CASES)
 def test_tiled_encode_equals_full_encode(vaes, name, h, w, tile):
     vae = vaes[name]
@@ -107,9 +114,7 @@ def test_tiled_encode_equals_full_encode(vaes, name, h, w, tile):
         full = vae.encode(images).latent_dist.parameters
     tiled = tiled_encode(vae, images, tile)
     assert tiled.shape == full.shape == (2, 8, h, w)
-    diff = float((tiled - full).abs().max())
-    print(f"encode {name} {h}x{w} latent, tile {tile}: max abs diff {diff:.1e} (scale {float(full.abs().max()):.1f})")
-    assert diff <= TOLERANCE
+    assert_close_scaled(tiled, full, rel=REL_TILED, what=f"tiled encode {name} {h}x{w}, tile {tile}")
 
 
 def _full_canvas_statistics(vae, part, run) -> list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]]:
@@ -131,6 +136,7 @@ def _full_canvas_statistics(vae, part, run) -> list[tuple[torch.nn.Module, torch
     return seen
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("direction", ["decode", "encode"])
 def test_statistics_are_the_whole_canvas_group_norm_statistics(vaes, direction):
     vae = vaes["shortcut"]
@@ -151,13 +157,14 @@ def test_statistics_are_the_whole_canvas_group_norm_statistics(vaes, direction):
     assert len(got) == len(want) > 0
     for (norm, mean, var), (norm_full, mean_full, var_full) in zip(got, want, strict=True):
         assert norm is norm_full and mean.shape == var.shape == (2, norm.num_groups)
-        assert torch.allclose(mean.double(), mean_full, rtol=1e-5, atol=1e-6)
-        assert torch.allclose(var.double(), var_full, rtol=1e-5, atol=1e-6)
+        assert_close_scaled(mean, mean_full, rel=REL_STATS, what="GroupNorm mean", scale=float(var_full.max().sqrt()))
+        assert_close_scaled(var, var_full, rel=REL_STATS, what="GroupNorm variance")
 
 
+@pytest.mark.float_sensitive
 def test_tiles_with_their_own_statistics_would_not_match(vaes):
     """Negative control: decoding tiles separately (halo 4 cells, cores cropped) is visibly off, so the
-    1e-3 comparisons above can see the seams that per-tile GroupNorm statistics make."""
+    REL_TILED comparisons above can see the seams that per-tile GroupNorm statistics make."""
     vae, (h, w), tile, halo = vaes["tiny"], (12, 18), 6, 4
     z = torch.randn(1, 4, h, w, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -170,10 +177,11 @@ def test_tiles_with_their_own_statistics_would_not_match(vaes):
                 naive[..., y * 8 : (y + tile) * 8, x * 8 : (x + tile) * 8] = out[
                     ..., (y - y0) * 8 : (y - y0 + tile) * 8, (x - x0) * 8 : (x - x0 + tile) * 8
                 ]
-    assert float((naive - full).abs().max()) > 100 * TOLERANCE
-    assert float((tiled_decode(vae, z, tile) - full).abs().max()) <= TOLERANCE
+    assert float((naive - full).abs().max()) > 100 * REL_TILED * float(full.abs().max())
+    assert_close_scaled(tiled_decode(vae, z, tile), full, rel=REL_TILED, what="tiled decode")
 
 
+@pytest.mark.float_sensitive
 def test_half_precision_tiled_decode_is_as_close_to_float32_as_the_full_one(vaes):
     vae = vaes["tiny"]
     z = torch.randn(1, 4, 13, 21, generator=torch.Generator().manual_seed(2))
@@ -203,6 +211,7 @@ class _Spy:
         return self.inner(*args, **kwargs)
 
 
+@pytest.mark.float_sensitive
 def test_codec_tiles_automatically_above_the_threshold(vaes, monkeypatch):
     decode_spy, encode_spy = _Spy(monkeypatch, "tiled_decode"), _Spy(monkeypatch, "tiled_encode")
     vae = vaes["tiny"]
@@ -215,16 +224,17 @@ def test_codec_tiles_automatically_above_the_threshold(vaes, monkeypatch):
     assert decode_spy.calls == 0
     tiled = above.decode(z)
     assert decode_spy.calls == 1
-    assert float((tiled - whole).abs().max()) <= TOLERANCE
+    assert_close_scaled(tiled, whole, rel=REL_TILED, what="codec tiled decode")
     images = (whole / 4).clamp(-1, 1)
     latents_whole = at.encode(images)
     assert encode_spy.calls == 0
     latents_tiled = above.encode(images)
     assert encode_spy.calls == 1
-    assert float((latents_tiled - latents_whole).abs().max()) <= TOLERANCE
+    assert_close_scaled(latents_tiled, latents_whole, rel=REL_TILED, what="codec tiled encode")
     assert VaeCodec(vae).tiled_above_px == 2**21 and VaeCodec(vae).tile_px == 512  # the documented defaults
 
 
+@pytest.mark.float_sensitive
 def test_codec_forcing_overrides_the_threshold(vaes, monkeypatch):
     spy = _Spy(monkeypatch, "tiled_decode")
     vae = vaes["tiny"]
@@ -237,7 +247,8 @@ def test_codec_forcing_overrides_the_threshold(vaes, monkeypatch):
     assert not never.uses_tiling(1, 48, 40)
     whole = never.decode(z)
     assert spy.calls == 1
-    assert tiled.shape == whole.shape == (1, 3, 48, 40) and float((tiled - whole).abs().max()) <= TOLERANCE
+    assert tiled.shape == whole.shape == (1, 3, 48, 40)
+    assert_close_scaled(tiled, whole, rel=REL_TILED, what="forced tiled decode")
     never.tiled = True  # an attribute: the command line's --tiled-vae/--no-tiled-vae can set it
     never.decode(z)
     assert spy.calls == 2
@@ -298,6 +309,7 @@ def test_tiled_encode_needs_whole_latent_cells(vaes):
     assert torch.equal(automatic.encode(images), whole)  # as before tiling existed
 
 
+@pytest.mark.float_sensitive
 def test_unsupported_architecture_is_refused_when_forced_and_decoded_whole_when_automatic():
     vae = _make_vae(block_out_channels=(8, 8), up_block_types=("AttnUpDecoderBlock2D",) * 2, layers_per_block=1)
     reason = tiling_unsupported_reason(vae)
@@ -311,7 +323,7 @@ def test_unsupported_architecture_is_refused_when_forced_and_decoded_whole_when_
     z = torch.randn(1, 4, 3, 3, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         expected = vae.decode(z / codec.scaling_factor).sample
-    assert torch.allclose(codec.decode(z), expected)
+    assert_close_scaled(codec.decode(z), expected, rel=REL_TILED, what="codec decode vs vae.decode")
 
 
 # ---------------------------------------------------------------- memory: the tile, not the canvas
