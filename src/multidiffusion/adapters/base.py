@@ -1,10 +1,11 @@
-"""What every model family's adapter hands to the pipeline (DESIGN.md §3): the pipeline never branches
+"""What every model family's adapter hands to the pipeline (docs/design.md §5): the pipeline never branches
 on the family."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +49,9 @@ class LoadedModel:
         default_guidance_scale: The guidance scale a run uses when none is given.
         default_stride_px: The stride a run uses when none is given (None: window / 8).
         differentiable: The differentiable parts, or None if the family has none (no SyncDiffusion).
+        weights_sha256: SHA-256 of the weight files (see :func:`~multidiffusion.adapters.fingerprint.
+            weights_sha256`) for a local folder or file, recorded so an image names its exact weights without
+            the user's directory tree; None for hub repo ids (the id names them) and weightless models.
     """
 
     source: str
@@ -64,6 +68,14 @@ class LoadedModel:
     default_stride_px: int | None = None
     differentiable: Differentiable | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    weights_sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What metadata records as the model: a repo id or model spec as given, a local folder's or file's
+        own name (never its absolute path, which would leak the user's directory tree into every image)."""
+        path = Path(self.source).expanduser()
+        return path.name if path.exists() else self.source
 
     @property
     def granularity_px(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,15 +48,35 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]
 
 
+def warn_slow_dtype(dtype: torch.dtype, device: torch.device) -> None:
+    """Warn once that half precision on a CPU runs but slowly (diffusers says it "cannot run": it can)."""
+    if device.type == "cpu" and dtype == torch.float16:
+        warnings.warn(
+            "float16 on the CPU runs, but several times slower than float32 and less precise; "
+            "float32 is the CPU default (--dtype float32)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def looks_like_repo_id(source: str) -> bool:
     """``owner/name`` as on the Hugging Face hub (and not a relative path like ``./x`` or ``a/../b``)."""
     return bool(_REPO_ID.match(source)) and ".." not in source
 
 
-def check_model_source(source: str) -> None:
+def check_model_source(source: str, config: str | None = None) -> None:
     """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or the
-    Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here)."""
+    Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here); ``config``
+    only with a checkpoint file, and naming a model folder or repo id."""
     from . import toy
+    from .stable_diffusion import check_config_source
+
+    if config is not None:
+        if not Path(source).expanduser().is_file():
+            raise InvalidInputError(
+                "--config describes a single-file checkpoint; --model here is not a .safetensors/.ckpt file"
+            )
+        check_config_source(config)
 
     if toy.is_toy_source(source):
         toy.parse_spec(source)
@@ -70,7 +91,10 @@ def check_model_source(source: str) -> None:
                 f"model file {source!r} is not a checkpoint; expected one of: {', '.join(CHECKPOINT_SUFFIXES)}"
             )
     elif not looks_like_repo_id(source):
-        raise InvalidInputError(f"model path {source!r} does not exist (give a folder, a checkpoint or owner/name)")
+        raise InvalidInputError(
+            f"model path {source!r} does not exist; give a diffusers folder, a .safetensors/.ckpt file, a hub "
+            "owner/name, or 'toy' for the weightless demo model"
+        )
 
 
 def load_model(
@@ -80,24 +104,31 @@ def load_model(
     device: str | torch.device | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    config: str | None = None,
 ) -> LoadedModel:
     """Load a model: a diffusers folder or repo id (SD 1.x/2.x), a single-file checkpoint, or ``toy[:…]``.
 
     ``channels_last`` and ``compile`` are speed settings of the networks (see
     :func:`~multidiffusion.adapters.speed.apply_speed_settings`); they do not change the results beyond
-    float rounding.
+    float rounding. ``config`` is, for a single-file checkpoint only, a diffusers model folder or repo id
+    whose configs describe it (needed offline). A local model's weights are hashed (cached) for the
+    metadata.
     """
     from . import stable_diffusion, toy
+    from .fingerprint import weights_sha256
     from .speed import apply_speed_settings
 
-    check_model_source(source)
+    check_model_source(source, config)
     dev = resolve_device(device)
     if toy.is_toy_source(source):
         return toy.load(source, device=dev, dtype=None if dtype is None else resolve_dtype(dtype, dev))
     dt = resolve_dtype(dtype, dev)
+    warn_slow_dtype(dt, dev)
     path = Path(source).expanduser()
     if path.is_file():
-        model = stable_diffusion.load_single_file(str(path), dt, dev)
+        model = stable_diffusion.load_single_file(str(path), dt, dev, config=config)
     else:
         model = stable_diffusion.load_pretrained(str(path) if path.is_dir() else source, dt, dev)
+    if path.exists():
+        model.weights_sha256 = weights_sha256(path)
     return apply_speed_settings(model, channels_last=channels_last, compile=compile)

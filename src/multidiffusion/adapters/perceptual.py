@@ -15,17 +15,39 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError
+from .hub import first_line
 
-INSTALL_HINT = "pip install 'multidiffusion[lpips]' (it needs torchvision and downloads the VGG16 weights once)"
+INSTALL_HINT = (
+    "install lpips and a torchvision that matches your torch as docs/sync.md shows "
+    "(the VGG16 weights download once), or use --sync-loss builtin"
+)
+VGG16_WEIGHTS = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 file, which lpips.LPIPS(net="vgg") loads
 
 
 class LpipsUnavailable(InvalidInputError):
     """LPIPS cannot be used here: the package, torchvision or the VGG16 weights are missing."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def check_lpips_available() -> None:
+    """Cheap check, before any model loads, that :func:`load_lpips_model` can work here.
+
+    Imports ``lpips`` (and so torchvision) and looks for the VGG16 weights in torch's hub cache; when the
+    file is absent it must be downloadable, which an offline run (``HF_HUB_OFFLINE=1``) rules out.
+
+    Raises:
+        LpipsUnavailable: the package or torchvision cannot be imported, or the weights are not cached and
+            the run is offline.
+    """
+    import os
+
+    try:
+        import lpips  # noqa: F401
+    except Exception as exc:  # ImportError, or torchvision failing inside the import
+        raise LpipsUnavailable(f"LPIPS is not available ({first_line(exc)}); {INSTALL_HINT}") from exc
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_WEIGHTS)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+    if offline and not os.path.isfile(cached):
+        raise LpipsUnavailable(f"LPIPS needs the VGG16 weights ({cached}), which are not cached; {INSTALL_HINT}")
 
 
 def load_lpips_model(device: torch.device | str = "cpu") -> Any:
@@ -37,11 +59,11 @@ def load_lpips_model(device: torch.device | str = "cpu") -> Any:
     try:
         import lpips
     except Exception as exc:  # ImportError, or torchvision failing inside the import
-        raise LpipsUnavailable(f"LPIPS is not available ({_first_line(exc)}); {INSTALL_HINT}") from exc
+        raise LpipsUnavailable(f"LPIPS is not available ({first_line(exc)}); {INSTALL_HINT}") from exc
     try:
         model = lpips.LPIPS(net="vgg", verbose=False)
     except Exception as exc:  # no network for the VGG16 weights, a broken torchvision, …
-        raise LpipsUnavailable(f"LPIPS could not load its VGG16 weights ({_first_line(exc)}); {INSTALL_HINT}") from exc
+        raise LpipsUnavailable(f"LPIPS could not load its VGG16 weights ({first_line(exc)}); {INSTALL_HINT}") from exc
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -11,6 +11,8 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from .base import Differentiable, LoadedModel
+from .hub import explain_load_error, first_line
+from .quiet import library_chatter_off
 from .vae import VaeCodec
 
 FAMILY = "stable-diffusion"
@@ -106,7 +108,8 @@ def from_components(
 
 
 def _from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
-    pipe.to(device)
+    with library_chatter_off():  # diffusers warns that float16 "cannot run" on a CPU; it can (slowly)
+        pipe.to(device)
     return from_components(source, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config)
 
 
@@ -115,11 +118,12 @@ def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> Lo
     from diffusers import StableDiffusionPipeline
 
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
+        with library_chatter_off():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+            )
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidInputError(f"could not load model {source!r}: {_first_line(exc)}") from exc
+        raise InvalidInputError(explain_load_error(source, exc)) from exc
     return _from_pipeline(source, pipe, device)
 
 
@@ -133,16 +137,34 @@ def load_single_file(path: str, dtype: torch.dtype, device: torch.device, config
 
     if not Path(path).is_file():
         raise InvalidInputError(f"model file {path!r} does not exist")
+    if config is not None:
+        check_config_source(config)
     kwargs: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if config is not None:
         kwargs["config"] = config
     try:
-        pipe = StableDiffusionPipeline.from_single_file(path, **kwargs)
+        with library_chatter_off():
+            pipe = StableDiffusionPipeline.from_single_file(path, **kwargs)
     except Exception as exc:  # diffusers raises many types here; all mean "not a usable checkpoint"
-        raise InvalidInputError(f"could not load checkpoint {path!r}: {_first_line(exc)}") from exc
+        message = explain_load_error(config or path, exc)
+        if config is None and message.startswith("model "):  # it went to the hub for a config
+            message = (
+                f"checkpoint {path!r} needs a config to describe it and the hub cannot be reached; "
+                "give --config with a diffusers model folder (or repo id) of the same architecture"
+            )
+        elif not message.startswith("model "):
+            message = f"could not load checkpoint {path!r}: {first_line(exc)}"
+        raise InvalidInputError(message) from exc
     return _from_pipeline(path, pipe, device)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def check_config_source(config: str) -> None:
+    """``config`` of a single-file load: a diffusers model folder (with model_index.json) or a repo id."""
+    from .loading import looks_like_repo_id
+
+    folder = Path(config).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise InvalidInputError(f"config folder {config!r} holds no diffusers model (no model_index.json)")
+    elif not looks_like_repo_id(config):
+        raise InvalidInputError(f"config {config!r} is neither a diffusers model folder nor an owner/name repo id")
