@@ -46,7 +46,10 @@ def test_panorama_writes_png_with_metadata(small_folder, tmp_path, capsys):
     assert image.size == (384, 128)
     meta = json.loads(image.text["multidiffusion"])
     assert meta["seed"] == 7 and meta["prompt"] == ["a red sky"] and meta["negative_prompt"] == ["blur"]
-    assert meta["width"] == 384 and meta["num_inference_steps"] == 2 and meta["model"] == str(small_folder)
+    assert meta["width"] == 384 and meta["num_inference_steps"] == 2
+    # the folder's name and its weights' hash, never the user's absolute path (issue item 14)
+    assert meta["model"] == small_folder.name and str(small_folder) not in image.text["parameters"]
+    assert len(meta["model_sha256"]) == 64 and f"Model hash: {meta['model_sha256'][:10]}" in image.text["parameters"]
     params = image.text["parameters"]
     assert params.startswith("a red sky\nNegative prompt: blur\nSteps: 2, Sampler: ddim")
     assert "Seed: 7" in params and "Size: 384x128" in params
@@ -106,6 +109,10 @@ def test_console_script_and_progress(small_folder, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "denoising" in proc.stderr and "seed: " in proc.stderr and "Traceback" not in proc.stderr
+    # one progress display of our own: loading, denoising with an ETA, decoding; none of the libraries' bars
+    err = proc.stderr
+    assert "loaded the stable-diffusion model in" in err and "ETA" in err and "decoding" in err
+    assert "Loading pipeline components" not in err and "Loading weights" not in err and "torchvision" not in err
     assert json.loads(Image.open(out).text["multidiffusion"])["circular"] is True
 
 
@@ -174,7 +181,7 @@ def test_output_folder_is_rejected_before_the_model_loads(tmp_path, capfd):
 def test_hub_model_offline_is_a_clear_error(tmp_path, capfd):
     code = main(["panorama", "sky", "--model", "nobody/no-such-model", "--out", str(tmp_path / "x.png"), "-q"])
     assert code == 2
-    _assert_one_line_error(capfd, "could not load model 'nobody/no-such-model'")
+    _assert_one_line_error(capfd, "model 'nobody/no-such-model' is not in the local cache and HF_HUB_OFFLINE is set")
     assert not (tmp_path / "x.png").exists()
 
 

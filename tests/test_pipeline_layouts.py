@@ -21,7 +21,8 @@ def toy():
     return MultiDiffusionPipeline.from_pretrained("toy", device="cpu")
 
 
-@pytest.mark.parametrize(("layout", "stride", "evaluations"), [("half-overlap", 8, 11), ("shifted", None, None)])
+# shifted tiles record their stride as the window: non-overlapping tiles, moved every step (issue item 14)
+@pytest.mark.parametrize(("layout", "stride", "evaluations"), [("half-overlap", 8, 11), ("shifted", 16, None)])
 def test_named_layout_runs_and_is_recorded(toy, one_thread, layout, stride, evaluations):
     calls = []
     inner = toy.model.denoiser
@@ -50,7 +51,7 @@ def test_named_layout_runs_and_is_recorded(toy, one_thread, layout, stride, eval
         (dict(layout="diagonal"), "unknown layout 'diagonal'; choose one of: half-overlap"),
         (dict(layout="shifted", stride=8), "sets the stride and weights itself"),
         (dict(layout="shifted", weights="feathered"), "sets the stride and weights itself"),
-        (dict(layout="shifted", sync=True), "SyncDiffusion runs on a fixed layout"),
+        (dict(layout="shifted", sync=True), "SyncDiffusion runs on a fixed sliding-window layout"),
     ],
 )
 def test_bad_layout_arguments(toy, kwargs, message):

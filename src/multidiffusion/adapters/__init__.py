@@ -1,4 +1,4 @@
-"""Adapters: the only code that knows diffusers and transformers (DESIGN.md §3)."""
+"""Adapters: the only code that knows diffusers and transformers (docs/design.md §1)."""
 
 from .base import LoadedModel
 from .loading import check_model_source, load_model, resolve_device, resolve_dtype

@@ -12,11 +12,12 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core.errors import InvalidInputError
-from ..core.weights import WEIGHT_KINDS
-from ..pipeline.settings import DEFAULT_MODEL, default
+from ..pipeline.settings import default
+from .options import MAX_IMAGES, MAX_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
 
 EXIT_BAD_INPUT = 2
 
@@ -26,152 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
-    """Options shared by every generating command."""
-    from ..adapters.schedulers import SCHEDULER_NAMES
-
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        metavar="REPO_OR_DIR",
-        help="hub repo id, diffusers model folder, or .safetensors/.ckpt checkpoint (default: %(default)s)",
-    )
-    p.add_argument(
-        "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
-    )
-    p.add_argument("--seed", type=int, default=None, help=f"random seed (default: {what}, printed)")
-    p.add_argument(
-        "--scheduler",
-        default=default("scheduler"),
-        metavar="NAME",
-        help=f"one of: {', '.join(SCHEDULER_NAMES)} (default: %(default)s)",
-    )
-    p.add_argument(
-        "--window",
-        type=int,
-        default=default("window"),
-        metavar="PX",
-        help="view size (default: the model's native size)",
-    )
-    p.add_argument(
-        "--stride",
-        type=int,
-        default=default("stride"),
-        metavar="PX",
-        help="step between views (default: the model's, else window / 8: 64 px for SD)",
-    )
-    p.add_argument(
-        "--weights",
-        default=default("weights"),
-        choices=WEIGHT_KINDS,
-        help="per-view weights: uniform (paper) or ramps toward inner edges (default: %(default)s)",
-    )
-    p.add_argument(
-        "--view-batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="views per model call (default: as many as fit in memory)",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        choices=("float32", "float16", "bfloat16"),
-        help="weights dtype (default: float16 on cuda, float32 on cpu)",
-    )
-    p.add_argument(
-        "--channels-last", action="store_true", help="run the networks NHWC (docs/performance.md; same results)"
-    )
-    p.add_argument(
-        "--compile", action="store_true", help="torch.compile the denoiser (slow first step per batch shape)"
-    )
-    p.add_argument(
-        "--tiled-vae",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="decode in tiles with whole-canvas GroupNorm statistics (no seams, memory follows the tile); "
-        "default: automatic above 2 Mpx (docs/tiled_vae.md)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or messages")
-
-
-def _anchor(text: str) -> int | str:
-    """``center`` or a view index (argparse type of ``--sync-anchor``)."""
-    if text == "center":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
-
-
-def _add_sync(p: argparse.ArgumentParser) -> None:
-    """SyncDiffusion options (Lee et al. 2023; docs/sync.md)."""
-    from ..pipeline.sync import SYNC_LOSSES
-
-    g = p.add_argument_group("SyncDiffusion (one coherent style across the canvas; docs/sync.md)")
-    g.add_argument("--sync", action="store_true", help="pull every view toward the anchor view's style")
-    g.add_argument(
-        "--sync-weight", type=float, default=default("sync_weight"), metavar="W", help="w ≥ 0 (default: %(default)s)"
-    )
-    g.add_argument(
-        "--sync-decay",
-        type=float,
-        default=default("sync_decay"),
-        metavar="L",
-        help="step i uses w·L^i, L in (0, 1] (default: %(default)s)",
-    )
-    g.add_argument(
-        "--sync-stop",
-        type=int,
-        default=default("sync_stop_step"),
-        metavar="STEP",
-        help="synchronise steps 0 … STEP−1 only (default: %(default)s)",
-    )
-    g.add_argument(
-        "--sync-every",
-        type=int,
-        default=default("sync_every"),
-        metavar="N",
-        help="synchronise every N-th step (default: %(default)s)",
-    )
-    g.add_argument(
-        "--sync-anchor",
-        type=_anchor,
-        default=default("sync_anchor"),
-        metavar="center|INDEX",
-        help="the view the others follow, by index in row-major layout order (default: %(default)s)",
-    )
-    g.add_argument(
-        "--sync-loss",
-        default=default("sync_loss"),
-        choices=SYNC_LOSSES,
-        help="perceptual loss: lpips (needs the lpips extra and VGG weights) or builtin (weight-free); "
-        "default: lpips if available, else builtin with a notice",
-    )
-    g.add_argument("--sync-chunk", type=int, default=None, metavar="N", help="views per gradient batch (default: all)")
-    g.add_argument("--sync-checkpointing", action="store_true", help="checkpoint activations: less memory, more time")
-
-
-def _sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if args.sync_chunk is not None and args.sync_chunk < 1:
-        raise InvalidInputError(f"--sync-chunk must be ≥ 1, got {args.sync_chunk}")
-    from ..pipeline.sync import check_sync
-
-    check_sync(args.sync_weight, args.sync_decay, args.sync_stop, args.sync_every, args.sync_anchor, args.sync_loss)
-    return dict(
-        sync=args.sync,
-        sync_weight=args.sync_weight,
-        sync_decay=args.sync_decay,
-        sync_stop_step=args.sync_stop,
-        sync_every=args.sync_every,
-        sync_anchor=args.sync_anchor,
-        sync_loss=args.sync_loss,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,17 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=default("guidance_rescale"),
         help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
     )
-    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
-    from ..core.layouts import LAYOUT_NAMES
-
+    add_canvas_wrap(p)
     p.add_argument(
-        "--view-layout",
+        "--tile",
         default=None,
-        choices=LAYOUT_NAMES,
-        help="a cheaper named layout that sets stride and weights (docs/layouts.md; default: --stride/--weights)",
+        choices=("x", "y", "xy"),
+        help="seamless texture: wrap the views and the decode around x, y or both, so the image tiles "
+        "without a seam (--circular is the x case)",
     )
-    _add_model_and_sampling(p, "a fresh one")
-    _add_sync(p)
+    add_model_and_sampling(p, "a fresh one")
+    add_sync(p)
 
     from ..pipeline.regions import DEFAULT_BOOTSTRAP_FRACTION
 
@@ -250,8 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guidance scale for prompts the layout gives none (default: the model's, 7.5 for SD)",
     )
-    _add_model_and_sampling(r, "the layout's seed or a fresh one")
-    _add_sync(r)
+    add_canvas_wrap(r)
+    add_model_and_sampling(r, "the layout's seed or a fresh one")
+    add_sync(r)
+
+    rp = sub.add_parser(
+        "reproduce",
+        help="regenerate an image from the recipe in its PNG",
+        description="Regenerate an image written by this tool from the settings, seed and region masks its PNG "
+        "records. Bit-identical on the same weights, dtype and device type.",
+    )
+    rp.add_argument("image", metavar="IMAGE.png", help="a PNG written by multidiffusion")
+    rp.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    rp.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="where the model is (default: the recorded repo id; a local folder or file must be given again, "
+        "since the image records only its name and weights hash)",
+    )
+    rp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
     e = sub.add_parser(
         "eval-coherence",
@@ -267,52 +140,105 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_common(args: argparse.Namespace) -> None:
-    """Checks shared by every command, all before any model loads."""
+def _logger(args: argparse.Namespace) -> Callable[..., None]:
+    """Messages on stderr, silent with ``-q``."""
+    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+
+
+def output_paths(out: str, count: int) -> list[str]:
+    """``count`` output files: ``out`` itself for one, else ``stem-0.png``, ``stem-1.png``, … beside it."""
+    if count == 1:
+        return [out]
+    path = Path(out)
+    return [str(path.with_name(f"{path.stem}-{i}{path.suffix}")) for i in range(count)]
+
+
+def _check_common(args: argparse.Namespace) -> list[str]:
+    """Checks shared by every generating command, all before any model loads; returns the output paths."""
     from ..adapters.loading import check_model_source, resolve_device
     from ..adapters.schedulers import check_scheduler_name
     from ..pipeline.checks import check_sampling, check_stride
     from .png import check_output_path
 
-    check_output_path(args.out)
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise InvalidInputError(f"--num-images must be in 1…{MAX_IMAGES}, got {args.num_images}")
+    outs = output_paths(args.out, args.num_images)
+    for out in outs:
+        check_output_path(out)
     if args.window is not None and args.window <= 0:
         raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
     if args.stride is not None:
         check_stride(args.stride, args.window if args.window is not None else args.stride)
+    if args.view_layout is not None and (args.stride is not None or args.weights != default("weights")):
+        raise InvalidInputError(
+            f"--view-layout {args.view_layout} sets the stride and weights itself; omit --stride and --weights"
+        )
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
     check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
     check_scheduler_name(args.scheduler)
     resolve_device(args.device)
-    check_model_source(args.model)
+    check_model_source(args.model, args.config)
+    return outs
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Callable[..., None]]:
-    """The pipeline, and a logger that is silent with ``-q``."""
+def _load(args: argparse.Namespace, model: str, dtype: str | None = None, config: str | None = None) -> Any:
+    """The pipeline, with a line before and after (loading a real model takes seconds to minutes)."""
     from ..pipeline import MultiDiffusionPipeline
 
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    if args.quiet:
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.disable_progress_bar()
+    log = _logger(args)
+    if sys.stderr.isatty():  # a progress line for people; logs and pipes get one line per outcome
+        log(f"loading {model} …")
+    start = time.perf_counter()
     pipe = MultiDiffusionPipeline.from_pretrained(
-        args.model, dtype=args.dtype, device=args.device, channels_last=args.channels_last, compile=args.compile
+        model,
+        dtype=dtype,
+        device=args.device,
+        channels_last=getattr(args, "channels_last", False),
+        compile=getattr(args, "compile", False),
+        config=config,
     )
-    if args.tiled_vae is not None:
+    log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
+    tiled = getattr(args, "tiled_vae", None)
+    if tiled is not None:
         if not hasattr(pipe.model.codec, "tiled"):
-            if args.tiled_vae:
+            if tiled:
                 raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
         else:
-            pipe.model.codec.tiled = args.tiled_vae
-    return pipe, log
+            pipe.model.codec.tiled = tiled
+    return pipe
 
 
-def _save(result: Any, path: str) -> None:
-    from .png import METADATA_KEY, save_png
+def _save(result: Any, paths: Sequence[str]) -> None:
+    """Each image of a result to its path, with the A1111 text and the JSON recipe."""
+    from ..pipeline.settings import METADATA_KEY
+    from .png import save_png
 
     meta = result.metadata
-    save_png(result.images[0], path, {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json()})
+    for i, path in enumerate(paths):
+        save_png(result.images[i], path, {"parameters": meta.to_a1111(i), METADATA_KEY: meta.to_json(i)})
+
+
+def _seeds(first: int | None, count: int) -> list[int]:
+    """``count`` seeds from ``first`` (or a fresh one) upward, wrapping at 2⁶⁴."""
+    start = first if first is not None else secrets.randbits(32)
+    return [(start + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def _each_image(
+    args: argparse.Namespace, outs: list[str], seeds: list[int], make: Callable[[Any], Any], size: str
+) -> None:
+    """Make and write one image per seed (each file regenerates alone from its own recipe)."""
+    import torch
+
+    log = _logger(args)
+    for i, (out, s) in enumerate(zip(outs, seeds, strict=True)):
+        prefix = f"[{i + 1}/{len(outs)}] " if len(outs) > 1 else ""
+        log(f"{prefix}seed: {s}")
+        start = time.perf_counter()
+        result = make(torch.Generator().manual_seed(s))
+        _save(result, [out])
+        log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
 
 
 def run_panorama(args: argparse.Namespace) -> int:
@@ -322,11 +248,11 @@ def run_panorama(args: argparse.Namespace) -> int:
     for name in ("height", "width"):
         if getattr(args, name) <= 0:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
-    _check_common(args)
-    import torch
-
-    start = time.perf_counter()
-    pipe, log = _load(args)
+    outs = _check_common(args)
+    sync = sync_kwargs(args)
+    if args.circular and args.tile not in (None, "x", "xy"):
+        raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
+    pipe = _load(args, args.model, args.dtype, args.config)
     kwargs = dict(
         height=args.height,
         width=args.width,
@@ -338,24 +264,25 @@ def run_panorama(args: argparse.Namespace) -> int:
         stride=args.stride,
         weights=args.weights,
         circular=args.circular,
+        tile=args.tile,
         layout=args.view_layout,
-        **_sync_kwargs(args),
+        **sync,
     )
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
-    seed = args.seed if args.seed is not None else secrets.randbits(32)
-    log(f"seed: {seed}")
-    result = pipe(
-        args.prompt,
-        args.negative_prompt,
-        generator=torch.Generator().manual_seed(seed),
-        view_batch_size=args.view_batch_size,
-        progress=not args.quiet,
-        sync_chunk_size=args.sync_chunk,
-        sync_checkpointing=args.sync_checkpointing,
-        **kwargs,
-    )
-    _save(result, args.out)
-    log(f"wrote {args.out} ({args.width}×{args.height} px) in {time.perf_counter() - start:.1f} s")
+
+    def make(generator: Any) -> Any:
+        return pipe(
+            args.prompt,
+            args.negative_prompt,
+            generator=generator,
+            view_batch_size=args.view_batch_size,
+            progress=not args.quiet,
+            sync_chunk_size=args.sync_chunk,
+            sync_checkpointing=args.sync_checkpointing,
+            **kwargs,
+        )
+
+    _each_image(args, outs, _seeds(args.seed, len(outs)), make, f"{args.width}×{args.height}")
     return 0
 
 
@@ -366,18 +293,16 @@ def run_regions(args: argparse.Namespace) -> int:
     from .png import check_output_path
     from .segmentation import save_segmentation
 
-    _check_common(args)
+    outs = _check_common(args)
+    sync = sync_kwargs(args)
     if args.segmentation is not None:
         check_output_path(args.segmentation)
-        if os.path.abspath(args.segmentation) == os.path.abspath(args.out):
+        if any(os.path.abspath(args.segmentation) == os.path.abspath(out) for out in outs):
             raise InvalidInputError("--segmentation must name a different file than --out")
     layout = load_layout(args.layout)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
-    import torch
-
-    start = time.perf_counter()
-    pipe, log = _load(args)
-    seed = args.seed if args.seed is not None else layout.seed if layout.seed is not None else secrets.randbits(32)
+    pipe = _load(args, args.model, args.dtype, args.config)
+    first = args.seed if args.seed is not None else layout.seed
     guidance = args.guidance if args.guidance is not None else layout.guidance_scale
     kwargs = dict(
         height=layout.height,
@@ -390,24 +315,55 @@ def run_regions(args: argparse.Namespace) -> int:
         stride=args.stride,
         weights=args.weights,
         bootstrap_fraction=args.bootstrap_fraction,
-        **_sync_kwargs(args),
+        circular=args.circular,
+        layout=args.view_layout,
+        **sync,
     )
     pipe.check_regions(layout.regions, layout.background, **kwargs)  # sizes against the model, pre-run
-    log(f"seed: {seed}")
-    result = pipe.regions(
-        layout.regions,
-        layout.background,
-        generator=torch.Generator().manual_seed(seed),
-        view_batch_size=args.view_batch_size,
-        progress=not args.quiet,
-        sync_chunk_size=args.sync_chunk,
-        sync_checkpointing=args.sync_checkpointing,
-        **kwargs,
-    )
-    _save(result, args.out)
+
+    def make(generator: Any) -> Any:
+        return pipe.regions(
+            layout.regions,
+            layout.background,
+            generator=generator,
+            view_batch_size=args.view_batch_size,
+            progress=not args.quiet,
+            sync_chunk_size=args.sync_chunk,
+            sync_checkpointing=args.sync_checkpointing,
+            **kwargs,
+        )
+
+    _each_image(args, outs, _seeds(first, len(outs)), make, f"{layout.width}×{layout.height}")
     if args.segmentation is not None:
         save_segmentation(layout.regions, layout.background, layout.height, layout.width, args.segmentation)
-    log(f"wrote {args.out} ({layout.width}×{layout.height} px) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    """``multidiffusion reproduce``: read the recipe, check, load the recorded model, regenerate, write."""
+    from ..adapters.loading import check_model_source, resolve_device
+    from ..pipeline.reproduce import call_arguments, check_environment, model_to_load, read_recipe
+    from .png import check_output_path
+
+    check_output_path(args.out)
+    if os.path.abspath(args.out) == os.path.abspath(args.image):
+        raise InvalidInputError("--out must name a different file than the image being reproduced")
+    recipe = read_recipe(args.image)
+    call_arguments(recipe)  # a recipe without a seed fails here, before loading
+    model = model_to_load(recipe, args.model)
+    check_model_source(model)
+    resolve_device(args.device)
+    pipe = _load(args, model, recipe.get("dtype"))
+    check_environment(recipe, pipe.model)
+    start = time.perf_counter()
+    result = pipe.reproduce(recipe, progress=not args.quiet)
+    index = int(recipe.get("image_index", 0))
+    from ..pipeline.settings import METADATA_KEY
+    from .png import save_png
+
+    meta = result.metadata
+    save_png(result.images[index], args.out, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
+    _logger(args)(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -415,12 +371,16 @@ def run_eval_coherence(args: argparse.Namespace) -> int:
     """``multidiffusion eval-coherence``: print the coherence metrics of each image."""
     from .coherence import run
 
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    print(run(args.images, args.crop, args.json, log))
+    print(run(args.images, args.crop, args.json, _logger(args)))
     return 0
 
 
-COMMANDS = {"panorama": run_panorama, "regions": run_regions, "eval-coherence": run_eval_coherence}
+COMMANDS = {
+    "panorama": run_panorama,
+    "regions": run_regions,
+    "reproduce": run_reproduce,
+    "eval-coherence": run_eval_coherence,
+}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
+from ..pipeline.settings import METADATA_KEY
 
-METADATA_KEY = "multidiffusion"
+__all__ = ["METADATA_KEY", "check_output_path", "save_png"]
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -27,18 +28,54 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def _ordinary_mode(out: Path) -> int:
+    """The permission bits an ordinary ``open(out, "w")`` would leave: the existing file's when it is
+    replaced, else 0o666 less the process umask (``mkstemp`` alone would leave 0o600)."""
+    try:
+        return out.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (``os.umask`` sets as it reads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _temp_name(out: Path) -> str:
+    """A hidden temporary name beside ``out`` that stays within the file system's 255-byte name limit."""
+    stem = out.name
+    while len(os.fsencode(f".{stem}.") + b"abcdefgh.tmp") > 255:
+        stem = stem[: len(stem) // 2]
+    return f".{stem}."
+
+
 def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> None:
-    """Save a PIL image with tEXt chunks; written to a temporary file beside it, then renamed."""
+    """Save a PIL image with text chunks, atomically: written to a temporary file beside it, then renamed.
+
+    The file gets the permissions an ordinary write would give it (the umask's, or the replaced file's).
+    Values longer than 1 KiB go into compressed ``iTXt`` chunks (the JSON of a region layout with masks).
+    """
     from PIL.PngImagePlugin import PngInfo
 
     out = Path(path)
     info = PngInfo()
     for key, value in text.items():
-        info.add_text(key, value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        info.add_itxt(key, value, zip=True) if len(value) > 1024 else info.add_text(key, value)
+    mode = _ordinary_mode(out)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_name(out), suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=info)
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

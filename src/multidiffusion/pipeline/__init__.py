@@ -1,4 +1,4 @@
-"""The user-facing facade (DESIGN.md §3): loading and calling, no math."""
+"""The user-facing facade (docs/design.md §1): loading and calling, no math."""
 
 from .output import MultiDiffusionOutput
 from .panorama import MultiDiffusionPipeline

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..core.errors import InvalidInputError
+from ..core.layouts import get_layout
 from ..core.weights import WEIGHT_KINDS
-from .settings import OUTPUT_TYPES
+from .settings import DEFAULTS, OUTPUT_TYPES
 
 
 def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> list[str]:
@@ -17,6 +20,19 @@ def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> list[st
     if not all(isinstance(p, str) for p in prompts):
         raise InvalidInputError(f"every {what} must be a string")
     return prompts
+
+
+def repeat_prompts(
+    prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None, times: int
+) -> tuple[list[str], list[str] | None]:
+    """Prompts (and per-prompt negatives) repeated ``times`` each, prompt-major (p0, p0, p1, p1, …)."""
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise InvalidInputError(f"images per prompt must be an integer ≥ 1, got {times!r}")
+    prompts = as_prompt_list(prompt)
+    negatives = None if negative_prompt is None else as_prompt_list(negative_prompt, "negative prompt")
+    if negatives is not None and len(negatives) == len(prompts) and len(prompts) > 1:
+        negatives = [n for n in negatives for _ in range(times)]
+    return [p for p in prompts for _ in range(times)], negatives
 
 
 def check_pixels(name: str, value: int, granularity: int) -> int:
@@ -74,3 +90,61 @@ def resolve_window_stride(
     check_stride(stride, window)
     check_pixels("stride", stride, granularity)
     return window, stride
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """How views are laid, resolved in pixels: window, stride (the window for shifted tiles) and weights."""
+
+    window_px: int
+    stride_px: int
+    weights: str
+
+
+def resolve_view_settings(
+    *,
+    window_px: int | None,
+    stride_px: int | None,
+    weights: str,
+    layout: str | None,
+    granularity: int,
+    native_px: int,
+    default_stride_px: int | None,
+    canvas_px: tuple[int, int] | None = None,
+) -> ViewSettings:
+    """Window, stride and weights of a run from what the user gave, with every check.
+
+    A named ``layout`` (docs/layouts.md) sets the stride and weights itself, so giving either with it is an
+    error; its shifted tiles record the window as their stride. A sliding window whose stride equals the
+    window on an axis the canvas spans with several views warns: the views then do not overlap and cannot
+    blend, so every view border shows (MultiDiffusion needs overlap, paper §3.2).
+
+    Args:
+        canvas_px: (height, width) of the canvas, for the no-overlap warning; None skips it.
+    """
+    if layout is not None:
+        recipe = get_layout(layout)
+        if stride_px is not None or weights != DEFAULTS.weights:
+            raise InvalidInputError(f"layout {layout!r} sets the stride and weights itself; omit stride and weights")
+    window, stride = resolve_window_stride(window_px, stride_px, granularity, native_px, default_stride_px)
+    if layout is not None:
+        cells = window // granularity
+        stride = recipe.stride_cells(cells) * granularity if recipe.stride is not None else window
+        return ViewSettings(window, stride, recipe.weights)
+    if canvas_px is not None and stride == window and any(size > window for size in canvas_px):
+        suggestion = max(granularity, window // 4 // granularity * granularity)
+        warnings.warn(
+            f"the stride equals the window ({window} px): views will not overlap or blend, so their borders "
+            f"will show as a grid; use a smaller stride (e.g. {suggestion} px)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ViewSettings(window, stride, weights)
+
+
+def check_sync_layout(sync: bool, layout: str | None) -> None:
+    """SyncDiffusion needs one fixed layout of same-size views; a named layout may change every step."""
+    if sync and layout is not None:
+        raise InvalidInputError(
+            f"SyncDiffusion runs on a fixed sliding-window layout; omit layout {layout!r} (or sync)"
+        )

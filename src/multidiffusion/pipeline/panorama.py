@@ -1,29 +1,38 @@
-"""The user-facing panorama pipeline: pixels in, images out. No math here (DESIGN.md §3)."""
+"""The user-facing panorama pipeline: pixels in, images out. No math here (docs/design.md §1)."""
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name, load_model
 from ..adapters.loading import resolve_device, resolve_dtype
+from ..adapters.schedulers import scheduler_fields
 from ..adapters.stable_diffusion import load_single_file
 from ..core import GuidedCondition, layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
-from ..core.layouts import get_layout
 from ..core.regions import Region
-from ..core.views import layout_views
-from .checks import as_prompt_list, check_pixels, check_sampling, resolve_window_stride
+from ..core.views import layout_views, parse_tile, tile_name
+from .checks import (
+    as_prompt_list,
+    check_pixels,
+    check_sampling,
+    check_sync_layout,
+    repeat_prompts,
+    resolve_view_settings,
+)
 from .layout import Background
 from .output import MultiDiffusionOutput, seed_of
 from .regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
+from .reproduce import call_arguments, check_environment, model_to_load, read_recipe
 from .run import StepCallback, generate
-from .settings import DEFAULTS, PanoramaSettings
-from .sync import SyncRequest, check_sync, prepare_sync, resolve_anchor
+from .settings import DEFAULTS, GenerationMetadata, PanoramaSettings
+from .sync import SyncRequest, check_sync, prepare_sync, resolve_anchor, sync_steps
 from .sync import layout_views as layout_views_of
 
 
@@ -45,19 +54,66 @@ class MultiDiffusionPipeline:
         device: str | torch.device | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        config: str | None = None,
     ) -> MultiDiffusionPipeline:
-        """Load a diffusers-format model (hub repo id or local folder).
+        """Load a model: a hub repo id, a local diffusers folder, a single-file checkpoint or ``toy``.
 
         Args:
-            repo_or_folder: e.g. ``"stabilityai/stable-diffusion-2-base"`` or a folder saved with
-                ``save_pretrained``.
+            repo_or_folder: e.g. ``"stabilityai/stable-diffusion-2-base"``, a folder saved with
+                ``save_pretrained``, a ``.safetensors`` checkpoint, or ``"toy"`` (the exact Gaussian-field
+                model, no weights).
             dtype: ``float32``, ``float16``, ``bfloat16`` or a torch dtype; default float16 on CUDA,
                 float32 on the CPU.
             device: ``cpu``, ``cuda``, ``cuda:N``; default CUDA when available.
             channels_last: Store the networks NHWC (docs/performance.md); same results to float rounding.
             compile: ``torch.compile`` the denoiser network (slow first call per batch shape).
+            config: For a single-file checkpoint: a diffusers folder or repo id whose configs describe it
+                (needed offline).
         """
-        return cls(load_model(repo_or_folder, dtype=dtype, device=device, channels_last=channels_last, compile=compile))
+        return cls(
+            load_model(
+                repo_or_folder, dtype=dtype, device=device, channels_last=channels_last, compile=compile, config=config
+            )
+        )
+
+    @classmethod
+    def from_metadata(
+        cls,
+        metadata: str | Path | Mapping[str, Any] | GenerationMetadata,
+        *,
+        model: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> MultiDiffusionPipeline:
+        """Load the model an image was made with, in the dtype it was made with.
+
+        Args:
+            metadata: A PNG written by this package, its JSON recipe (text or dict), or a
+                :class:`GenerationMetadata`.
+            model: Where the model is; needed when the image was made with a local folder or file (the
+                metadata records only its name and weights hash). Default: the recorded repo id or spec.
+            device: Default: CUDA when available, as for :meth:`from_pretrained`.
+        """
+        recipe = read_recipe(metadata)
+        pipe = cls.from_pretrained(model_to_load(recipe, model), dtype=recipe.get("dtype"), device=device)
+        check_environment(recipe, pipe.model)
+        return pipe
+
+    def reproduce(
+        self, metadata: str | Path | Mapping[str, Any] | GenerationMetadata, *, progress: bool = True
+    ) -> MultiDiffusionOutput:
+        """Run again the call that made an image (panorama or regions), from its recipe.
+
+        Bit-identical when the weights, dtype, device type, view batch size and tiled-VAE choice match the
+        recorded ones (warnings say where they do not). For a batch of several prompts every canvas is
+        regenerated; the recipe's ``image_index`` says which one the image was.
+        """
+        recipe = read_recipe(metadata)
+        mode, kwargs = call_arguments(recipe)
+        if recipe.get("tiled_vae") is not None and hasattr(self.model.codec, "tiled"):
+            self.model.codec.tiled = recipe["tiled_vae"]
+        if mode == "regions":
+            return self.regions(**kwargs, progress=progress)
+        return self(**kwargs, progress=progress)
 
     @classmethod
     def from_single_file(
@@ -94,32 +150,36 @@ class MultiDiffusionPipeline:
                 negatives *= len(prompts)
             if len(negatives) != len(prompts):
                 raise InvalidInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
+        kwargs.update(scheduler_fields(kwargs.get("scheduler", DEFAULTS.scheduler)))
         s = PanoramaSettings(prompt=tuple(prompts), negative_prompt=tuple(negatives), **kwargs)
+        wrap = parse_tile(s.tile)
+        if s.circular and not wrap[1] and s.tile is not None:
+            raise InvalidInputError(
+                f"circular=True wraps x but tile={s.tile!r} does not; use tile='xy' or drop circular"
+            )
+        s = dataclasses.replace(s, tile=tile_name((wrap[0], wrap[1] or s.circular)), circular=wrap[1] or s.circular)
         g = self.model.granularity_px
-        if s.layout is not None:
-            get_layout(s.layout)
-            if s.stride is not None or s.weights != DEFAULTS.weights:
-                raise InvalidInputError(
-                    f"layout {s.layout!r} sets the stride and weights itself; omit stride and weights"
-                )
-            if s.sync:
-                raise InvalidInputError("SyncDiffusion runs on a fixed layout; omit layout (or sync)")
+        check_sync_layout(s.sync, s.layout)
         check_pixels("height", s.height, g)
         check_pixels("width", s.width, g)
-        window, stride = resolve_window_stride(
-            s.window, s.stride, g, self.native_window_px, self.model.default_stride_px
+        views = resolve_view_settings(
+            window_px=s.window,
+            stride_px=s.stride,
+            weights=s.weights,
+            layout=s.layout,
+            granularity=g,
+            native_px=self.native_window_px,
+            default_stride_px=self.model.default_stride_px,
+            canvas_px=(s.height, s.width),
         )
+        window, stride = views.window_px, views.stride_px
         guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
-        s = dataclasses.replace(s, window=window, stride=stride, guidance_scale=guidance)
-        if s.layout is not None:
-            recipe = get_layout(s.layout)
-            stride = recipe.stride_cells(window // g) * g if recipe.stride is not None else None
-            s = dataclasses.replace(s, stride=stride, weights=recipe.weights)
+        s = dataclasses.replace(s, window=window, stride=stride, weights=views.weights, guidance_scale=guidance)
         check_scheduler_name(s.scheduler)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
         sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
         if s.sync:
-            views = layout_views(s.height // g, s.width // g, window // g, stride // g, circular=s.circular)
+            views = layout_views(s.height // g, s.width // g, window // g, stride // g, wrap=parse_tile(s.tile))
             anchor = resolve_anchor(views, sync.anchor, s.height // g, s.width // g)
             s = dataclasses.replace(s, sync_anchor=anchor)
         return s
@@ -137,12 +197,14 @@ class MultiDiffusionPipeline:
         callback_on_step_end: StepCallback | None = None,
         *,
         guidance_rescale: float = DEFAULTS.guidance_rescale,
-        scheduler: str = DEFAULTS.scheduler,
+        scheduler: Any = DEFAULTS.scheduler,
         window: int | None = DEFAULTS.window,
         stride: int | None = DEFAULTS.stride,
         weights: str = DEFAULTS.weights,
         circular: bool = DEFAULTS.circular,
+        tile: str | None = DEFAULTS.tile,
         layout: str | None = DEFAULTS.layout,
+        num_images_per_prompt: int = 1,
         view_batch_size: int | None = None,
         progress: bool = True,
         sync: bool = DEFAULTS.sync,
@@ -169,14 +231,22 @@ class MultiDiffusionPipeline:
             callback_on_step_end: Called after each step with a
                 :class:`~multidiffusion.core.types.StepState`; return True to stop early.
             guidance_rescale: φ of Lin et al. 2023, in [0, 1].
-            scheduler: Short scheduler name, e.g. ``ddim``, ``dpmpp_2m``, ``euler_a``.
+            scheduler: A short name (``ddim``, ``dpmpp_2m``, ``euler_a``, … built from the model's own
+                scheduler config), any diffusers scheduler class name (likewise), or a configured diffusers
+                scheduler instance (used as it is; a fresh copy per run). Recorded in the metadata.
             window: View size in px (default: the model's native size). Larger than native is allowed.
             stride: Step between views in px, 0 < stride ≤ window; default the model's, else window / 8
                 (64 px for SD).
             weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
-            circular: Wrap views horizontally so the left and right edges continue each other.
+            circular: Wrap views horizontally so the left and right edges continue each other (360°);
+                the same as ``tile="x"`` (recorded so).
+            tile: Seamless texture: ``x``, ``y`` or ``xy`` wraps the views and the decode around those axes
+                so the image tiles without a seam (docs/theory.md, "Seamless tiles"); None: no wrap.
             layout: A named cheaper layout, ``half-overlap``, ``quarter-overlap`` or ``shifted``
                 (docs/layouts.md); it sets the stride and weights, so give neither with it.
+            num_images_per_prompt: Canvases per prompt (diffusers' meaning): the prompts are repeated
+                prompt-major and all canvases share the view batches; the one generator draws their noise
+                together, so image k of a batch differs from a single run with the same seed.
             view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
             progress: Show a progress bar.
             sync: Run SyncDiffusion (Lee et al. 2023): each view's latent takes a perceptual-loss gradient
@@ -188,10 +258,12 @@ class MultiDiffusionPipeline:
             sync_anchor: ``"center"`` or the anchor view's index in layout order (row-major).
             sync_loss: ``lpips`` (needs the ``lpips`` extra and VGG weights) or ``builtin`` (weight-free
                 colour and texture statistics); None tries LPIPS and falls back with a warning.
-            sync_chunk_size: Views per gradient batch (default: the engine's batch); lower saves memory.
+            sync_chunk_size: Views per gradient batch (default: the engine's batch, at most 128 views of 64×64
+                latent cells: ``core.sync.DEFAULT_GRADIENT_CELLS``); lower saves memory.
             sync_checkpointing: Checkpoint activations in the sync backward pass (less memory, more time).
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
+        prompt, negative_prompt = repeat_prompts(prompt, negative_prompt, num_images_per_prompt)
         if generator is None:
             generator = torch.Generator().manual_seed(secrets.randbits(63))
         s = self.settings(
@@ -207,6 +279,7 @@ class MultiDiffusionPipeline:
             stride=stride,
             weights=weights,
             circular=circular,
+            tile=tile,
             layout=layout,
             seed=seed_of(generator),
             sync=sync,
@@ -219,11 +292,12 @@ class MultiDiffusionPipeline:
         )
         m = self.model
         g = m.granularity_px
+        wrap = parse_tile(s.tile)
         if s.layout is not None:
-            tasks = layout_tasks(s.layout, s.height // g, s.width // g, s.window // g, circular=s.circular)
+            tasks = layout_tasks(s.layout, s.height // g, s.width // g, s.window // g, wrap=wrap)
         else:
             tasks = panorama_tasks(
-                s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, circular=s.circular
+                s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, wrap=wrap
             )
         guided = s.guidance_scale != 1.0
         condition = GuidedCondition(
@@ -260,7 +334,8 @@ class MultiDiffusionPipeline:
             callback_on_step_end=callback_on_step_end,
             view_batch_size=view_batch_size,
             progress=progress,
-            circular=s.circular,
+            heavy_step=sync_steps(s) if s.sync else None,
+            wrap=wrap,
         )
 
     def check_regions(
@@ -283,7 +358,7 @@ class MultiDiffusionPipeline:
         names = ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss")
         request = SyncRequest(*(kwargs.pop(k, getattr(DEFAULTS, k)) for k in names))
         settings = request.check()
-        plan = plan_regions(self.model, list(regions), background, **{**defaults, **kwargs})
+        plan = plan_regions(self.model, list(regions), background, sync=request.enabled, **{**defaults, **kwargs})
         if request.enabled:
             resolve_anchor(layout_views_of(plan.tasks), settings.anchor, plan.height_cells, plan.width_cells)
         return plan
@@ -302,11 +377,13 @@ class MultiDiffusionPipeline:
         callback_on_step_end: StepCallback | None = None,
         *,
         guidance_rescale: float = DEFAULTS.guidance_rescale,
-        scheduler: str = DEFAULTS.scheduler,
+        scheduler: Any = DEFAULTS.scheduler,
         window: int | None = DEFAULTS.window,
         stride: int | None = DEFAULTS.stride,
         weights: str = DEFAULTS.weights,
         bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
+        circular: bool = DEFAULTS.circular,
+        layout: str | None = DEFAULTS.layout,
         view_batch_size: int | None = None,
         progress: bool = True,
         sync: bool = DEFAULTS.sync,
@@ -340,6 +417,9 @@ class MultiDiffusionPipeline:
             weights: View profile (``uniform``, ``feathered``, ``gaussian``), multiplied by the masks.
             bootstrap_fraction: Fraction of the steps during which foreground views see their region on a
                 random constant-colour background (0 = off; default 0.2, the paper's 20 %).
+            circular: Wrap the views horizontally (a 360° canvas), as in ``__call__``.
+            layout: ``half-overlap`` or ``quarter-overlap`` (docs/layouts.md), which set the stride and
+                weights; ``shifted`` tiles move every step and are refused here.
             view_batch_size: (view, region) pairs per denoiser call.
             progress: Show a progress bar.
             sync, sync_weight, sync_decay, sync_stop_step, sync_every, sync_anchor, sync_loss,
@@ -371,6 +451,8 @@ class MultiDiffusionPipeline:
             bootstrap_fraction=bootstrap_fraction,
             view_batch_size=view_batch_size,
             progress=progress,
+            circular=circular,
+            layout=layout,
             sync=SyncRequest(
                 sync,
                 sync_weight,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -10,19 +9,22 @@ from typing import Any
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name
+from ..adapters.schedulers import scheduler_fields
 from ..core import GuidedCondition, layout_views, view_weights
 from ..core.bootstrap import Bootstrap, bootstrap_steps, constant_colour_latents
 from ..core.crop import crop, view_indices
 from ..core.errors import InvalidInputError
+from ..core.layouts import LAYOUT_NAMES, get_layout
 from ..core.noise import initial_noise
-from ..core.regions import Region, pixel_mask, region_tasks, to_latent_grid, with_background
+from ..core.regions import Region, mask_tensor, pixel_mask, region_tasks, to_latent_grid, with_background
 from ..core.types import ViewHook
-from .checks import check_pixels, check_sampling, resolve_window_stride
+from .checks import check_pixels, check_sampling, check_sync_layout, resolve_view_settings
 from .layout import Background
+from .masks import encode_mask
 from .output import MultiDiffusionOutput
 from .run import StepCallback, generate
 from .settings import SamplingSettings
-from .sync import SyncRequest, prepare_sync
+from .sync import SyncRequest, prepare_sync, sync_steps
 
 DEFAULT_BOOTSTRAP_FRACTION = 0.2  # the paper's "first 20% of the process"; docs/regions.md
 BOOTSTRAP_COLOURS = 8  # constant-colour backgrounds encoded once per run
@@ -41,6 +43,8 @@ class RegionSettings(SamplingSettings):
     regions: tuple[dict[str, Any], ...] = ()
     background: dict[str, Any] | None = None
     bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION
+    circular: bool = False
+    layout: str | None = None
 
     @property
     def prompt(self) -> tuple[str, ...]:
@@ -48,19 +52,25 @@ class RegionSettings(SamplingSettings):
         prompts = [self.background["prompt"]] if self.background else []
         return (" | ".join(prompts + [r["prompt"] for r in self.regions]),)
 
-    @property
-    def circular(self) -> bool:
-        return False
+    def a1111_extra(self) -> list[str]:
+        """Each prompt's own guidance scale (``CFG scale`` is only the default of those that set none)."""
+        entries = [self.background] if self.background else []
+        entries += list(self.regions)
+        scales = [
+            e.get("guidance_scale") if e.get("guidance_scale") is not None else self.guidance_scale for e in entries
+        ]
+        return [
+            "Region CFG scales: " + "; ".join(f"{e['prompt']}: {g:g}" for e, g in zip(entries, scales, strict=True)),
+            f"Bootstrap fraction: {self.bootstrap_fraction:g}",
+        ]
 
 
 def _region_record(region: Region) -> dict[str, Any]:
     record = {"prompt": region.prompt, "weight": region.weight}
     if region.box is not None:
         record["box"] = list(region.box)
-    else:
-        mask = torch.as_tensor(region.mask, dtype=torch.float32).contiguous()
-        record["mask_sha256"] = hashlib.sha256(mask.numpy().tobytes()).hexdigest()[:16]
-        record["mask_size"] = list(mask.shape)
+    else:  # the mask itself, compressed, so the image regenerates from its metadata alone
+        record.update(encode_mask(mask_tensor(region.mask, "region mask")))
     for key in ("name", "negative_prompt", "guidance_scale"):
         if getattr(region, key) is not None:
             record[key] = getattr(region, key)
@@ -91,10 +101,14 @@ def region_weights(
     )
     if background is not None:
         return with_background(fg)
-    uncovered = int((fg.sum(0) <= 0).sum())
-    if uncovered:
+    hole = fg.sum(0) <= 0
+    if bool(hole.any()):
+        rows, cols = hole.nonzero(as_tuple=True)
+        f = scale_factor
+        box = [int(cols.min()) * f, int(rows.min()) * f, (int(cols.max()) + 1) * f, (int(rows.max()) + 1) * f]
         raise InvalidInputError(
-            f"the regions leave {uncovered} latent cell(s) uncovered and there is no background; add a background"
+            f"the regions leave {int(hole.sum()) * f * f} px uncovered (within the box [x0, y0, x1, y1] = {box} px) "
+            "and there is no background; add a background or cover the canvas"
         )
     return fg
 
@@ -107,6 +121,7 @@ class RegionPlan:
     width_cells: int
     window_px: int
     stride_px: int
+    weights: str
     guidance_scale: float
     masks: torch.Tensor
     tasks: list
@@ -124,12 +139,15 @@ def plan_regions(
     num_inference_steps: int,
     guidance_scale: float | None,
     guidance_rescale: float = 0.0,
-    scheduler: str,
+    scheduler: Any,
     window: int | None,
     stride: int | None,
     weights: str,
     bootstrap_fraction: float,
     output_type: str = "pil",
+    circular: bool = False,
+    layout: str | None = None,
+    sync: bool = False,
     **_: Any,
 ) -> RegionPlan:
     """Every check of a region run against the model, and its tasks; no prompt is encoded."""
@@ -138,7 +156,23 @@ def plan_regions(
     check_scheduler_name(scheduler)
     g = model.granularity_px
     h, w = check_pixels("height", height, g), check_pixels("width", width, g)
-    window_px, stride_px = resolve_window_stride(window, stride, g, model.native_window * g, model.default_stride_px)
+    if layout is not None and get_layout(layout).stride is None:
+        raise InvalidInputError(
+            f"layout {layout!r} moves its tiles every step; regions need a fixed layout: "
+            f"{', '.join(n for n in LAYOUT_NAMES if get_layout(n).stride is not None)}"
+        )
+    check_sync_layout(sync, layout)
+    laid = resolve_view_settings(
+        window_px=window,
+        stride_px=stride,
+        weights=weights,
+        layout=layout,
+        granularity=g,
+        native_px=model.native_window * g,
+        default_stride_px=model.default_stride_px,
+        canvas_px=(height, width),
+    )
+    window_px, stride_px = laid.window_px, laid.stride_px
     if guidance_scale is None:
         guidance_scale = model.default_guidance_scale
     specs: list[tuple[str, str | None, float]] = []
@@ -151,11 +185,20 @@ def plan_regions(
             raise InvalidInputError(f"guidance scale must be ≥ 0 (1 = no guidance), got {scale!r} (prompt {i})")
 
     masks = region_weights(regions, background, height, width, g).to(model.device)
-    views = layout_views(h, w, window_px // g, stride_px // g)
-    profiles = view_weights(views, h, w, weights).to(model.device)
+    views = layout_views(h, w, window_px // g, stride_px // g, circular=circular)
+    profiles = view_weights(views, h, w, laid.weights, circular=circular).to(model.device)
     tasks = region_tasks(views, masks, profiles)
     return RegionPlan(
-        h, w, window_px, stride_px, guidance_scale, masks, tasks, specs, 1 if background is not None else 0
+        h,
+        w,
+        window_px,
+        stride_px,
+        laid.weights,
+        guidance_scale,
+        masks,
+        tasks,
+        specs,
+        1 if background is not None else 0,
     )
 
 
@@ -174,7 +217,7 @@ def generate_regions(
     seed: int | None,
     output_type: str,
     callback_on_step_end: StepCallback | None,
-    scheduler: str,
+    scheduler: Any,
     window: int | None,
     stride: int | None,
     weights: str,
@@ -182,6 +225,8 @@ def generate_regions(
     view_batch_size: int | None,
     progress: bool,
     sync: SyncRequest | None = None,
+    circular: bool = False,
+    layout: str | None = None,
 ) -> MultiDiffusionOutput:
     """See :meth:`MultiDiffusionPipeline.regions`."""
     sync = sync or SyncRequest()
@@ -201,6 +246,9 @@ def generate_regions(
         weights=weights,
         bootstrap_fraction=bootstrap_fraction,
         output_type=output_type,
+        circular=circular,
+        layout=layout,
+        sync=sync.enabled,
     )
     h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
     conditions = []
@@ -251,12 +299,14 @@ def generate_regions(
         num_inference_steps=num_inference_steps,
         guidance_scale=plan.guidance_scale,
         guidance_rescale=guidance_rescale,
-        scheduler=scheduler,
+        **scheduler_fields(scheduler),
         window=plan.window_px,
         stride=plan.stride_px,
-        weights=weights,
+        weights=plan.weights,
         bootstrap_fraction=bootstrap_fraction,
         seed=seed,
+        circular=circular,
+        layout=layout,
         **sync_fields,
     )
     return generate(
@@ -272,4 +322,6 @@ def generate_regions(
         callback_on_step_end=callback_on_step_end,
         view_batch_size=view_batch_size,
         progress=progress,
+        heavy_step=sync_steps(settings) if sync.enabled else None,
+        circular=circular,
     )

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..adapters import LoadedModel, make_scheduler
@@ -15,7 +14,9 @@ from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sampl
 from ..core.decoding import decode_wrapped
 from ..core.tasks import TaskSchedule
 from ..core.types import StepState, ViewHook, ViewTask
+from ..core.views import Wrap, resolve_wrap
 from .output import MultiDiffusionOutput, convert
+from .progress import Phase, StepProgress
 from .settings import GenerationMetadata
 
 StepCallback = Callable[[StepState], "bool | None"]
@@ -57,7 +58,9 @@ def generate(
     callback_on_step_end: StepCallback | None = None,
     view_batch_size: int | None = None,
     progress: bool = True,
+    heavy_step: Callable[[int], bool] | None = None,
     circular: bool = False,
+    wrap: Wrap | None = None,
 ) -> MultiDiffusionOutput:
     """Sample a canvas with the engine and turn it into the requested output.
 
@@ -73,8 +76,11 @@ def generate(
         make_hooks: Builds the view hooks after the initial noise is drawn.
         callback_on_step_end: See :func:`multidiffusion.core.sampling.sample`.
         view_batch_size: Tasks per denoiser call; None chooses from free memory.
-        progress: Show a progress bar with ETA.
-        circular: Decode with wrap-around context.
+        progress: Show a progress bar with ETA, then the decoding time.
+        heavy_step: ``heavy_step(i)`` is True for the step indices that cost more (synchronised steps), so
+            the ETA can weigh them (see :class:`~multidiffusion.pipeline.progress.StepProgress`).
+        circular: Decode with wrap-around context on the columns (the same as ``wrap=(False, True)``).
+        wrap: Which axes to decode with wrap-around context, (rows, cols): a seamless ``tile``.
     """
     n, h, w = canvas_cells
     if view_batch_size is None:
@@ -86,19 +92,19 @@ def generate(
             first, count = tasks, len(tasks)
         view = first[0].view
         view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), count)
-    scheduler = make_scheduler(settings.scheduler, model.scheduler_config)
+    scheduler = make_scheduler(settings.scheduler, model.scheduler_config, settings.scheduler_config)
     scheduler.set_timesteps(settings.num_inference_steps, device=model.device)
     noise = initial_noise((n, model.codec.latent_channels, h, w), generator, model.device, model.dtype)
     x_T = noise * scheduler.init_noise_sigma
     hooks = list(make_hooks()) if make_hooks is not None else []
 
     steps_run = 0
-    bar = tqdm(total=len(scheduler.timesteps), disable=not progress, desc="denoising", unit="step")
+    bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
 
     def on_step(state: StepState) -> bool:
         nonlocal steps_run
         steps_run = state.step_index + 1
-        bar.update(1)
+        bar.step(state.step_index)
         return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
 
     try:
@@ -116,15 +122,21 @@ def generate(
     finally:
         bar.close()
     metadata = GenerationMetadata(
-        model=model.source,
+        model=model.name,
         settings=settings,
         dtype=str(model.dtype).removeprefix("torch."),
         version=__version__,
         mode=mode,
+        model_sha256=model.weights_sha256,
+        view_batch_size=view_batch_size,
+        device=model.device.type,
+        tiled_vae=getattr(model.codec, "tiled", None),
     )
     if output_type == "latent":
         images: Any = latents
     else:
-        decoded = decode_wrapped(model.codec, latents) if circular else model.codec.decode(latents)
+        with Phase("decoding", enabled=progress):
+            wrap = resolve_wrap(wrap, circular)
+            decoded = decode_wrapped(model.codec, latents, wrap=wrap) if any(wrap) else model.codec.decode(latents)
         images = convert(decoded, output_type)
     return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)

@@ -10,6 +10,7 @@ from ..core.sync import SyncSettings
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
 OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
+METADATA_KEY = "multidiffusion"  # the PNG text chunk that holds the JSON recipe
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class SamplingSettings:
         guidance_scale: Classifier-free guidance g ≥ 0; 1 disables the negative pass; None means the
             model's default (7.5 for SD; recorded resolved).
         guidance_rescale: φ ∈ [0, 1] of Lin et al. 2023 (0 = off).
-        scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``).
+        scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``) or a diffusers
+            scheduler class name.
+        scheduler_config: The full config of a scheduler instance the caller passed (its class name is then
+            ``scheduler``); None: the scheduler is built from the model's own config.
         window: View size, px; None means the model's native size (recorded resolved).
         stride: Step between views, px, 0 < stride ≤ window; None means the model's default, else
             window / 8 (64 px for SD; recorded resolved).
@@ -47,6 +51,7 @@ class SamplingSettings:
     guidance_scale: float | None = None
     guidance_rescale: float = 0.0
     scheduler: str = "ddim"
+    scheduler_config: dict[str, Any] | None = None
     window: int | None = None
     stride: int | None = None
     weights: str = "uniform"
@@ -63,6 +68,10 @@ class SamplingSettings:
         """JSON-ready: tuples become lists."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def a1111_extra(self) -> list[str]:
+        """Fields of the A1111 ``parameters`` text that only this kind of run has (none here)."""
+        return []
+
 
 @dataclass(frozen=True)
 class PanoramaSettings(SamplingSettings):
@@ -70,15 +79,18 @@ class PanoramaSettings(SamplingSettings):
 
     Attributes:
         prompt: One prompt per canvas.
-        circular: Wrap views around horizontally (360° panorama).
+        circular: Wrap views around horizontally (360° panorama); recorded True whenever ``tile`` wraps x.
         layout: A named cheaper layout (``multidiffusion.core.LAYOUT_NAMES``, docs/layouts.md) that sets
             the stride and weights itself (stride recorded as None for shifted tiles); None: the sliding
             window of ``stride`` and ``weights``.
+        tile: Seamless tiling: ``x``, ``y`` or ``xy`` wraps the views (and the decode) around those axes so
+            the image tiles without a seam; None: no wrap. ``circular=True`` is recorded as ``x``.
     """
 
     prompt: tuple[str, ...] = ("",)
     circular: bool = False
     layout: str | None = None
+    tile: str | None = None
 
 
 DEFAULTS = PanoramaSettings()
@@ -91,25 +103,51 @@ def default(name: str) -> Any:
 
 @dataclass(frozen=True)
 class GenerationMetadata:
-    """Everything needed to regenerate an image: the model, the settings, the package version."""
+    """Everything needed to regenerate an image: the model, the settings, the package version.
+
+    Attributes:
+        model: The model's name: a hub repo id or model spec as given, or a local folder's or file's own name
+            (never an absolute path).
+        settings: The resolved settings of the run.
+        dtype: The weights dtype, e.g. ``float32``.
+        version: This package's version.
+        mode: ``panorama`` or ``regions``.
+        model_sha256: SHA-256 of a local model's weights (None for repo ids and the toy model).
+        view_batch_size: Tasks per denoiser call as resolved: float rounding depends on it, so a bit-identical
+            rerun uses the same.
+        device: The device type the run used (``cpu``, ``cuda``); other devices round differently.
+        tiled_vae: The codec's tiling choice (True, False, or None for automatic; None for codecs without).
+    """
 
     model: str
     settings: PanoramaSettings
     dtype: str
     version: str
     mode: str = "panorama"
+    model_sha256: str | None = None
+    view_batch_size: int | None = None
+    device: str | None = None
+    tiled_vae: bool | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, index: int | None = None) -> dict[str, Any]:
+        """JSON-ready; ``index`` (the image's place in a batch of several) is recorded as ``image_index``."""
+        record = {
             "mode": self.mode,
             "model": self.model,
+            "model_sha256": self.model_sha256,
             "dtype": self.dtype,
+            "device": self.device,
+            "view_batch_size": self.view_batch_size,
+            "tiled_vae": self.tiled_vae,
             "version": self.version,
             **self.settings.to_dict(),
         }
+        if index is not None and len(self.settings.prompt) > 1:
+            record["image_index"] = index
+        return record
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, index: int | None = None) -> str:
+        return json.dumps(self.to_dict(index), sort_keys=True)
 
     def to_a1111(self, index: int = 0) -> str:
         """The ``parameters`` text of AUTOMATIC1111's web UI for canvas ``index``."""
@@ -121,11 +159,14 @@ class GenerationMetadata:
             f"Seed: {s.seed if s.seed is not None else 'unknown'}",
             f"Size: {s.width}x{s.height}",
             f"Model: {self.model}",
+            *([f"Model hash: {self.model_sha256[:10]}"] if self.model_sha256 else []),
             f"MultiDiffusion window: {s.window}",
             f"MultiDiffusion stride: {s.stride}",
             f"MultiDiffusion weights: {s.weights}",
             f"Circular: {s.circular}",
         ]
+        if getattr(s, "tile", None):
+            fields_.append(f"Tile: {s.tile}")
         if getattr(s, "layout", None):
             fields_.append(f"MultiDiffusion layout: {s.layout}")
         if s.guidance_rescale:
@@ -135,6 +176,7 @@ class GenerationMetadata:
                 f"SyncDiffusion: weight {s.sync_weight:g}, decay {s.sync_decay:g}, stop {s.sync_stop_step}, "
                 f"every {s.sync_every}, anchor {s.sync_anchor}, loss {s.sync_loss}"
             )
+        fields_ += s.a1111_extra()
         text = s.prompt[index]
         if s.negative_prompt[index]:
             text += f"\nNegative prompt: {s.negative_prompt[index]}"

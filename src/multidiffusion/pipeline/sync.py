@@ -169,3 +169,16 @@ def prepare_sync(
         checkpointing=request.checkpointing,
     )
     return build, request.settings_fields(anchor, loss_name)
+
+
+def sync_steps(settings: Any) -> Callable[[int], bool]:
+    """``is_synchronised(step_index)`` for a settings dataclass with the ``sync_*`` fields (for the ETA)."""
+    core = check_sync(
+        settings.sync_weight,
+        settings.sync_decay,
+        settings.sync_stop_step,
+        settings.sync_every,
+        settings.sync_anchor,
+        settings.sync_loss,
+    )
+    return core.is_synchronised

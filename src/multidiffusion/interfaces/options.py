@@ -1,0 +1,235 @@
+"""Command-line options shared by the generating commands. Defaults come from the pipeline's settings."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..core.errors import InvalidInputError
+from ..core.weights import WEIGHT_KINDS
+from ..pipeline.settings import DEFAULT_MODEL, default
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
+MAX_IMAGES = 10_000
+# (flag, attribute) of every SyncDiffusion option that only means something with --sync.
+SYNC_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("--sync-weight", "sync_weight"),
+    ("--sync-decay", "sync_decay"),
+    ("--sync-stop", "sync_stop"),
+    ("--sync-every", "sync_every"),
+    ("--sync-anchor", "sync_anchor"),
+    ("--sync-loss", "sync_loss"),
+    ("--sync-chunk", "sync_chunk"),
+    ("--sync-checkpointing", "sync_checkpointing"),
+)
+MODEL_HELP = (
+    "Stable Diffusion 1.x/2.x as a hub repo id or diffusers folder, a .safetensors/.ckpt checkpoint "
+    "(with --config offline), or 'toy': the exact Gaussian-field model that needs no weights "
+    "(docs/theory.md) (default: %(default)s)"
+)
+
+
+def seed(text: str) -> int | None:
+    """``--seed``: a whole number in 0 … 2⁶⁴ − 1; −1 means a fresh random seed (as in AUTOMATIC1111)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number in 0…{MAX_SEED} or -1 (random), got {text!r}"
+        ) from None
+    if value == -1:
+        return None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0…{MAX_SEED} or -1 (random), got {text}")
+    return value
+
+
+def anchor(text: str) -> int | str:
+    """``center`` or a view index (argparse type of ``--sync-anchor``)."""
+    if text == "center":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
+
+
+def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
+    """Options shared by every generating command."""
+    from ..adapters.schedulers import SCHEDULER_HELP
+
+    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--num-images",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images to make, with seeds SEED, SEED+1, …, written as FILE-0.png, FILE-1.png, … (default: 1)",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL", help=MODEL_HELP)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FOLDER_OR_REPO",
+        help="for a single-file checkpoint: the diffusers model folder or repo id that describes it",
+    )
+    p.add_argument(
+        "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=seed, default=None, help=f"random seed; -1 = random (default: {what}, printed)")
+    p.add_argument(
+        "--scheduler",
+        default=default("scheduler"),
+        metavar="NAME",
+        help=f"{SCHEDULER_HELP} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--window", type=int, default=default("window"), metavar="PX", help="view size (default: the model's)"
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=default("stride"),
+        metavar="PX",
+        help="step between views, below the window so views blend (default: the model's, else window / 8: "
+        "64 px for SD)",
+    )
+    p.add_argument(
+        "--weights",
+        default=default("weights"),
+        choices=WEIGHT_KINDS,
+        help="per-view weights: uniform (paper) or ramps toward inner edges (default: %(default)s)",
+    )
+    p.add_argument(
+        "--view-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="views per model call (default: as many as fit in memory)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="weights dtype (default: float16 on cuda, float32 on cpu)",
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="run the networks NHWC (docs/performance.md; same results)"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the denoiser (slow first step per batch shape)"
+    )
+    p.add_argument(
+        "--tiled-vae",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode in tiles with whole-canvas GroupNorm statistics (no seams, memory follows the tile); "
+        "default: automatic above 2 Mpx (docs/tiled_vae.md)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+
+
+def add_canvas_wrap(p: argparse.ArgumentParser) -> None:
+    """``--circular`` and ``--view-layout`` (panorama and regions)."""
+    from ..core.layouts import LAYOUT_NAMES
+
+    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
+    p.add_argument(
+        "--view-layout",
+        default=None,
+        choices=LAYOUT_NAMES,
+        help="a cheaper named layout that sets stride and weights (docs/layouts.md; default: --stride/--weights)",
+    )
+
+
+def add_sync(p: argparse.ArgumentParser) -> None:
+    """SyncDiffusion options (Lee et al. 2023; docs/sync.md). Every ``--sync-*`` option needs ``--sync``."""
+    from ..pipeline.sync import SYNC_LOSSES
+
+    g = p.add_argument_group("SyncDiffusion (one coherent style across the canvas; docs/sync.md)")
+    g.add_argument("--sync", action="store_true", help="pull every view toward the anchor view's style")
+    g.add_argument(
+        "--sync-weight", type=float, default=None, metavar="W", help=f"w ≥ 0 (default: {default('sync_weight')})"
+    )
+    g.add_argument(
+        "--sync-decay",
+        type=float,
+        default=None,
+        metavar="L",
+        help=f"step i uses w·L^i, L in (0, 1] (default: {default('sync_decay')})",
+    )
+    g.add_argument(
+        "--sync-stop",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help=f"synchronise steps 0 … STEP−1 only (default: {default('sync_stop_step')})",
+    )
+    g.add_argument(
+        "--sync-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"synchronise every N-th step (default: {default('sync_every')})",
+    )
+    g.add_argument(
+        "--sync-anchor",
+        type=anchor,
+        default=None,
+        metavar="center|INDEX",
+        help=f"the view the others follow, by index in row-major layout order (default: {default('sync_anchor')})",
+    )
+    g.add_argument(
+        "--sync-loss",
+        default=None,
+        choices=SYNC_LOSSES,
+        help="perceptual loss: lpips (needs the lpips package and VGG weights) or builtin (weight-free); "
+        "default: lpips if available, else builtin with a notice",
+    )
+    g.add_argument(
+        "--sync-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="views per gradient batch (default: the engine's batch, at most 128 views of 64×64 latent cells)",
+    )
+    g.add_argument("--sync-checkpointing", action="store_true", help="checkpoint activations: less memory, more time")
+
+
+def sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's ``sync*`` keyword arguments from the options, checked; options without ``--sync`` are an
+    error (they would be silently ignored), and LPIPS is checked for here, before any model loads."""
+    given = [flag for flag, name in SYNC_OPTIONS if getattr(args, name) not in (None, False)]
+    if given and not args.sync:
+        raise InvalidInputError(f"{', '.join(given)} only apply with --sync; add --sync or drop them")
+    if args.sync_chunk is not None and args.sync_chunk < 1:
+        raise InvalidInputError(f"--sync-chunk must be ≥ 1, got {args.sync_chunk}")
+    if args.sync and getattr(args, "view_layout", None) is not None:
+        from ..pipeline.checks import check_sync_layout
+
+        check_sync_layout(True, args.view_layout)
+    values = {
+        "sync": args.sync,
+        "sync_weight": default("sync_weight") if args.sync_weight is None else args.sync_weight,
+        "sync_decay": default("sync_decay") if args.sync_decay is None else args.sync_decay,
+        "sync_stop_step": default("sync_stop_step") if args.sync_stop is None else args.sync_stop,
+        "sync_every": default("sync_every") if args.sync_every is None else args.sync_every,
+        "sync_anchor": default("sync_anchor") if args.sync_anchor is None else args.sync_anchor,
+        "sync_loss": args.sync_loss,
+    }
+    from ..pipeline.sync import check_sync
+
+    check_sync(
+        values["sync_weight"],
+        values["sync_decay"],
+        values["sync_stop_step"],
+        values["sync_every"],
+        values["sync_anchor"],
+        values["sync_loss"],
+    )
+    if args.sync and args.sync_loss == "lpips":
+        from ..adapters.perceptual import check_lpips_available
+
+        check_lpips_available()
+    return values
