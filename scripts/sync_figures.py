@@ -6,7 +6,7 @@ Writes docs/sync_figures.md (tables included by docs/sync.md) and docs/sync_figu
     python scripts/sync_figures.py --smoke    # a few seconds: what CI runs
 
 Part 1, coherence. The Gaussian-field model with the prompt "red or blue" (two fields with equal odds,
-DESIGN.md §7): 16 × 256 px canvas, window 16, stride 4, DDIM 50 steps, one seed per row of the mean.
+docs/design.md §9): 16 × 256 px canvas, window 16, stride 4, DDIM 50 steps, one seed per row of the mean.
 Per run: the fraction of 16-px crops whose colour (red channel above 0) differs from the centre crop's,
 and the colour spread (core/coherence.py), seed-averaged as sqrt(mean variance); the theory column is the
 spread of one exact sample of a single-colour field (gaussian_field.expected_crop_colour_variance), and

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 BEGIN, END = "<!-- theory-table:begin -->", "<!-- theory-table:end -->"
 
-# The settings of every figure (DESIGN.md §7): 16-px windows, ℓ = 3 px, σ = 0.3, DPM++ 2M with Karras
+# The settings of every figure (docs/design.md §9): 16-px windows, ℓ = 3 px, σ = 0.3, DPM++ 2M with Karras
 # sigmas, 20 steps. Pixels are latent cells for this model (scale factor 1).
 SPEC = "toy"
 WINDOW = 16

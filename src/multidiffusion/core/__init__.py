@@ -1,4 +1,4 @@
-"""The MultiDiffusion core: plain PyTorch, no diffusers or transformers (DESIGN.md §3)."""
+"""The MultiDiffusion core: plain PyTorch, no diffusers or transformers (docs/design.md §1)."""
 
 from .crop import crop, paste_add, view_indices
 from .errors import InvalidInputError

@@ -6,7 +6,7 @@ random constant-colour image, encoded and noised to the current level:
     x_t^{(i)} ← m ⊙ x_t^{(i)} + (1 − m) ⊙ noise_t(E(c)),   c a random colour
 
 so the region's prompt is denoised on its own and its object fills even a loose box. The fused crops
-(DESIGN.md §2) carry the change: with binary masks the canvas X is unchanged, since the replaced cells
+(docs/design.md §3) carry the change: with binary masks the canvas X is unchanged, since the replaced cells
 have zero weight in that task; only the model's view of the region differs.
 """
 

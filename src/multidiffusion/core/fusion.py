@@ -25,7 +25,7 @@ class FusionPlan:
         device: Where the canvas lives.
 
     Raises:
-        InvalidInputError: a canvas cell gets zero total weight (it would have no value: DESIGN.md §2).
+        InvalidInputError: a canvas cell gets zero total weight (it would have no value: docs/design.md §4).
     """
 
     def __init__(self, tasks: Sequence[ViewTask], height: int, width: int, device: torch.device | str) -> None:

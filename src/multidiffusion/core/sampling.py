@@ -1,4 +1,4 @@
-"""The one sampling loop of MultiDiffusion (paper Algorithm 1, DESIGN.md §2): fuse, then step once.
+"""The one sampling loop of MultiDiffusion (paper Algorithm 1, docs/design.md §3): fuse, then step once.
 
 Per timestep t:
   1. crop every task's view out of the canvas x_t (a hook may change the crop),
@@ -143,7 +143,7 @@ def sample(
             conds = [conditions[task.condition] for task in plan.tasks[group]]
             plan.accumulate(model_sum, denoiser(model_in, t, conds), group)
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
-        # X of DESIGN.md §2; exactly x_t when every hook returned its input unchanged (the same tensor).
+        # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
         x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
         if callback is not None and callback(StepState(step_index, len(timesteps), t, x)):

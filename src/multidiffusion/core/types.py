@@ -1,4 +1,4 @@
-"""Contracts between the core and the adapters (DESIGN.md §3). The core only calls these."""
+"""Contracts between the core and the adapters (docs/design.md §5). The core only calls these."""
 
 from __future__ import annotations
 
