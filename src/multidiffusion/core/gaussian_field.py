@@ -270,7 +270,7 @@ class GaussianField:
             a, sd = a[:1], sd[:1]  # one noise level for the batch: coefficients of shape (1, 1, h, w)
         mu = torch.as_tensor(mean, dtype=dtype, device=x_t.device).expand(b, c)[:, :, None, None]
         # Two full-size buffers, reused (matmul(out=)) to keep the memory traffic low on large batches.
-        y = x_t.to(dtype) - a * mu  # x_t − α μ
+        y = (x_t.to(dtype) - a * mu).contiguous()  # x_t − α μ; contiguous: matmul(out=y) needs it
         tmp = torch.matmul(u_h.T, y)
         torch.matmul(tmp, u_w, out=y)  # z: eigen-coordinates of x_t − α μ, per channel
         denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)  # eigenvalues of Var(x_t)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +29,6 @@ from torch import Tensor
 from .crop import crop, view_indices
 from .errors import InvalidInputError
 from .foresee import foresee_x0
-from .guidance import GuidedCondition
 from .types import Denoiser, HookContext, ViewTask
 from .views import View
 
@@ -193,7 +192,7 @@ class SyncDiffusion:
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
             rows = torch.cat([torch.arange(j * n, (j + 1) * n) for j in chunk]).to(x.device)
-            conds = merge_conditions([self.conditions[context.tasks[j].condition] for j in chunk])
+            conds = [self.conditions[context.tasks[j].condition] for j in chunk]
             latents = x[rows].detach().requires_grad_(True)
             with torch.enable_grad():
                 images = self._foresee_image(latents, context, conds)
@@ -204,35 +203,6 @@ class SyncDiffusion:
             count += len(rows)
         self.losses.append((context.step_index, total / count))
         return out
-
-
-def merge_conditions(conds: Sequence[Any]) -> list[Any]:
-    """A batch's conditions as one condition holding all their rows, where that is the same denoiser call.
-
-    Denoisers concatenate a batch's conditions row by row (:class:`~multidiffusion.core.types.Denoiser`),
-    so tensors merge by concatenation, and :class:`GuidedCondition` s with tensor halves and one guidance
-    setting merge half by half. Other lists come back as they are. Why: :class:`ClassifierFreeGuidance`
-    slices each condition's rows out of the batch and concatenates the results, and the gradient of each
-    slice is a zero-filled tensor of the whole batch, so the backward pass over V conditions costs O(V²)
-    (800 toy views: 109 s; merged: 0.9 s).
-    """
-    if len(conds) < 2:
-        return list(conds)
-    if all(isinstance(c, Tensor) for c in conds):
-        return [torch.cat(list(conds))]
-    if not all(isinstance(c, GuidedCondition) for c in conds):
-        return list(conds)
-    first = conds[0]
-    setting = (first.guided, first.guidance_scale, first.guidance_rescale)
-    if any(
-        (c.guided, c.guidance_scale, c.guidance_rescale) != setting
-        or not isinstance(c.positive, Tensor)
-        or (c.guided and not isinstance(c.negative, Tensor))
-        for c in conds
-    ):
-        return list(conds)
-    negative = torch.cat([c.negative for c in conds]) if first.guided else None
-    return [replace(first, positive=torch.cat([c.positive for c in conds]), negative=negative)]
 
 
 def _repeat(target: Tensor, times: int) -> Tensor:
