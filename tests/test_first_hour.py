@@ -316,3 +316,11 @@ def test_regions_take_circular_and_named_layouts(tmp_path, capfd):
     assert meta["weights"] == "gaussian"
     assert exit_code([*base, "--view-layout", "shifted", "--out", str(tmp_path / "s.png")]) == 2
     assert "regions need a fixed layout" in one_error_line(capfd)
+
+
+def test_seed_sequence_wraps_and_minus_one_overrides_a_layout_seed():
+    from multidiffusion.interfaces.cli import _seeds
+    from multidiffusion.interfaces.options import RANDOM_SEED
+
+    assert _seeds(5, 3) == [5, 6, 7] and _seeds(2**64 - 1, 2) == [2**64 - 1, 0]
+    assert all(0 <= s < 2**32 for s in _seeds(RANDOM_SEED, 1) + _seeds(None, 1))

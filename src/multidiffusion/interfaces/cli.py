@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from ..core.errors import InvalidInputError
 from ..pipeline.settings import default
-from .options import MAX_IMAGES, MAX_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
+from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
 
 EXIT_BAD_INPUT = 2
 
@@ -220,8 +220,8 @@ def _save(result: Any, paths: Sequence[str]) -> None:
 
 
 def _seeds(first: int | None, count: int) -> list[int]:
-    """``count`` seeds from ``first`` (or a fresh one) upward, wrapping at 2⁶⁴."""
-    start = first if first is not None else secrets.randbits(32)
+    """``count`` seeds from ``first`` (a fresh one for None or ``RANDOM_SEED``) upward, wrapping at 2⁶⁴."""
+    start = first if first is not None and first != RANDOM_SEED else secrets.randbits(32)
     return [(start + i) % (MAX_SEED + 1) for i in range(count)]
 
 

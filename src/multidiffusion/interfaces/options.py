@@ -29,16 +29,19 @@ MODEL_HELP = (
 )
 
 
-def seed(text: str) -> int | None:
-    """``--seed``: a whole number in 0 … 2⁶⁴ − 1; −1 means a fresh random seed (as in AUTOMATIC1111)."""
+RANDOM_SEED = -1  # --seed -1: a fresh random seed (as in AUTOMATIC1111), also over a layout's own seed
+
+
+def seed(text: str) -> int:
+    """``--seed``: a whole number in 0 … 2⁶⁴ − 1, or :data:`RANDOM_SEED` (−1) for a fresh random one."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be a whole number in 0…{MAX_SEED} or -1 (random), got {text!r}"
         ) from None
-    if value == -1:
-        return None
+    if value == RANDOM_SEED:
+        return value
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be in 0…{MAX_SEED} or -1 (random), got {text}")
     return value
