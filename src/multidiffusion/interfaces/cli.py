@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
+        print("interrupted; the image in progress was not written (finished ones are kept)", file=sys.stderr)
         return 130
 
 
