@@ -109,11 +109,15 @@ class MultiDiffusionPipeline:
         """
         recipe = read_recipe(metadata)
         mode, kwargs = call_arguments(recipe)
-        if recipe.get("tiled_vae") is not None and hasattr(self.model.codec, "tiled"):
-            self.model.codec.tiled = recipe["tiled_vae"]
-        if mode == "regions":
-            return self.regions(**kwargs, progress=progress)
-        return self(**kwargs, progress=progress)
+        codec = self.model.codec
+        tiled = getattr(codec, "tiled", None)
+        if recipe.get("tiled_vae") is not None and hasattr(codec, "tiled"):
+            codec.tiled = recipe["tiled_vae"]  # the recorded choice, for this call only
+        try:
+            return self.regions(**kwargs, progress=progress) if mode == "regions" else self(**kwargs, progress=progress)
+        finally:
+            if hasattr(codec, "tiled"):
+                codec.tiled = tiled
 
     @classmethod
     def from_single_file(
