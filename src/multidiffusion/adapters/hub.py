@@ -32,12 +32,16 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for no network (read now, as huggingface_hub reads it at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
+
+
 def explain_load_error(source: str, exc: BaseException) -> str:
     """What to tell the user when ``source`` (a repo id, folder or file) failed to load with ``exc``."""
     text = " ".join(str(e) for e in _chain(exc)).lower()
     if any(phrase in text for phrase in _UNREACHABLE):
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
-        why = "HF_HUB_OFFLINE is set" if offline else "the hub cannot be reached"
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
         return f"model {source!r} is not in the local cache and {why}; {NO_WEIGHTS_HINT}"
     if any(phrase in text for phrase in _NOT_FOUND):
         return f"model {source!r} was not found on the hub (check the owner/name spelling); {NO_WEIGHTS_HINT}"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError
-from .hub import first_line
+from .hub import first_line, hub_offline
 
 INSTALL_HINT = (
     "install lpips and a torchvision that matches your torch as docs/sync.md shows "
@@ -26,6 +26,15 @@ VGG16_WEIGHTS = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 file, which
 
 class LpipsUnavailable(InvalidInputError):
     """LPIPS cannot be used here: the package, torchvision or the VGG16 weights are missing."""
+
+
+def _import_lpips() -> Any:
+    """The ``lpips`` module, or :class:`LpipsUnavailable` saying why it cannot be imported."""
+    try:
+        import lpips
+    except Exception as exc:  # ImportError, or torchvision failing inside the import
+        raise LpipsUnavailable(f"LPIPS is not available ({first_line(exc)}); {INSTALL_HINT}") from exc
+    return lpips
 
 
 def check_lpips_available() -> None:
@@ -40,13 +49,9 @@ def check_lpips_available() -> None:
     """
     import os
 
-    try:
-        import lpips  # noqa: F401
-    except Exception as exc:  # ImportError, or torchvision failing inside the import
-        raise LpipsUnavailable(f"LPIPS is not available ({first_line(exc)}); {INSTALL_HINT}") from exc
+    _import_lpips()
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", VGG16_WEIGHTS)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
-    if offline and not os.path.isfile(cached):
+    if hub_offline() and not os.path.isfile(cached):
         raise LpipsUnavailable(f"LPIPS needs the VGG16 weights ({cached}), which are not cached; {INSTALL_HINT}")
 
 
@@ -56,10 +61,7 @@ def load_lpips_model(device: torch.device | str = "cpu") -> Any:
     Raises:
         LpipsUnavailable: the package or torchvision cannot be imported, or the weights cannot be loaded.
     """
-    try:
-        import lpips
-    except Exception as exc:  # ImportError, or torchvision failing inside the import
-        raise LpipsUnavailable(f"LPIPS is not available ({first_line(exc)}); {INSTALL_HINT}") from exc
+    lpips = _import_lpips()
     try:
         model = lpips.LPIPS(net="vgg", verbose=False)
     except Exception as exc:  # no network for the VGG16 weights, a broken torchvision, …

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..core.errors import InvalidInputError
+from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
 from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile",
         default=None,
-        choices=("x", "y", "xy"),
+        choices=TILE_NAMES,
         help="seamless texture: wrap the views and the decode around x, y or both, so the image tiles "
         "without a seam (--circular is the x case)",
     )
@@ -157,7 +158,7 @@ def _check_common(args: argparse.Namespace) -> list[str]:
     """Checks shared by every generating command, all before any model loads; returns the output paths."""
     from ..adapters.loading import check_model_source, resolve_device
     from ..adapters.schedulers import check_scheduler_name
-    from ..pipeline.checks import check_sampling, check_stride
+    from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride
     from .png import check_output_path
 
     if not 1 <= args.num_images <= MAX_IMAGES:
@@ -169,10 +170,7 @@ def _check_common(args: argparse.Namespace) -> list[str]:
         raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
     if args.stride is not None:
         check_stride(args.stride, args.window if args.window is not None else args.stride)
-    if args.view_layout is not None and (args.stride is not None or args.weights != default("weights")):
-        raise InvalidInputError(
-            f"--view-layout {args.view_layout} sets the stride and weights itself; omit --stride and --weights"
-        )
+    check_layout_overrides(args.view_layout, args.stride, args.weights)
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
     check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
@@ -209,14 +207,13 @@ def _load(args: argparse.Namespace, model: str, dtype: str | None = None, config
     return pipe
 
 
-def _save(result: Any, paths: Sequence[str]) -> None:
-    """Each image of a result to its path, with the A1111 text and the JSON recipe."""
+def _save(result: Any, index: int, path: str) -> None:
+    """Image ``index`` of a result to ``path``, with the A1111 text and the JSON recipe."""
     from ..pipeline.settings import METADATA_KEY
     from .png import save_png
 
     meta = result.metadata
-    for i, path in enumerate(paths):
-        save_png(result.images[i], path, {"parameters": meta.to_a1111(i), METADATA_KEY: meta.to_json(i)})
+    save_png(result.images[index], path, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
 
 
 def _seeds(first: int | None, count: int) -> list[int]:
@@ -237,7 +234,7 @@ def _each_image(
         log(f"{prefix}seed: {s}")
         start = time.perf_counter()
         result = make(torch.Generator().manual_seed(s))
-        _save(result, [out])
+        _save(result, 0, out)
         log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
 
 
@@ -357,12 +354,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     check_environment(recipe, pipe.model)
     start = time.perf_counter()
     result = pipe.reproduce(recipe, progress=not args.quiet)
-    index = int(recipe.get("image_index", 0))
-    from ..pipeline.settings import METADATA_KEY
-    from .png import save_png
-
-    meta = result.metadata
-    save_png(result.images[index], args.out, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
+    _save(result, int(recipe.get("image_index", 0)), args.out)
     _logger(args)(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -101,6 +101,15 @@ class ViewSettings:
     weights: str
 
 
+def check_layout_overrides(layout: str | None, stride_px: int | None, weights: str) -> None:
+    """A named layout (checked to exist) sets the stride and weights itself: giving either with it is an error."""
+    if layout is None:
+        return
+    get_layout(layout)
+    if stride_px is not None or weights != DEFAULTS.weights:
+        raise InvalidInputError(f"layout {layout!r} sets the stride and weights itself; omit stride and weights")
+
+
 def resolve_view_settings(
     *,
     window_px: int | None,
@@ -122,12 +131,10 @@ def resolve_view_settings(
     Args:
         canvas_px: (height, width) of the canvas, for the no-overlap warning; None skips it.
     """
-    if layout is not None:
-        recipe = get_layout(layout)
-        if stride_px is not None or weights != DEFAULTS.weights:
-            raise InvalidInputError(f"layout {layout!r} sets the stride and weights itself; omit stride and weights")
+    check_layout_overrides(layout, stride_px, weights)
+    recipe = get_layout(layout) if layout is not None else None
     window, stride = resolve_window_stride(window_px, stride_px, granularity, native_px, default_stride_px)
-    if layout is not None:
+    if recipe is not None:
         cells = window // granularity
         stride = recipe.stride_cells(cells) * granularity if recipe.stride is not None else window
         return ViewSettings(window, stride, recipe.weights)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..core.errors import InvalidInputError
-from ..core.regions import Region
+from ..core.regions import Region, mask_tensor
 
 TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions"}
 REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight"}
@@ -96,9 +96,7 @@ def read_mask(path: Path, where: str) -> torch.Tensor:
 
     try:
         with Image.open(path) as image:
-            grey = image.convert("L")
-            data = torch.frombuffer(bytearray(grey.tobytes()), dtype=torch.uint8)
-            return data.reshape(grey.height, grey.width).float() / 255.0
+            return mask_tensor(image.convert("L"), where)
     except (OSError, UnidentifiedImageError) as exc:
         raise InvalidInputError(f"{where}: cannot read mask image {str(path)!r}") from exc
 

@@ -18,6 +18,7 @@ from ..core.layouts import LAYOUT_NAMES, get_layout
 from ..core.noise import initial_noise
 from ..core.regions import Region, mask_tensor, pixel_mask, region_tasks, to_latent_grid, with_background
 from ..core.types import ViewHook
+from ..core.views import resolve_wrap
 from .checks import check_pixels, check_sampling, check_sync_layout, resolve_view_settings
 from .layout import Background
 from .masks import encode_mask
@@ -323,5 +324,5 @@ def generate_regions(
         view_batch_size=view_batch_size,
         progress=progress,
         heavy_step=sync_steps(settings) if sync.enabled else None,
-        circular=circular,
+        wrap=resolve_wrap(circular=circular),
     )

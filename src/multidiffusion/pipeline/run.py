@@ -59,7 +59,6 @@ def generate(
     view_batch_size: int | None = None,
     progress: bool = True,
     heavy_step: Callable[[int], bool] | None = None,
-    circular: bool = False,
     wrap: Wrap | None = None,
 ) -> MultiDiffusionOutput:
     """Sample a canvas with the engine and turn it into the requested output.
@@ -79,8 +78,8 @@ def generate(
         progress: Show a progress bar with ETA, then the decoding time.
         heavy_step: ``heavy_step(i)`` is True for the step indices that cost more (synchronised steps), so
             the ETA can weigh them (see :class:`~multidiffusion.pipeline.progress.StepProgress`).
-        circular: Decode with wrap-around context on the columns (the same as ``wrap=(False, True)``).
-        wrap: Which axes to decode with wrap-around context, (rows, cols): a seamless ``tile``.
+        wrap: Which axes to decode with wrap-around context, (rows, cols): a 360° panorama or a seamless
+            ``tile``; None: neither.
     """
     n, h, w = canvas_cells
     if view_batch_size is None:
@@ -136,7 +135,7 @@ def generate(
         images: Any = latents
     else:
         with Phase("decoding", enabled=progress):
-            wrap = resolve_wrap(wrap, circular)
+            wrap = resolve_wrap(wrap)
             decoded = decode_wrapped(model.codec, latents, wrap=wrap) if any(wrap) else model.codec.decode(latents)
         images = convert(decoded, output_type)
     return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)

@@ -81,7 +81,7 @@ class PanoramaSettings(SamplingSettings):
         prompt: One prompt per canvas.
         circular: Wrap views around horizontally (360° panorama); recorded True whenever ``tile`` wraps x.
         layout: A named cheaper layout (``multidiffusion.core.LAYOUT_NAMES``, docs/layouts.md) that sets
-            the stride and weights itself (stride recorded as None for shifted tiles); None: the sliding
+            the stride and weights itself (shifted tiles record the window as their stride); None: the sliding
             window of ``stride`` and ``weights``.
         tile: Seamless tiling: ``x``, ``y`` or ``xy`` wraps the views (and the decode) around those axes so
             the image tiles without a seam; None: no wrap. ``circular=True`` is recorded as ``x``.
