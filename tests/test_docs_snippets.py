@@ -137,9 +137,9 @@ def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     4 blocks: scale factor 8).
     """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
-    from tiny_models import make_components, save_model_folder
+    from tiny_models import make_components, save_model_folder, tiny_vae
 
     tmp = tmp_path_factory.mktemp("docs_model")
     components = make_components(tmp, sample_size=64)
@@ -158,17 +158,7 @@ def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             attention_head_dim=8,
             norm_num_groups=4,
         ).eval()
-        components["vae"] = AutoencoderKL(
-            block_out_channels=(4, 4, 4, 4),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=2,
-            sample_size=512,
-        ).eval()
+        components["vae"] = tiny_vae(channels=4, sample_size=512).eval()
     finally:
         torch.random.set_rng_state(state)
     return save_model_folder(components, tmp / "tiny-sd-512")

@@ -130,6 +130,8 @@ def test_progress_eta_weighs_synchronised_steps():
         (["--seed", str(2**64)], "--seed: must be in 0…18446744073709551615"),
         (["--num-images", "0"], "--num-images must be in 1…"),
         (["--config", "x"], "--config describes a single-file checkpoint"),
+        (["--tile", "z"], "invalid choice"),
+        (["--circular", "--tile", "y"], "--circular wraps x but --tile y does not"),
     ],
 )
 def test_bad_options_fail_before_loading(no_loading, tmp_path, capfd, extra, message):

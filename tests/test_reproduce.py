@@ -101,6 +101,8 @@ def test_reproduce_refuses_what_it_cannot_use(tmp_path, capfd):
     assert exit_code(["reproduce", str(tmp_path / "none.png"), "--out", str(tmp_path / "x.png")]) == 2
     assert "cannot read image" in capfd.readouterr().err
     assert not (tmp_path / "x.png").exists()
+    assert exit_code(["reproduce", str(plain), "--out", str(plain)]) == 2
+    assert "different file than the image" in capfd.readouterr().err
 
 
 def test_from_metadata_and_batches_in_python():

@@ -40,9 +40,27 @@ def write_tokenizer_files(folder: Path) -> Path:
     return folder
 
 
+def tiny_vae(channels: int, sample_size: int) -> Any:
+    """A random SD-style VAE with 4 blocks (scale factor 8) of ``channels`` each; draws from the global RNG, so
+    callers seed it (as :func:`make_components` does)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(channels,) * 4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=channels // 2,
+        sample_size=sample_size,
+    )
+
+
 def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer, scheduler with tiny random weights (seeded, fp32, CPU)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tok_dir = write_tokenizer_files(tmp / "tokenizer_files")
@@ -62,17 +80,7 @@ def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str
             attention_head_dim=8,
             norm_num_groups=8,
         )
-        vae = AutoencoderKL(
-            block_out_channels=(8, 8, 8, 8),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=4,
-            sample_size=128,
-        )
+        vae = tiny_vae(channels=8, sample_size=128)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 bos_token_id=tokenizer.bos_token_id,
