@@ -84,3 +84,25 @@ def per_view_regions(
                 count[:, :, rows, cols] += mask
         x = torch.where(count > 0, value / count, value)
     return x
+
+
+def per_view_stepped(predict, scheduler, latents: Tensor, views: Sequence, weights: Sequence[Tensor]) -> Tensor:
+    """The official algorithm for any model: each view's crop (plain slicing, no wrap) is predicted by
+    ``predict(crop, t, view)`` (guided output, the model's own input scaling included), stepped with a private
+    copy of ``scheduler``, and the stepped crops are averaged with their (h, w) weights (paper Eq. 5 on
+    x_{t−1}). ``scheduler`` has had ``set_timesteps`` called."""
+    states = [copy.deepcopy(scheduler) for _ in views]
+    x = latents.clone()
+    for t in scheduler.timesteps:
+        value = torch.zeros_like(x)
+        count = torch.zeros_like(x)
+        for view, w, sched in zip(views, weights, states, strict=True):
+            rows, cols = slice(view.top, view.top + view.height), slice(view.left, view.left + view.width)
+            crop = x[:, :, rows, cols]
+            with torch.no_grad():
+                out = predict(crop, t, view)
+            value[:, :, rows, cols] += sched.step(out, t, crop).prev_sample * w
+            count[:, :, rows, cols] += w
+        assert bool((count > 0).all()), "reference: uncovered cell"
+        x = value / count
+    return x

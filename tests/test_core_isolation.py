@@ -56,7 +56,7 @@ SAMPLE = textwrap.dedent(
 
     steps = []
 
-    def denoiser(x, t, conds):
+    def denoiser(x, t, conds, views=None):
         return 0.5 * x + torch.cat([c.expand(x.shape[0] // len(conds)) for c in conds])[:, None, None, None]
 
     tasks = core.panorama_tasks(8, 20, 8, 4, weights="feathered", circular=True)

@@ -44,7 +44,7 @@ class StepScheduler:
         return SimpleNamespace(prev_sample=x - 0.1 * model_output)
 
 
-def denoiser(x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+def denoiser(x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], views: Any = None) -> torch.Tensor:
     """Non-linear and position-dependent within the view, so a different layout gives a different result."""
     ramp = torch.linspace(0, 1, x.shape[-1])
     return torch.tanh(x) + ramp + float(t) / 1000
@@ -150,7 +150,7 @@ def test_one_plan_per_distinct_layout_built_before_the_first_step():
         built.append(key)
         return layouts[key]
 
-    def counting(x, t, conds):
+    def counting(x, t, conds, views=None):
         calls.append(len(built))
         return denoiser(x, t, conds)
 
@@ -165,7 +165,7 @@ def test_a_bad_layout_at_a_later_step_raises_before_any_work():
     bad = [ViewTask(View(0, 0, 8, 8), 0, torch.ones(8, 8))]  # covers a corner only
     schedule = TaskSchedule(lambda k: k == 3, lambda late: bad if late else panorama_tasks(H, W, 8, 4))
 
-    def counting(x, t, conds):
+    def counting(x, t, conds, views=None):
         calls.append(1)
         return x
 

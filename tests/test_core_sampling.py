@@ -74,7 +74,7 @@ class FakeDenoiser:
             return torch.stack(shifted).mean(0)
         return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], views: Any = None) -> torch.Tensor:
         self.calls.append((x.clone(), t, list(conds)))
         const = per_row(conds, x.shape[0], x.dtype)[:, None, None, None]
         return 0.1 * x + torch.tanh(self.local_mean(x)) + (1 + float(t) / 1000) * const
@@ -287,7 +287,7 @@ class CondDenoiser:
     def __init__(self) -> None:
         self.calls: list[tuple[torch.Tensor, list[Any]]] = []
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, conds: Sequence[Any], views: Any = None) -> torch.Tensor:
         self.calls.append((x.clone(), list(conds)))
         c = per_row(conds, x.shape[0], x.dtype)[:, None, None, None]
         return x * (1 + c) + c**2 + torch.sin(3 * x)

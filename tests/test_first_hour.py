@@ -269,7 +269,7 @@ def test_scheduler_instances_and_class_names():
 
 # 12. --config reaches the single-file loader.
 def test_config_option_reaches_the_single_file_loader(small_folder, tmp_path, monkeypatch, capfd):
-    from multidiffusion.adapters import stable_diffusion
+    from multidiffusion.adapters import families, stable_diffusion
 
     checkpoint = tmp_path / "model.safetensors"
     checkpoint.write_bytes(b"not really")
@@ -280,6 +280,7 @@ def test_config_option_reaches_the_single_file_loader(small_folder, tmp_path, mo
         raise InvalidInputError("stop here")
 
     monkeypatch.setattr(stable_diffusion, "load_single_file", fake)
+    monkeypatch.setattr(families, "family_of_checkpoint", lambda path: families.family_named("stable-diffusion"))
     out = tmp_path / "x.png"
     argv = ["panorama", "sky", "--model", str(checkpoint), "--config", str(small_folder), "--out", str(out), "-q"]
     assert exit_code(argv) == 2

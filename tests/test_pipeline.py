@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import loaded
-from multidiffusion.adapters import SCHEDULER_NAMES
+from multidiffusion.adapters.schedulers import DIFFUSION_NAMES
 from multidiffusion.adapters.vae import VaeCodec
 from multidiffusion.core import InvalidInputError
 from multidiffusion.pipeline import MultiDiffusionPipeline
@@ -49,7 +49,7 @@ def test_rerun_is_bit_identical(small_pipe):
     assert not torch.equal(run(small_pipe, seed=4).latents, run(small_pipe, seed=5).latents)
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", DIFFUSION_NAMES)
 def test_every_scheduler_runs(small_pipe, scheduler):
     out = run(small_pipe, scheduler=scheduler, seed=1, width=384)
     assert out.latents.shape == (1, 4, 32, 48)
@@ -114,7 +114,7 @@ def test_guidance_one_skips_the_negative_pass(small):
     rows = []
     inner = model.denoiser
 
-    def counting(x, t, conds):
+    def counting(x, t, conds, views=None):
         rows.append(x.shape[0])
         return inner(x, t, conds)
 

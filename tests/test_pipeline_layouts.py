@@ -27,7 +27,7 @@ def test_named_layout_runs_and_is_recorded(toy, one_thread, layout, stride, eval
     calls = []
     inner = toy.model.denoiser
 
-    def counting(x, t, conds):
+    def counting(x, t, conds, views=None):
         calls.append(x.shape[0])
         return inner(x, t, conds)
 

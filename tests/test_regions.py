@@ -78,9 +78,9 @@ def test_skipping_empty_view_region_pairs_changes_nothing_and_saves_calls(small)
     ]
     rows = []
 
-    def counting(x, t, c):
+    def counting(x, t, c, views=None):
         rows.append(x.shape[0])
-        return model.denoiser(x, t, c)
+        return model.denoiser(x, t, c, views=views)
 
     results = []
     for tasks in (everything, kept):

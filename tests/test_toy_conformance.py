@@ -16,7 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from multidiffusion.adapters import SCHEDULER_NAMES, check_model_source, load_model, make_scheduler
+from multidiffusion.adapters import check_model_source, load_model, make_scheduler
+from multidiffusion.adapters.schedulers import DIFFUSION_NAMES
 from multidiffusion.adapters.toy import (
     FAMILY,
     NATIVE_WINDOW,
@@ -276,7 +277,7 @@ def test_guidance_pushes_the_colour_away_from_grey(toy):
     assert float(torch.dot(pushed, mu.double())) > 0  # the same direction: away from grey, toward the colour
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", DIFFUSION_NAMES)
 def test_every_scheduler_runs_with_the_toy_model(toy, scheduler):
     """Every scheduler gets sensible statistics: deterministic and ancestral ones keep 0.75–1.05 σ² at 20 steps;
     LCM, a consistency sampler run on a model that is not one, returns about half (blurred x₀ estimates)."""

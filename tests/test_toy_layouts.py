@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from multidiffusion.adapters import SCHEDULER_NAMES
+from multidiffusion.adapters.schedulers import DIFFUSION_NAMES
 from multidiffusion.core.gaussian_field import neighbour_correlation, prompt_colour
 from multidiffusion.core.layouts import LAYOUT_NAMES, LAYOUTS, LayoutRecipe
 from multidiffusion.core.regions import Region
@@ -132,7 +132,7 @@ def test_regions_land_where_they_were_asked():
         assert max(swapped.values()) <= 0.1, swapped
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", DIFFUSION_NAMES)
 def test_every_scheduler_runs_regions_with_bootstrapping(toy, scheduler):
     """Bootstrapping noises its backgrounds with each scheduler's own ``add_noise``; all of them work."""
     out = toy.regions(

@@ -172,7 +172,7 @@ def test_guidance_gathers_rows_without_per_view_slices():
     autograd graph does not grow with the views (per-view slices made SyncDiffusion's backward O(views²))."""
     calls: list[tuple[int, int]] = []
 
-    def model(x, t, conds):
+    def model(x, t, conds, views=None):
         calls.append((x.shape[0], len(conds)))
         return x * 2.0 + torch.cat(list(conds)).reshape(-1, 1, 1, 1)
 

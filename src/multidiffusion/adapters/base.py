@@ -49,6 +49,16 @@ class LoadedModel:
         default_guidance_scale: The guidance scale a run uses when none is given.
         default_stride_px: The stride a run uses when none is given (None: window / 8).
         differentiable: The differentiable parts, or None if the family has none (no SyncDiffusion).
+        default_scheduler: The scheduler a run uses when none is given: a short name or a diffusers class
+            name (few-step models name the one their config names).
+        noise_patch: p where one latent cell of the canvas packs p × p cells of the VAE (SD3, Flux: 2):
+            the initial noise is drawn at the VAE's resolution and packed, as the family's pipeline draws it.
+        timestep_options: ``timestep_options(scheduler, steps, (h, w))`` → extra keyword arguments of
+            ``scheduler.set_timesteps`` for views of h × w cells (Flux's sigmas and its dynamic shift μ,
+            which depends on the sequence length the model sees: the view's); None: none.
+        embed_guidance: For guidance-distilled models (Flux dev): ``embed_guidance(condition, g)`` returns
+            the condition with the guidance scale g embedded; runs then make no unconditional pass. None:
+            classifier-free guidance.
         weights_sha256: SHA-256 of the weight files (see :func:`~multidiffusion.adapters.fingerprint.
             weights_sha256`) for a local folder or file, recorded so an image names its exact weights without
             the user's directory tree; None for hub repo ids (the id names them) and weightless models.
@@ -69,6 +79,10 @@ class LoadedModel:
     differentiable: Differentiable | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     weights_sha256: str | None = None
+    default_scheduler: str = "ddim"
+    noise_patch: int = 1
+    timestep_options: Callable[[Any, int, tuple[int, int]], dict[str, Any]] | None = None
+    embed_guidance: Callable[[Any, float], Any] | None = None
 
     @property
     def name(self) -> str:
@@ -81,3 +95,8 @@ class LoadedModel:
     def granularity_px(self) -> int:
         """Canvas and window sizes must be multiples of this many pixels (one latent cell)."""
         return self.codec.scale_factor
+
+    def set_timesteps(self, scheduler: Any, steps: int, view_cells: tuple[int, int]) -> None:
+        """``scheduler.set_timesteps`` as this family's own pipeline calls it, for views of ``view_cells``."""
+        options = self.timestep_options(scheduler, steps, view_cells) if self.timestep_options is not None else {}
+        scheduler.set_timesteps(steps, device=self.device, **options)

@@ -69,7 +69,7 @@ def check_model_source(source: str, config: str | None = None) -> None:
     Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here); ``config``
     only with a checkpoint file, and naming a model folder or repo id."""
     from . import toy
-    from .stable_diffusion import check_config_source
+    from .diffusers_pipeline import check_config_source
 
     if config is not None:
         if not Path(source).expanduser().is_file():
@@ -106,7 +106,10 @@ def load_model(
     compile: bool = False,
     config: str | None = None,
 ) -> LoadedModel:
-    """Load a model: a diffusers folder or repo id (SD 1.x/2.x), a single-file checkpoint, or ``toy[:…]``.
+    """Load a model: a diffusers folder or repo id, a single-file checkpoint, or ``toy[:…]``.
+
+    The family (:data:`~multidiffusion.adapters.families.FAMILIES`: SD 1.x/2.x, SDXL, SD 3/3.5, Flux) is read
+    from the folder's or repo's ``model_index.json``, or from a checkpoint's tensor names; its adapter loads it.
 
     ``channels_last`` and ``compile`` are speed settings of the networks (see
     :func:`~multidiffusion.adapters.speed.apply_speed_settings`); they do not change the results beyond
@@ -114,7 +117,8 @@ def load_model(
     whose configs describe it (needed offline). A local model's weights are hashed (cached) for the
     metadata.
     """
-    from . import stable_diffusion, toy
+    from . import toy
+    from .families import family_of_checkpoint, family_of_model
     from .fingerprint import weights_sha256
     from .speed import apply_speed_settings
 
@@ -126,9 +130,10 @@ def load_model(
     warn_slow_dtype(dt, dev)
     path = Path(source).expanduser()
     if path.is_file():
-        model = stable_diffusion.load_single_file(str(path), dt, dev, config=config)
+        model = family_of_checkpoint(str(path)).adapter().load_single_file(str(path), dt, dev, config=config)
     else:
-        model = stable_diffusion.load_pretrained(str(path) if path.is_dir() else source, dt, dev)
+        where = str(path) if path.is_dir() else source
+        model = family_of_model(where).adapter().load_pretrained(where, dt, dev)
     if path.exists():
         model.weights_sha256 = weights_sha256(path)
     return apply_speed_settings(model, channels_last=channels_last, compile=compile)

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 
-# short name -> (diffusers class, config overrides)
+# short name -> (diffusers class, config overrides). The flow_* names are for flow-matching models (SD 3, Flux):
+# their configs are FlowMatchEuler ones, and the multistep solvers run on flow sigmas with the model's shift.
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddim": ("DDIMScheduler", {}),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # PLMS, as SD ships it
@@ -22,11 +23,66 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
     "ddpm": ("DDPMScheduler", {}),
+    "flow_euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "flow_heun": ("FlowMatchHeunDiscreteScheduler", {}),
+    "flow_dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver++",
+            "solver_order": 2,
+            "use_flow_sigmas": True,
+            "prediction_type": "flow_prediction",
+        },
+    ),
+    "flow_unipc": ("UniPCMultistepScheduler", {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}),
 }
+FLOW_NAMES: tuple[str, ...] = tuple(name for name in SCHEDULERS if name.startswith("flow_"))
+DIFFUSION_NAMES: tuple[str, ...] = tuple(name for name in SCHEDULERS if name not in FLOW_NAMES)
 SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
 SCHEDULER_HELP = (
-    f"one of: {', '.join(SCHEDULER_NAMES)}, or any diffusers scheduler class name (e.g. KDPM2DiscreteScheduler)"
+    f"one of: {', '.join(DIFFUSION_NAMES)} (SD 1.x/2.x, SDXL); "
+    f"{', '.join(FLOW_NAMES)} (SD 3, Flux); or any diffusers scheduler class name (e.g. KDPM2DiscreteScheduler)"
 )
+
+
+def is_flow_config(config: Mapping[str, Any]) -> bool:
+    """Whether a scheduler config is a flow-matching one (x_t = (1 − σ) x₀ + σ ε; SD 3, Flux)."""
+    return str(config.get("_class_name", "")).startswith("FlowMatch") or bool(config.get("use_flow_sigmas"))
+
+
+def is_flow_scheduler(scheduler: Any, base_config: Mapping[str, Any]) -> bool:
+    """Whether ``scheduler`` (a name, class name or instance) would run as a flow-matching scheduler."""
+    if is_scheduler_instance(scheduler):
+        return is_flow_config(dict(scheduler.config))
+    if scheduler in SCHEDULERS:
+        class_name, overrides = SCHEDULERS[scheduler]
+        return is_flow_config({"_class_name": class_name, **overrides})
+    if str(scheduler).startswith("FlowMatch"):
+        return True
+    return is_flow_config({**base_config, "_class_name": scheduler})
+
+
+def check_scheduler_fits(
+    scheduler: Any, base_config: Mapping[str, Any], config: Mapping[str, Any] | None = None
+) -> None:
+    """A flow-matching model needs a flow-matching scheduler and a diffusion model a diffusion one: the other kind
+    would read the model's timesteps on the wrong scale and return noise. ``config``: a recorded instance's full
+    config (decides instead of the name)."""
+    model_flow = is_flow_config(base_config)
+    flow = is_flow_config(config) if config is not None else is_flow_scheduler(scheduler, base_config)
+    if flow == model_flow:
+        return
+    label = scheduler_label(scheduler)
+    if model_flow:
+        raise InvalidInputError(
+            f"scheduler {label!r} is for noise-prediction models; this model is flow-matching: choose one of "
+            f"{', '.join(FLOW_NAMES)} (or a FlowMatch* diffusers class)"
+        )
+    others = ", ".join(DIFFUSION_NAMES)
+    raise InvalidInputError(
+        f"scheduler {label!r} is for flow-matching models (SD 3, Flux); this model is a noise-prediction one: "
+        f"choose one of {others}"
+    )
 
 
 def is_scheduler_instance(scheduler: Any) -> bool:
@@ -93,6 +149,8 @@ def make_scheduler(scheduler: Any, base_config: Mapping[str, Any], config: Mappi
         import diffusers
 
         class_name, overrides = SCHEDULERS[name]
+        if overrides.get("use_flow_sigmas"):  # the model's shift carries over to the multistep solver
+            overrides = {**overrides, "flow_shift": float(source.get("shift", source.get("flow_shift", 1.0)))}
         return getattr(diffusers, class_name).from_config(source, **overrides)
     return _scheduler_class(name).from_config(source)
 
@@ -100,3 +158,18 @@ def make_scheduler(scheduler: Any, base_config: Mapping[str, Any], config: Mappi
 def scheduler_fields(scheduler: Any) -> dict[str, Any]:
     """``scheduler`` and ``scheduler_config`` of a settings dataclass for a name or an instance (checked)."""
     return {"scheduler": check_scheduler_name(scheduler), "scheduler_config": scheduler_config_of(scheduler)}
+
+
+FEW_STEP_CLASSES: tuple[str, ...] = ("LCMScheduler", "TCDScheduler", "FlowMatchLCMScheduler")
+
+
+def is_few_step_config(config: Mapping[str, Any]) -> bool:
+    """Whether a model's scheduler config is a few-step (distilled) model's: an LCM/TCD scheduler, or ``trailing``
+    timestep spacing, which SD-Turbo, SDXL-Turbo and SDXL-Lightning ship so that 1–4 steps start at pure noise."""
+    return config.get("_class_name") in FEW_STEP_CLASSES or config.get("timestep_spacing") == "trailing"
+
+
+def default_scheduler_for(config: Mapping[str, Any], otherwise: str) -> str:
+    """A model's default scheduler: the class its config names for a few-step model, else ``otherwise``."""
+    name = config.get("_class_name")
+    return str(name) if is_few_step_config(config) and _scheduler_class(str(name)) is not None else otherwise

@@ -2,7 +2,7 @@
 
 Both change how the networks run, not what they compute (outputs agree to float rounding), and both are
 off by default; docs/performance.md has what each does on a CPU. They apply to the torch modules the
-adapter lists under ``extra`` (``unet`` and ``vae`` for Stable Diffusion; only the denoiser is compiled,
+adapter lists under ``extra`` (``unet`` or ``transformer``, and ``vae``; only the denoiser is compiled,
 since the codec runs once per image); a model without networks (the Gaussian-field model) is left as it is.
 """
 
@@ -12,12 +12,12 @@ import torch
 
 from .base import LoadedModel
 
-NETWORK_KEYS: tuple[str, ...] = ("unet", "vae")
-DENOISER_KEY = "unet"
+NETWORK_KEYS: tuple[str, ...] = ("unet", "transformer", "vae")
+DENOISER_KEYS: tuple[str, ...] = ("unet", "transformer")
 
 
 def networks(model: LoadedModel) -> list[torch.nn.Module]:
-    """The torch modules of ``model`` that the speed settings act on (UNet, VAE), in that order."""
+    """The torch modules of ``model`` that the speed settings act on (UNet or transformer, VAE), in that order."""
     found = (model.extra.get(key) for key in NETWORK_KEYS)
     return [m for m in found if isinstance(m, torch.nn.Module)]
 
@@ -37,7 +37,7 @@ def apply_speed_settings(model: LoadedModel, *, channels_last: bool = False, com
     for module in networks(model):
         if channels_last:
             module.to(memory_format=torch.channels_last)
-        if compile and module is model.extra.get(DENOISER_KEY):
+        if compile and any(module is model.extra.get(key) for key in DENOISER_KEYS):
             module.compile()
     model.extra["speed"] = {"channels_last": channels_last, "compile": compile}
     return model

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..core.errors import InvalidInputError
+from ..core.views import View
 from .base import Differentiable, LoadedModel
-from .hub import explain_load_error, first_line
-from .quiet import library_chatter_off
+from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
+from .schedulers import default_scheduler_for, is_few_step_config
 from .vae import VaeCodec
 
 FAMILY = "stable-diffusion"
+PIPELINE = "StableDiffusionPipeline"
 
 
 class UNetDenoiser:
@@ -34,7 +34,7 @@ class UNetDenoiser:
         self.unet = unet
         self.track_grad = track_grad
 
-    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor]) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None) -> Tensor:
         embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if embeddings.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
@@ -103,68 +103,29 @@ def from_components(
         # latent cell is a rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
         bytes_per_view_cell=128 * int(unet.config.block_out_channels[0]) * itemsize,
         differentiable=differentiable_parts(unet, codec),
+        # Few-step models (SD-Turbo, LCM) run their own scheduler without guidance; others DDIM, as the paper.
+        default_scheduler=default_scheduler_for(scheduler_config, "ddim"),
+        default_guidance_scale=1.0 if is_few_step_config(scheduler_config) else 7.5,
         extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
     )
 
 
-def _from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
-    with library_chatter_off():  # diffusers warns that float16 "cannot run" on a CPU; it can (slowly)
-        pipe.to(device)
+def from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
+    """A loaded ``StableDiffusionPipeline`` as a :class:`LoadedModel` on ``device``."""
+    to_device(pipe, device)
     return from_components(source, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config)
 
 
 def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
     """Load a diffusers-format SD 1.x/2.x model from a hub repo id or a local folder."""
-    from diffusers import StableDiffusionPipeline
-
-    try:
-        with library_chatter_off():
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-            )
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidInputError(explain_load_error(source, exc)) from exc
-    return _from_pipeline(source, pipe, device)
+    pipe = load_pretrained_pipeline(
+        PIPELINE, source, dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    return from_pipeline(source, pipe, device)
 
 
 def load_single_file(path: str, dtype: torch.dtype, device: torch.device, config: str | None = None) -> LoadedModel:
-    """Load an original-format SD checkpoint (``.safetensors`` / ``.ckpt``).
-
-    ``config`` is a diffusers model folder or repo id whose configs describe the checkpoint; without
-    it diffusers infers one and may need the hub to fetch it.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    if not Path(path).is_file():
-        raise InvalidInputError(f"model file {path!r} does not exist")
-    if config is not None:
-        check_config_source(config)
-    kwargs: dict[str, Any] = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
-    if config is not None:
-        kwargs["config"] = config
-    try:
-        with library_chatter_off():
-            pipe = StableDiffusionPipeline.from_single_file(path, **kwargs)
-    except Exception as exc:  # diffusers raises many types here; all mean "not a usable checkpoint"
-        message = explain_load_error(config or path, exc)
-        if config is None and message.startswith("model "):  # it went to the hub for a config
-            message = (
-                f"checkpoint {path!r} needs a config to describe it and the hub cannot be reached; "
-                "give --config with a diffusers model folder (or repo id) of the same architecture"
-            )
-        elif not message.startswith("model "):
-            message = f"could not load checkpoint {path!r}: {first_line(exc)}"
-        raise InvalidInputError(message) from exc
-    return _from_pipeline(path, pipe, device)
-
-
-def check_config_source(config: str) -> None:
-    """``config`` of a single-file load: a diffusers model folder (with model_index.json) or a repo id."""
-    from .loading import looks_like_repo_id
-
-    folder = Path(config).expanduser()
-    if folder.is_dir():
-        if not (folder / "model_index.json").is_file():
-            raise InvalidInputError(f"config folder {config!r} holds no diffusers model (no model_index.json)")
-    elif not looks_like_repo_id(config):
-        raise InvalidInputError(f"config {config!r} is neither a diffusers model folder nor an owner/name repo id")
+    """Load an original-format SD checkpoint (``.safetensors`` / ``.ckpt``); ``config`` as in
+    :func:`~multidiffusion.adapters.diffusers_pipeline.load_single_file_pipeline`."""
+    pipe = load_single_file_pipeline(PIPELINE, path, dtype, config, safety_checker=None, requires_safety_checker=False)
+    return from_pipeline(path, pipe, device)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.gaussian_field import PREDICTION_TYPES, GaussianField, prompt_mixtures
+from ..core.views import View
 from .base import Differentiable, LoadedModel
 
 FAMILY = "gaussian-field"
@@ -226,7 +227,7 @@ class GaussianFieldDenoiser:
                 f"use a smaller --window (or a lower canvas), or toy:max_window=N up to {MAX_WINDOW_LIMIT}"
             )
 
-    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor]) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None) -> Tensor:
         """x: (B, 3, h, w) model input x_t = α x₀ + s ε; t: the timestep; → model output (B, 3, h, w).
 
         Differentiable in x when grad is enabled and x requires grad (SyncDiffusion's gradient).

@@ -10,7 +10,13 @@ scheduler and the model output o in its parameterisation,
     v_prediction:  x̂₀ = sqrt(ᾱ) x_vp − sqrt(1 − ᾱ) o         (Salimans & Ho 2022, §4)
     sample:        x̂₀ = o
 
-with x_vp the variance-preserving sample. Differentiable in both x and o (the sync gradient flows
+with x_vp the variance-preserving sample. Flow-matching schedulers (SD3, Flux: ``FlowMatchEulerDiscreteScheduler``
+and DPM-Solver/UniPC with flow sigmas) keep x_t = (1 − σ) x₀ + σ ε and the model predicts the velocity
+v = ε − x₀ (Lipman et al. 2023; Esser et al. 2024, Eq. 1–2), so
+
+    flow:          x̂₀ = x_t − σ o
+
+Differentiable in both x and o (the sync gradient flows
 through it). Plain PyTorch; the scheduler object is only read.
 """
 
@@ -59,10 +65,15 @@ def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: T
     Returns:
         (B, C, h, w) x̂₀ in latent units, differentiable in both inputs.
     """
+    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"  # FlowMatch* names none
+    if kind == "flow_prediction":
+        index = _sigma_index(scheduler, timestep)
+        if index is None:
+            raise ValueError(f"cannot foresee x0: {type(scheduler).__name__} keeps no sigmas")
+        return sample - float(scheduler.sigmas[index]) * model_output
     abar, exploding = alpha_bar(scheduler, timestep)
     a, s = abar**0.5, (1.0 - abar) ** 0.5
     x_vp = sample * a if exploding else sample  # Euler-type: the model sees x / sqrt(σ² + 1) = sqrt(ᾱ) x
-    kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return (x_vp - s * model_output) / a
     if kind == "v_prediction":

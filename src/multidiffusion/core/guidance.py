@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .types import Denoiser
+from .views import View
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class GuidedCondition:
     Attributes:
         positive: The inner denoiser's condition for the prompt (N entries).
         negative: Its condition for the negative / empty prompt, or None for no guidance.
-        guidance_scale: g in ε̂ = ε_u + g (ε_c − ε_u) (Ho & Salimans 2022). g = 1 needs no negative pass.
+        guidance_scale: g in ε̂ = ε_u + g (ε_c − ε_u) (Ho & Salimans 2022). g ≤ 1 is no guidance: the
+            conditional output alone, one pass (diffusers' rule; few-step models run at g ≤ 1).
         guidance_rescale: φ of Lin et al. 2023 §3.4 (0 = off).
     """
 
@@ -35,7 +37,7 @@ class GuidedCondition:
     @property
     def guided(self) -> bool:
         """Whether the negative half is evaluated."""
-        return self.negative is not None and self.guidance_scale != 1.0
+        return self.negative is not None and self.guidance_scale > 1.0
 
 
 def rescale_guidance(guided: Tensor, cond: Tensor, phi: float | Tensor) -> Tensor:
@@ -54,20 +56,25 @@ class ClassifierFreeGuidance:
     def __init__(self, denoiser: Denoiser) -> None:
         self.denoiser = denoiser
 
-    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[GuidedCondition]) -> Tensor:
-        """x: (len(conds)·N, C, h, w) → guided model output of the same shape."""
+    def __call__(
+        self, x: Tensor, t: Tensor, conds: Sequence[GuidedCondition], views: Sequence[View] | None = None
+    ) -> Tensor:
+        """x: (len(conds)·N, C, h, w) → guided model output of the same shape; ``views`` as for a Denoiser."""
         n = x.shape[0] // len(conds)
         inner: list[Any] = []
+        inner_views: list[View] = []
         repeats: list[int] = []
-        for c in conds:
+        for i, c in enumerate(conds):
             inner += [c.negative, c.positive] if c.guided else [c.positive]
             repeats.append(2 if c.guided else 1)
+            if views is not None:
+                inner_views += [views[i]] * repeats[-1]
         if any(r == 2 for r in repeats):  # each guided condition's rows twice, gathered with one index
             index = torch.cat([torch.arange(i * n, (i + 1) * n).repeat(r) for i, r in enumerate(repeats)])
             batch = x.index_select(0, index.to(x.device))
         else:
             batch = x
-        out = self.denoiser(batch, t, inner)
+        out = self.denoiser(batch, t, inner, views=inner_views if views is not None else None)
         if not any(c.guided for c in conds):
             return out
         # Gather every condition's unconditional and conditional rows with one index each (an unguided

@@ -11,12 +11,24 @@ def initial_noise(
     generator: torch.Generator | None,
     device: torch.device | str,
     dtype: torch.dtype,
+    patch: int = 1,
 ) -> Tensor:
-    """Standard normal noise of ``shape``.
+    """Standard normal noise of ``shape`` (N, C, h, w).
 
     Like ``diffusers.utils.torch_utils.randn_tensor`` for one generator: a CPU generator draws on the
     CPU in ``dtype`` and the result moves to ``device``; a generator on another device draws there.
+
+    ``patch`` p > 1 is for models whose latent cell packs p × p cells of their VAE (Flux, SD3 here): the
+    noise is drawn as their own pipelines draw it, (N, C / p², h·p, w·p), then packed by space-to-depth
+    (``pixel_unshuffle``: channel c·p² + dy·p + dx, Flux's ``_pack_latents`` order), so a seed gives the
+    same start as in diffusers.
     """
+    if patch > 1:
+        n, c, h, w = shape
+        if c % (patch * patch):
+            raise ValueError(f"{c} channels do not pack into {patch}×{patch} patches")
+        flat = initial_noise((n, c // (patch * patch), h * patch, w * patch), generator, device, dtype)
+        return torch.nn.functional.pixel_unshuffle(flat, patch)
     device = torch.device(device)
     rand_device = device
     if generator is not None and generator.device.type != device.type:

@@ -35,6 +35,13 @@ def _step_kwargs(scheduler: Any, generator: torch.Generator | None) -> dict[str,
     return {"generator": generator} if "generator" in params else {}
 
 
+def scale_model_input(scheduler: Any, x: Tensor, t: Tensor) -> Tensor:
+    """The scheduler's input scaling (σ-preconditioning of Euler-type schedulers); flow-matching schedulers
+    have none and feed x_t as it is."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return x if scale is None else scale(x, t)
+
+
 def batches(count: int, size: int | None) -> list[slice]:
     """Split ``range(count)`` into consecutive slices of at most ``size`` (None: one slice)."""
     if size is not None and (not isinstance(size, int) or size < 1):
@@ -91,11 +98,11 @@ def sample(
     """Run the MultiDiffusion reverse process on a canvas.
 
     Args:
-        denoiser: Called as ``denoiser(x, t, conds)`` on batches of crops (see
+        denoiser: Called as ``denoiser(x, t, conds, views=views)`` on batches of crops (see
             :class:`~multidiffusion.core.types.Denoiser`); wrap it in
             :class:`~multidiffusion.core.guidance.ClassifierFreeGuidance` for guidance.
         scheduler: A diffusers-style scheduler with ``set_timesteps`` already called: ``timesteps``,
-            ``scale_model_input(x, t)`` and ``step(model_output, t, x, …).prev_sample``.
+            ``step(model_output, t, x, …).prev_sample`` and, where it has one, ``scale_model_input(x, t)``.
         x_T: Initial canvas (N, C, H, W) in latent cells, already scaled by ``init_noise_sigma``.
         tasks: The (view, condition, weight) pairs; every canvas cell needs positive total weight. Or a
             :class:`~multidiffusion.core.tasks.TaskSchedule`: a layout that changes from step to step
@@ -139,9 +146,10 @@ def sample(
                     crops = hook(crops, context)
                 changed = changed or crops is not cropped
                 plan.accumulate(crop_sum, crops, group)
-            model_in = scheduler.scale_model_input(crops, t)
+            model_in = scale_model_input(scheduler, crops, t)
             conds = [conditions[task.condition] for task in plan.tasks[group]]
-            plan.accumulate(model_sum, denoiser(model_in, t, conds), group)
+            views = [task.view for task in plan.tasks[group]]
+            plan.accumulate(model_sum, denoiser(model_in, t, conds, views=views), group)
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x

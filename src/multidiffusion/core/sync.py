@@ -29,6 +29,7 @@ from torch import Tensor
 from .crop import crop, view_indices
 from .errors import InvalidInputError
 from .foresee import foresee_x0
+from .sampling import scale_model_input
 from .types import Denoiser, HookContext, ViewTask
 from .views import View
 
@@ -160,10 +161,10 @@ class SyncDiffusion:
         self._cached: tuple[int, Tensor] | None = None
         self.losses: list[tuple[int, float]] = []  # (step index, mean loss before the update), for reports
 
-    def _foresee_image(self, x: Tensor, context: HookContext, conds: list[Any]) -> Tensor:
+    def _foresee_image(self, x: Tensor, context: HookContext, conds: list[Any], views: list[View]) -> Tensor:
         t = context.timestep
-        model_in = context.scheduler.scale_model_input(x, t)
-        x0 = foresee_x0(context.scheduler, self.denoiser(model_in, t, conds), x, t)
+        model_in = scale_model_input(context.scheduler, x, t)
+        x0 = foresee_x0(context.scheduler, self.denoiser(model_in, t, conds, views=views), x, t)
         return self.decode(x0).float().clamp(-1, 1)  # the official code clamps the decoded image too
 
     def anchor_image(self, context: HookContext) -> Tensor:
@@ -171,7 +172,8 @@ class SyncDiffusion:
         if self._cached is None or self._cached[0] != context.step_index:
             x = crop(context.canvas, self._anchor_index.to(context.canvas.device), self._anchor_size)
             with torch.no_grad():
-                image = self._foresee_image(x, context, [self.conditions[self.tasks[self.anchor].condition]])
+                anchor = self.tasks[self.anchor]
+                image = self._foresee_image(x, context, [self.conditions[anchor.condition]], [anchor.view])
             self._cached = (context.step_index, image)
         return self._cached[1]
 
@@ -193,9 +195,10 @@ class SyncDiffusion:
             chunk = todo[start : start + size]
             rows = torch.cat([torch.arange(j * n, (j + 1) * n) for j in chunk]).to(x.device)
             conds = [self.conditions[context.tasks[j].condition] for j in chunk]
+            views = [context.tasks[j].view for j in chunk]
             latents = x[rows].detach().requires_grad_(True)
             with torch.enable_grad():
-                images = self._foresee_image(latents, context, conds)
+                images = self._foresee_image(latents, context, conds, views)
                 losses = self.loss(images, _repeat(target, len(chunk))).reshape(len(rows), -1).sum(1)
                 (grad,) = torch.autograd.grad(losses.sum(), latents)
             out[rows] = x[rows] - step * grad.to(x.dtype)  # Eq. 14

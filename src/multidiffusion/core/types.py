@@ -15,11 +15,13 @@ class Denoiser(Protocol):
     """A model evaluated on a batch of view latents.
 
     ``x`` has ``len(conds) · N`` rows: rows ``i·N … i·N + N − 1`` are the N canvases' crops for
-    condition ``conds[i]`` (each condition itself holds N entries, one per canvas). Returns a tensor of
-    the shape of ``x`` in the scheduler's parameterisation (ε, x₀ or v).
+    condition ``conds[i]`` (each condition itself holds N entries, one per canvas). ``views[i]`` is the
+    canvas window those rows were cropped from (latent cells), for position-dependent conditioning (SDXL's
+    crop coordinates, position ids, control-image crops); None when the caller has no canvas. Returns a
+    tensor of the shape of ``x`` in the scheduler's parameterisation (ε, x₀, v or flow velocity).
     """
 
-    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Any]) -> Tensor: ...
+    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Any], views: Sequence[View] | None = None) -> Tensor: ...
 
 
 class Codec(Protocol):

@@ -174,7 +174,8 @@ def _check_common(args: argparse.Namespace) -> list[str]:
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
     check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
-    check_scheduler_name(args.scheduler)
+    if args.scheduler is not None:
+        check_scheduler_name(args.scheduler)
     resolve_device(args.device)
     check_model_source(args.model, args.config)
     return outs

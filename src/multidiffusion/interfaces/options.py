@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..adapters.families import FAMILIES
 from ..core.errors import InvalidInputError
 from ..core.weights import WEIGHT_KINDS
 from ..pipeline.settings import DEFAULT_MODEL, default
@@ -23,8 +24,8 @@ SYNC_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--sync-checkpointing", "sync_checkpointing"),
 )
 MODEL_HELP = (
-    "Stable Diffusion 1.x/2.x as a hub repo id or diffusers folder, a .safetensors/.ckpt checkpoint "
-    "(with --config offline), or 'toy': the exact Gaussian-field model that needs no weights "
+    f"a hub repo id or diffusers folder, or a .safetensors/.ckpt checkpoint (with --config offline), of: "
+    f"{'; '.join(f.title for f in FAMILIES)}; or 'toy': the exact Gaussian-field model that needs no weights "
     "(docs/theory.md) (default: %(default)s)"
 )
 
@@ -84,7 +85,8 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         "--scheduler",
         default=default("scheduler"),
         metavar="NAME",
-        help=f"{SCHEDULER_HELP} (default: %(default)s)",
+        help=f"{SCHEDULER_HELP} (default: the model's: ddim for SD 1.x/2.x, the one its config names for "
+        "SDXL, SD3, Flux and few-step models)",
     )
     p.add_argument(
         "--window", type=int, default=default("window"), metavar="PX", help="view size (default: the model's)"

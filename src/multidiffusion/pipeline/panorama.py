@@ -11,10 +11,8 @@ from typing import Any
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name, load_model
-from ..adapters.loading import resolve_device, resolve_dtype
-from ..adapters.schedulers import scheduler_fields
-from ..adapters.stable_diffusion import load_single_file
-from ..core import GuidedCondition, layout_tasks, panorama_tasks
+from ..adapters.schedulers import check_scheduler_fits, scheduler_fields
+from ..core import layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
 from ..core.regions import Region
 from ..core.views import layout_views, parse_tile, tile_name
@@ -26,6 +24,7 @@ from .checks import (
     repeat_prompts,
     resolve_view_settings,
 )
+from .conditions import guided_condition
 from .layout import Background
 from .output import MultiDiffusionOutput, seed_of
 from .regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
@@ -128,10 +127,11 @@ class MultiDiffusionPipeline:
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> MultiDiffusionPipeline:
-        """Load an original-format checkpoint (``.safetensors``/``.ckpt``); ``config`` is a diffusers
-        folder or repo id describing it (needed offline)."""
-        dev = resolve_device(device)
-        return cls(load_single_file(path, resolve_dtype(dtype, dev), dev, config=config))
+        """Load an original-format checkpoint (``.safetensors``/``.ckpt``) of any supported family (read from
+        its tensor names); ``config`` is a diffusers folder or repo id describing it (needed offline)."""
+        if not Path(path).expanduser().is_file():
+            raise InvalidInputError(f"model file {path!r} does not exist")
+        return cls(load_model(path, dtype=dtype, device=device, config=config))
 
     @property
     def native_window_px(self) -> int:
@@ -154,7 +154,8 @@ class MultiDiffusionPipeline:
                 negatives *= len(prompts)
             if len(negatives) != len(prompts):
                 raise InvalidInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
-        kwargs.update(scheduler_fields(kwargs.get("scheduler", DEFAULTS.scheduler)))
+        scheduler = kwargs.get("scheduler", DEFAULTS.scheduler)
+        kwargs.update(scheduler_fields(self.model.default_scheduler if scheduler is None else scheduler))
         s = PanoramaSettings(prompt=tuple(prompts), negative_prompt=tuple(negatives), **kwargs)
         wrap = parse_tile(s.tile)
         if s.circular and not wrap[1] and s.tile is not None:
@@ -180,6 +181,7 @@ class MultiDiffusionPipeline:
         guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
         s = dataclasses.replace(s, window=window, stride=stride, weights=views.weights, guidance_scale=guidance)
         check_scheduler_name(s.scheduler)
+        check_scheduler_fits(s.scheduler, self.model.scheduler_config, s.scheduler_config)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
         sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
         if s.sync:
@@ -303,13 +305,7 @@ class MultiDiffusionPipeline:
             tasks = panorama_tasks(
                 s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, wrap=wrap
             )
-        guided = s.guidance_scale != 1.0
-        condition = GuidedCondition(
-            positive=m.encode_prompts(list(s.prompt)),
-            negative=m.encode_prompts(list(s.negative_prompt)) if guided else None,
-            guidance_scale=s.guidance_scale,
-            guidance_rescale=s.guidance_rescale,
-        )
+        condition = guided_condition(m, s.prompt, s.negative_prompt, s.guidance_scale, s.guidance_rescale)
         make_hooks = None
         if s.sync:
             request = SyncRequest(

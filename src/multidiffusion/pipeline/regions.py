@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name
-from ..adapters.schedulers import scheduler_fields
-from ..core import GuidedCondition, layout_views, view_weights
+from ..adapters.schedulers import check_scheduler_fits, scheduler_fields
+from ..core import layout_views, view_weights
 from ..core.bootstrap import Bootstrap, bootstrap_steps, constant_colour_latents
 from ..core.crop import crop, view_indices
 from ..core.errors import InvalidInputError
@@ -20,6 +20,7 @@ from ..core.regions import Region, mask_tensor, pixel_mask, region_tasks, to_lat
 from ..core.types import ViewHook
 from ..core.views import resolve_wrap
 from .checks import check_pixels, check_sampling, check_sync_layout, resolve_view_settings
+from .conditions import guided_condition
 from .layout import Background
 from .masks import encode_mask
 from .output import MultiDiffusionOutput
@@ -154,7 +155,8 @@ def plan_regions(
     """Every check of a region run against the model, and its tasks; no prompt is encoded."""
     check_regions(regions, background, bootstrap_fraction)
     check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
-    check_scheduler_name(scheduler)
+    check_scheduler_name(model.default_scheduler if scheduler is None else scheduler)
+    check_scheduler_fits(model.default_scheduler if scheduler is None else scheduler, model.scheduler_config)
     g = model.granularity_px
     h, w = check_pixels("height", height, g), check_pixels("width", width, g)
     if layout is not None and get_layout(layout).stride is None:
@@ -232,6 +234,7 @@ def generate_regions(
     """See :meth:`MultiDiffusionPipeline.regions`."""
     sync = sync or SyncRequest()
     sync.check()
+    scheduler = model.default_scheduler if scheduler is None else scheduler
     plan = plan_regions(
         model,
         regions,
@@ -252,18 +255,10 @@ def generate_regions(
         sync=sync.enabled,
     )
     h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
-    conditions = []
-    for prompt, negative, scale in plan.specs:  # each prompt encoded once per run
-        conditions.append(
-            GuidedCondition(
-                positive=model.encode_prompts([prompt]),
-                negative=model.encode_prompts([negative_prompt if negative is None else negative])
-                if scale != 1.0
-                else None,
-                guidance_scale=scale,
-                guidance_rescale=guidance_rescale,
-            )
-        )
+    conditions = [  # each prompt encoded once per run
+        guided_condition(model, [prompt], [negative_prompt if negative is None else negative], scale, guidance_rescale)
+        for prompt, negative, scale in plan.specs
+    ]
 
     first_fg = plan.first_foreground
     steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)

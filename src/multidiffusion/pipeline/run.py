@@ -82,18 +82,19 @@ def generate(
             ``tile``; None: neither.
     """
     n, h, w = canvas_cells
+    if isinstance(tasks, TaskSchedule):  # each distinct layout built once, not once per step
+        layouts = [tasks.build(key) for key in dict.fromkeys(map(tasks.key, range(settings.num_inference_steps)))]
+        first, count = layouts[0], max(len(layout) for layout in layouts)
+    else:
+        first, count = tasks, len(tasks)
+    view = first[0].view
     if view_batch_size is None:
         guided = any(c.guided for c in conditions)
-        if isinstance(tasks, TaskSchedule):  # each distinct layout built once, not once per step
-            layouts = [tasks.build(key) for key in dict.fromkeys(map(tasks.key, range(settings.num_inference_steps)))]
-            first, count = layouts[0], max(len(layout) for layout in layouts)
-        else:
-            first, count = tasks, len(tasks)
-        view = first[0].view
         view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), count)
     scheduler = make_scheduler(settings.scheduler, model.scheduler_config, settings.scheduler_config)
-    scheduler.set_timesteps(settings.num_inference_steps, device=model.device)
-    noise = initial_noise((n, model.codec.latent_channels, h, w), generator, model.device, model.dtype)
+    model.set_timesteps(scheduler, settings.num_inference_steps, (view.height, view.width))
+    shape = (n, model.codec.latent_channels, h, w)
+    noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
     x_T = noise * scheduler.init_noise_sigma
     hooks = list(make_hooks()) if make_hooks is not None else []
 

@@ -26,7 +26,8 @@ class SamplingSettings:
             model's default (7.5 for SD; recorded resolved).
         guidance_rescale: φ ∈ [0, 1] of Lin et al. 2023 (0 = off).
         scheduler: Short scheduler name (see ``multidiffusion.adapters.SCHEDULER_NAMES``) or a diffusers
-            scheduler class name.
+            scheduler class name; None means the model's default (``ddim`` for SD 1.x/2.x, the one its config
+            names for SDXL, SD3, Flux and few-step models; recorded resolved).
         scheduler_config: The full config of a scheduler instance the caller passed (its class name is then
             ``scheduler``); None: the scheduler is built from the model's own config.
         window: View size, px; None means the model's native size (recorded resolved).
@@ -50,7 +51,7 @@ class SamplingSettings:
     num_inference_steps: int = 50
     guidance_scale: float | None = None
     guidance_rescale: float = 0.0
-    scheduler: str = "ddim"
+    scheduler: str | None = None
     scheduler_config: dict[str, Any] | None = None
     window: int | None = None
     stride: int | None = None
