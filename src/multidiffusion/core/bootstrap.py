@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .crop import crop, view_indices
+from .noise import add_noise
 from .types import Codec, HookContext, ViewTask
 
 
@@ -85,7 +86,7 @@ class Bootstrap:
             size = (view.height, view.width)
             noise = crop(self.noise, self.index[task_index : task_index + 1], size)  # (N, C, h, w)
             background = self.backgrounds[choice : choice + 1].expand_as(noise)
-            noisy = context.scheduler.add_noise(background, noise, t.expand(n))
+            noisy = add_noise(context.scheduler, background, noise, t.expand(n))
             rows = slice(j * n, (j + 1) * n)
             out[rows] = x[rows] * mask + noisy.to(x.dtype) * (1 - mask)
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -36,3 +38,14 @@ def initial_noise(
             raise ValueError(f"cannot draw {device.type} noise from a {generator.device.type} generator")
         rand_device = torch.device("cpu")
     return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
+
+
+def add_noise(scheduler: Any, sample: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+    """A clean ``sample`` noised to ``timesteps`` (one per row) the way ``scheduler`` defines its x_t.
+
+    Diffusion schedulers: their ``add_noise``, x_t = sqrt(ᾱ_t) x₀ + sqrt(1 − ᾱ_t) ε (DDPM Eq. 4). Flow-matching
+    schedulers (SD 3, Flux) have ``scale_noise`` instead: x_t = (1 − σ_t) x₀ + σ_t ε (Esser et al. 2024, Eq. 1).
+    """
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(sample, noise, timesteps)
+    return scheduler.scale_noise(sample, timesteps, noise)

@@ -95,7 +95,7 @@ def generate(
     model.set_timesteps(scheduler, settings.num_inference_steps, (view.height, view.width))
     shape = (n, model.codec.latent_channels, h, w)
     noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
-    x_T = noise * scheduler.init_noise_sigma
+    x_T = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at ε itself
     hooks = list(make_hooks()) if make_hooks is not None else []
 
     steps_run = 0
