@@ -1,0 +1,396 @@
+"""Stable Diffusion 3 / 3.5 adapter (``StableDiffusion3Pipeline``): three text encoders, the MMDiT
+(``SD3Transformer2DModel``) as a flow-matching Denoiser over 2 × 2 patches, the 16-channel VAE.
+
+Conditioning, as ``StableDiffusion3Pipeline.encode_prompt`` computes it (Esser et al. 2024, "Scaling Rectified
+Flow Transformers", §5.2):
+
+* Sequence (N, 77 + L₃, D₃): the penultimate hidden states of CLIP-L and CLIP-G side by side (768 + 1280 = 2048),
+  zero-padded to the T5 width D₃ (4096 = the transformer's ``joint_attention_dim``), then T5-XXL's last hidden
+  states (L₃ = 256 tokens) appended along the sequence. Without a T5 encoder (``text_encoder_3`` None, a
+  supported way to run SD 3 in less memory) its part is zeros, as the pipeline does.
+* Pooled (N, 2048): both CLIPs' pooled projections side by side.
+
+Latents: a canvas cell is one 2 × 2 patch of the VAE's 16-channel latent (64 channels, 16 px;
+``adapters.packed``), so every view lies on whole transformer patches. The denoiser unpacks a batch to the VAE
+layout (B, 16, 2h, 2w), runs the transformer with the timestep expanded per row (``t.expand(B)``, as the pipeline
+does) and packs its flow-velocity output v = ε − x₀ back. The VAE codec applies SD 3's shift and scaling factors.
+
+Positions: the transformer's patch embedding adds a positional table of ``pos_embed_max_size``² patches (192² for
+SD 3 and 3.5), cropped around its centre to the input's size (``PatchEmbed.cropped_pos_embed``). A view therefore
+sees the same positions whatever its place on the canvas: its output depends on its content and size only, and
+the same crop at two canvas offsets gives the same prediction (tests/test_family_sd3.py). Each view is denoised
+as the stand-alone image of its size the model was trained on, which is what MultiDiffusion asks of a view. The
+``views`` argument of the Denoiser contract is accordingly unused. A view wider or taller than the table
+(``pos_embed_max_size`` cells: 3072 px for SD 3) cannot be embedded and is refused with one line.
+
+Timesteps: ``FlowMatchEulerDiscreteScheduler`` with the model's ``shift`` (3.0). Where the scheduler config has
+``use_dynamic_shifting`` (some SD 3.5 configs), the pipeline passes μ from the image's sequence length; here that
+is the view's (h · w tokens), since each view is what the model sees (:func:`timestep_options`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..core.errors import InvalidInputError
+from ..core.views import View
+from .base import Differentiable, LoadedModel
+from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
+from .packed import PackedCodec, pack, unpack
+from .schedulers import check_scheduler_name
+from .vae import VaeCodec
+
+FAMILY = "sd3"
+PIPELINE = "StableDiffusion3Pipeline"
+DEFAULT_GUIDANCE_SCALE = 7.0  # StableDiffusion3Pipeline.__call__'s default
+MAX_SEQUENCE_LENGTH = 256  # T5 tokens, StableDiffusion3Pipeline.__call__'s default max_sequence_length
+OPTIONAL_TEXT = ("text_encoder_3", "tokenizer_3")  # may be null in model_index.json: then T5 is zeros
+
+
+@dataclass(frozen=True)
+class Sd3Condition:
+    """N prompts encoded for the SD 3 transformer.
+
+    Attributes:
+        prompt_embeds: (N, 77 + L₃, D₃) the joint text sequence (``encoder_hidden_states``).
+        pooled: (N, D_L + D_G) both CLIPs' pooled projections (``pooled_projections``).
+    """
+
+    prompt_embeds: Tensor
+    pooled: Tensor
+
+    def __len__(self) -> int:
+        return int(self.prompt_embeds.shape[0])
+
+
+class Sd3Denoiser:
+    """The ``SD3Transformer2DModel`` as a :class:`~multidiffusion.core.types.Denoiser` on packed latents.
+
+    Conditions are :class:`Sd3Condition`, concatenated in batch order. Input (B, 16·p², h, w) float32 canvas
+    cells; output the flow velocity in the same layout, float32. The transformer runs in its own dtype. Views are
+    not used: the positional embedding depends on the input size only (see the module docstring).
+
+    Args:
+        transformer: The MMDiT.
+        cell_px: Pixels per canvas cell (16), for error messages.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, cell_px: int = 16) -> None:
+        self.transformer = transformer
+        self.patch = int(transformer.config.patch_size)
+        table = getattr(transformer.config, "pos_embed_max_size", None)
+        self.max_cells: int | None = int(table) if table else None
+        self.cell_px = cell_px
+
+    def __call__(
+        self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], views: Sequence[View] | None = None
+    ) -> Tensor:
+        return self.forward(x, t, conds, track_grad=False)
+
+    def forward(self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], *, track_grad: bool = False) -> Tensor:
+        """x: (len(conds)·N, 16·p², h, w) → the transformer's output, float32; ``track_grad`` follows the ambient
+        grad mode (SyncDiffusion's gradient), else no graph is built."""
+        n = x.shape[0] // len(conds)
+        if any(len(c) != n for c in conds) or n * len(conds) != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries")
+        h, w = x.shape[-2:]
+        if self.max_cells is not None and max(h, w) > self.max_cells:
+            m, f = self.max_cells, self.cell_px
+            raise InvalidInputError(
+                f"a view of {h * f}×{w * f} px exceeds this model's positional table of {m}×{m} latent cells "
+                f"({m * f} px); use a smaller window (--window)"
+            )
+        dtype, device = self.transformer.dtype, x.device
+        embeds = torch.cat([c.prompt_embeds for c in conds]).to(device, dtype)
+        pooled = torch.cat([c.pooled for c in conds]).to(device, dtype)
+        timestep = torch.as_tensor(t, device=device).reshape(()).expand(x.shape[0])  # the pipeline's t.expand(B)
+        with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
+            out = self.transformer(
+                hidden_states=unpack(x, self.patch).to(dtype),
+                timestep=timestep,
+                encoder_hidden_states=embeds,
+                pooled_projections=pooled,
+                return_dict=False,
+            )[0]
+        return pack(out.float(), self.patch)
+
+
+class _GradFollowing:
+    """The same denoiser building an autograd graph when grad is enabled (SyncDiffusion)."""
+
+    def __init__(self, denoiser: Sd3Denoiser) -> None:
+        self.denoiser = denoiser
+
+    def __call__(
+        self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], views: Sequence[View] | None = None
+    ) -> Tensor:
+        return self.denoiser.forward(x, t, conds, track_grad=True)
+
+
+def differentiable_parts(denoiser: Sd3Denoiser, codec: PackedCodec) -> Differentiable:
+    """The transformer and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
+
+    def set_checkpointing(on: bool) -> None:
+        for module in (denoiser.transformer, codec.vae):
+            if hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
+
+    return Differentiable(_GradFollowing(denoiser), codec.decode_differentiable, set_checkpointing)
+
+
+class Sd3TextEncoder:
+    """Texts (N,) → :class:`Sd3Condition`, as ``StableDiffusion3Pipeline.encode_prompt`` (no clip skip, the same
+    text for all three encoders).
+
+    Args:
+        tokenizers: ``tokenizer``, ``tokenizer_2`` (CLIP-L, CLIP-G); both pad to the first one's
+            ``model_max_length`` (77), as the pipeline does.
+        text_encoders: ``text_encoder``, ``text_encoder_2`` (``CLIPTextModelWithProjection``).
+        tokenizer_3: The T5 tokenizer, or None.
+        text_encoder_3: ``T5EncoderModel``, or None: zeros of (N, ``max_sequence_length``, ``joint_attention_dim``).
+        joint_attention_dim: The transformer's text width D₃.
+        max_sequence_length: T5 tokens L₃ (256).
+    """
+
+    def __init__(
+        self,
+        tokenizers: Sequence[Any],
+        text_encoders: Sequence[Any],
+        tokenizer_3: Any,
+        text_encoder_3: Any,
+        joint_attention_dim: int,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+    ) -> None:
+        self.tokenizers = list(tokenizers)
+        self.text_encoders = list(text_encoders)
+        self.tokenizer_3 = tokenizer_3
+        self.text_encoder_3 = text_encoder_3
+        self.joint_attention_dim = joint_attention_dim
+        self.max_sequence_length = max_sequence_length
+
+    def clip(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """(N, 77, D_L + D_G) penultimate hidden states side by side, (N, D_L + D_G) pooled projections."""
+        max_length = self.tokenizers[0].model_max_length  # the pipeline's tokenizer_max_length, for both
+        dtype = self.text_encoders[0].dtype
+        hidden: list[Tensor] = []
+        pooled: list[Tensor] = []
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+            ids = tokenizer(
+                texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+            ).input_ids
+            out = encoder(ids.to(encoder.device), output_hidden_states=True)
+            pooled.append(out[0])
+            hidden.append(out.hidden_states[-2].to(dtype))
+        device = hidden[0].device
+        return torch.cat([h.to(device) for h in hidden], dim=-1), torch.cat([p.to(device) for p in pooled], dim=-1)
+
+    def t5(self, texts: list[str], device: torch.device) -> Tensor:
+        """(N, L₃, D₃) T5's last hidden states, or zeros without a T5 encoder."""
+        if self.text_encoder_3 is None or self.tokenizer_3 is None:
+            shape = (len(texts), self.max_sequence_length, self.joint_attention_dim)
+            return torch.zeros(shape, device=device, dtype=self.text_encoders[0].dtype)
+        ids = self.tokenizer_3(
+            texts,
+            padding="max_length",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        ).input_ids
+        encoder = self.text_encoder_3
+        return encoder(ids.to(encoder.device))[0].to(device, encoder.dtype)
+
+    @torch.no_grad()
+    def __call__(self, texts: Sequence[str]) -> Sd3Condition:
+        texts = list(texts)
+        clip_embeds, pooled = self.clip(texts)
+        t5_embeds = self.t5(texts, clip_embeds.device)
+        # CLIP's 2048 columns zero-padded to T5's 4096, then the T5 tokens after the 77 CLIP tokens
+        clip_embeds = torch.nn.functional.pad(clip_embeds, (0, t5_embeds.shape[-1] - clip_embeds.shape[-1]))
+        return Sd3Condition(torch.cat([clip_embeds, t5_embeds], dim=-2), pooled)
+
+
+def calculate_shift(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.16,
+) -> float:
+    """μ, linear in the image's token count (``pipeline_stable_diffusion_3.calculate_shift``, with the defaults
+    ``StableDiffusion3Pipeline.__call__`` reads from the scheduler config)."""
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    b = base_shift - m * base_seq_len
+    return image_seq_len * m + b
+
+
+def make_timestep_options(
+    model_scheduler_config: Mapping[str, Any],
+) -> Callable[[Any, int, tuple[int, int]], dict[str, Any]]:
+    """``timestep_options(scheduler, steps, (h, w))`` for :class:`LoadedModel`: what ``StableDiffusion3Pipeline.
+    __call__`` passes to ``retrieve_timesteps`` besides the step count.
+
+    That is ``mu`` from the view's token count h · w (a canvas cell is one patch) when the scheduler's config
+    has ``use_dynamic_shifting`` and its ``set_timesteps`` takes ``mu``; nothing otherwise. The shift
+    parameters come from the scheduler's config, else the model's (a scheduler of another class built from the
+    model's config may not keep them), else the pipeline's defaults.
+    """
+    base = dict(model_scheduler_config)
+
+    def timestep_options(scheduler: Any, steps: int, view_cells: tuple[int, int]) -> dict[str, Any]:
+        own = dict(scheduler.config)
+        if not own.get("use_dynamic_shifting") or "mu" not in inspect.signature(scheduler.set_timesteps).parameters:
+            return {}
+        config = {**base, **own}
+        h, w = view_cells
+        mu = calculate_shift(
+            h * w,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.16),
+        )
+        return {"mu": mu}
+
+    return timestep_options
+
+
+def default_scheduler_of(scheduler_config: Mapping[str, Any]) -> str:
+    """The scheduler class the model's config names (FlowMatchEulerDiscreteScheduler), else ``flow_euler``."""
+    name = str(scheduler_config.get("_class_name", ""))
+    try:
+        return check_scheduler_name(name)
+    except InvalidInputError:
+        return "flow_euler"
+
+
+def from_components(
+    source: str,
+    transformer: Any,
+    vae: Any,
+    text_encoder: Any,
+    tokenizer: Any,
+    text_encoder_2: Any,
+    tokenizer_2: Any,
+    text_encoder_3: Any,
+    tokenizer_3: Any,
+    scheduler_config: Any,
+) -> LoadedModel:
+    """Assemble a :class:`LoadedModel` from SD 3 components already in memory (on their device);
+    ``text_encoder_3``/``tokenizer_3`` may be None (T5 embeddings are then zeros)."""
+    if int(vae.config.latent_channels) != int(transformer.config.in_channels):
+        raise InvalidInputError(
+            f"this VAE has {vae.config.latent_channels} latent channels but the transformer takes "
+            f"{transformer.config.in_channels}"
+        )
+    patch = int(transformer.config.patch_size)
+    codec = PackedCodec(VaeCodec(vae), patch=patch)
+    denoiser = Sd3Denoiser(transformer, codec.scale_factor)
+    encoder = Sd3TextEncoder(
+        [tokenizer, tokenizer_2],
+        [text_encoder, text_encoder_2],
+        tokenizer_3,
+        text_encoder_3,
+        int(transformer.config.joint_attention_dim),
+    )
+    config = transformer.config
+    hidden = int(config.num_attention_heads) * int(config.attention_head_dim)
+    itemsize = torch.finfo(transformer.dtype).bits // 8
+    return LoadedModel(
+        source=source,
+        family=FAMILY,
+        denoiser=denoiser,
+        codec=codec,
+        encode_prompts=encoder,
+        scheduler_config=dict(scheduler_config),
+        native_window=int(config.sample_size) // patch,  # sample_size is in VAE cells: 128 → 64 cells, 1024 px
+        device=transformer.device,
+        dtype=transformer.dtype,
+        # One canvas cell is one image token of width D = heads · head_dim (SD 3 medium 1536, 3.5 large 2432).
+        # Inference keeps no activations between blocks; inside a joint block the live tensors per image token
+        # are the residual stream and its modulated norm, q, k, v with their head-split and image‖text copies,
+        # the attention output, or in the feed-forward its 4D hidden layer and GELU: about 12–16 D. Attention
+        # runs as SDPA (flash or memory-efficient on GPUs, flash on CPUs), never holding the token² scores.
+        # Measured (peak RSS growth of one forward, float32 CPU, SD 3 medium width, 64 × 64 cells + 333 text
+        # tokens): 14 D per cell; with SD 3.5's dual attention and RMS q/k norms 16 D. 32 D · itemsize is that
+        # with a 2× margin: SD 3 medium in float16 ≈ 98 KB per cell, 0.4 GB per 1024² view row.
+        bytes_per_view_cell=32 * hidden * itemsize,
+        default_guidance_scale=DEFAULT_GUIDANCE_SCALE,
+        differentiable=differentiable_parts(denoiser, codec),
+        extra={
+            "transformer": transformer,
+            "vae": vae,
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "text_encoder_2": text_encoder_2,
+            "tokenizer_2": tokenizer_2,
+            "text_encoder_3": text_encoder_3,
+            "tokenizer_3": tokenizer_3,
+        },
+        default_scheduler=default_scheduler_of(scheduler_config),
+        noise_patch=patch,
+        timestep_options=make_timestep_options(scheduler_config),
+    )
+
+
+def from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
+    """A loaded ``StableDiffusion3Pipeline`` as a :class:`LoadedModel` on ``device``."""
+    to_device(pipe, device)
+    return from_components(
+        source,
+        pipe.transformer,
+        pipe.vae,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        pipe.text_encoder_2,
+        pipe.tokenizer_2,
+        pipe.text_encoder_3,
+        pipe.tokenizer_3,
+        named_config(pipe.scheduler),
+    )
+
+
+def named_config(scheduler: Any) -> dict[str, Any]:
+    """A scheduler's config with its ``_class_name`` (an instance built in memory has none in its config; the
+    engine reads the class name to tell flow-matching configs from diffusion ones)."""
+    return {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}
+
+
+def absent_components(index: Mapping[str, Any]) -> dict[str, None]:
+    """The components to pass as None: the IP-Adapter image encoder (unused here), and T5 where
+    ``model_index.json`` names it null (diffusers would otherwise refuse to build the pipeline)."""
+    absent: dict[str, None] = {"image_encoder": None, "feature_extractor": None}
+    for name in OPTIONAL_TEXT:
+        entry = index.get(name)
+        if not isinstance(entry, list | tuple) or not entry or entry[0] is None:
+            absent[name] = None
+    return absent
+
+
+def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+    """Load a diffusers-format SD 3 / 3.5 model from a hub repo id or a local folder (T5 optional)."""
+    from .families import model_index
+
+    pipe = load_pretrained_pipeline(PIPELINE, source, dtype, **absent_components(model_index(source)))
+    return from_pipeline(source, pipe, device)
+
+
+def load_single_file(path: str, dtype: torch.dtype, device: torch.device, config: str | None = None) -> LoadedModel:
+    """Load an original-format SD 3 / 3.5 checkpoint (``.safetensors``); ``config`` as in
+    :func:`~multidiffusion.adapters.diffusers_pipeline.load_single_file_pipeline`. Components the checkpoint lacks
+    (often the text encoders) come from ``config``; a ``config`` folder without T5 runs without it."""
+    from pathlib import Path
+
+    from .families import model_index
+
+    absent: dict[str, None] = {"image_encoder": None, "feature_extractor": None}
+    if config is not None and Path(config).expanduser().is_dir():
+        absent = absent_components(model_index(config))
+    pipe = load_single_file_pipeline(PIPELINE, path, dtype, config, **absent)
+    return from_pipeline(path, pipe, device)
