@@ -30,8 +30,11 @@ about 40 s of CPU time on a 2-core x86 machine):
 1. Model: the Stable Diffusion 512-px hub ids in ``SD_512_IDS`` (and the CLI's default model, which is
    one of them) load a tiny random SD model with SD's geometry (scale factor 8, native window 64 latent
    cells = 512 px, ε-prediction, SD's DDIM configuration) saved to a temporary folder. So windows,
-   strides and sizes are checked against the same rules as for the real model. Any other hub id fails
-   (the hub is offline).
+   strides and sizes are checked against the same rules as for the real model. The other families' hub ids
+   in ``FAMILY_IDS`` load tiny random models of that family with its real geometry (SDXL 1024 px views,
+   SDXL-Turbo 512 px with its trailing-spacing scheduler, SD 3 and Flux 1024 px views of 16 px cells, Flux dev
+   with guidance embedding and schnell without), built on first use. Any other hub id fails (the hub is
+   offline).
 2. Device and dtype: ``device="cuda"`` → ``"cpu"`` and ``dtype="float16"`` → ``"float32"`` at
    ``MultiDiffusionPipeline.from_pretrained``; ``--device cuda…`` → ``cpu`` and ``--dtype float16`` →
    ``float32`` on the command line.
@@ -76,6 +79,13 @@ SD_512_IDS = {
     "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "runwayml/stable-diffusion-v1-5",
     "CompVis/stable-diffusion-v1-4",
+}
+FAMILY_IDS = {
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl",
+    "stabilityai/sdxl-turbo": "sdxl-turbo",
+    "stabilityai/stable-diffusion-3.5-medium": "sd3",
+    "black-forest-labs/FLUX.1-dev": "flux-dev",
+    "black-forest-labs/FLUX.1-schnell": "flux-schnell",
 }
 MAX_STEPS = 2
 MAX_SYNC_WIDTH = 768
@@ -164,14 +174,92 @@ def tiny_sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model_folder(components, tmp / "tiny-sd-512")
 
 
-def _stand_in(source: str, folder: Path) -> str:
-    """Substitution 1: SD 512-px hub ids → the tiny folder; local paths and ``toy`` pass through."""
+def _sdxl_unet(sample_size: int) -> Any:
+    """A cheap SDXL UNet at the real geometry: attention only at its lowest level (32² tokens at 1024 px)."""
+    from diffusers import UNet2DConditionModel
+
+    from tiny_sdxl import HIDDEN, PROJECTION, TIME_EMBED
+
+    return UNet2DConditionModel(
+        block_out_channels=(8, 8, 16),
+        layers_per_block=1,
+        sample_size=sample_size,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED,
+        projection_class_embeddings_input_dim=6 * TIME_EMBED + PROJECTION,
+        cross_attention_dim=2 * HIDDEN,
+        norm_num_groups=4,
+    ).eval()
+
+
+def _build_family_folder(kind: str, root: Path) -> Path:
+    """A tiny random model of a family with its real geometry, saved with ``save_pretrained``."""
+    import torch
+
+    tmp = root / kind
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(0)  # test helper only: reproducible random weights
+        if kind.startswith("sdxl"):
+            from diffusers import EulerAncestralDiscreteScheduler
+
+            from tiny_sdxl import make_sdxl_components, save_sdxl_folder
+
+            c = make_sdxl_components(tmp)
+            c["unet"] = _sdxl_unet(128 if kind == "sdxl" else 64)
+            if kind == "sdxl-turbo":  # what SDXL-Turbo ships: Euler ancestral, trailing spacing
+                c["scheduler"] = EulerAncestralDiscreteScheduler.from_config(
+                    c["scheduler"].config, timestep_spacing="trailing"
+                )
+            return save_sdxl_folder(c, tmp / "model")
+        if kind == "sd3":
+            from diffusers import SD3Transformer2DModel
+
+            from tiny_sd3 import JOINT, PROJECTION, make_sd3_components, save_sd3_folder
+
+            c = make_sd3_components(tmp, with_t5=False)
+            c["transformer"] = SD3Transformer2DModel(
+                sample_size=128,  # VAE latent cells: 1024 px, SD 3's native size
+                patch_size=2,
+                in_channels=16,
+                num_layers=1,
+                attention_head_dim=8,
+                num_attention_heads=2,
+                caption_projection_dim=16,
+                joint_attention_dim=JOINT,
+                pooled_projection_dim=2 * PROJECTION,
+                out_channels=16,
+                pos_embed_max_size=64,
+            ).eval()
+            return save_sd3_folder(c, tmp / "model")
+        from tiny_flux import make_flux_components, save_flux_folder
+
+        return save_flux_folder(make_flux_components(tmp, guidance_embeds=kind == "flux-dev"), tmp / "model")
+    finally:
+        torch.random.set_rng_state(state)
+
+
+_FAMILY_FOLDERS: dict[str, Path] = {}
+
+
+def _stand_in(source: str, folder: Path, family_root: Path) -> str:
+    """Substitution 1: SD 512-px hub ids → the tiny folder, other families' ids → a tiny model of the family;
+    local paths and ``toy`` pass through."""
     from multidiffusion.adapters.loading import looks_like_repo_id
 
     if source in SD_512_IDS:
         return str(folder)
+    if source in FAMILY_IDS:
+        kind = FAMILY_IDS[source]
+        if kind not in _FAMILY_FOLDERS:
+            _FAMILY_FOLDERS[kind] = _build_family_folder(kind, family_root)
+        return str(_FAMILY_FOLDERS[kind])
     if looks_like_repo_id(source) and not Path(source).exists():
-        pytest.fail(f"no tiny stand-in for hub model {source!r}: add one to SD_512_IDS or a new rule")
+        pytest.fail(f"no tiny stand-in for hub model {source!r}: add one to SD_512_IDS, FAMILY_IDS or a new rule")
     return source
 
 
@@ -195,8 +283,16 @@ def _capped(method: Callable[..., Any], panorama: bool) -> Callable[..., Any]:
     return wrapper
 
 
+@pytest.fixture(scope="module")
+def family_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the other families' tiny stand-ins are saved (each built the first time a block names it)."""
+    return tmp_path_factory.mktemp("docs_families")
+
+
 @pytest.fixture
-def doc_env(tiny_sd_folder: Path, one_thread: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def doc_env(
+    tiny_sd_folder: Path, family_root: Path, one_thread: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """A temporary working folder with ``examples/``, and the substitutions of the module docstring (one
     intra-op thread: fastest for tiny tensors)."""
     from multidiffusion.pipeline import MultiDiffusionPipeline
@@ -211,7 +307,7 @@ def doc_env(tiny_sd_folder: Path, one_thread: None, tmp_path: Path, monkeypatch:
             kwargs["device"] = "cpu"  # substitution 2
         if kwargs.get("dtype") in ("float16", "fp16"):
             kwargs["dtype"] = "float32"
-        return from_pretrained(cls, _stand_in(repo_or_folder, tiny_sd_folder), **kwargs)
+        return from_pretrained(cls, _stand_in(repo_or_folder, tiny_sd_folder, family_root), **kwargs)
 
     monkeypatch.setattr(MultiDiffusionPipeline, "from_pretrained", classmethod(substituted))
     monkeypatch.setattr(MultiDiffusionPipeline, "__call__", _capped(MultiDiffusionPipeline.__call__, True))

@@ -138,7 +138,8 @@ def test_one_update_lowers_that_views_loss_on_tiny_sd(small, one_thread):
 
     def loss(v: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(hook.loss(hook._foresee_image(v, context, [hook.conditions[0]], [hook.tasks[0].view]), target).sum())
+            image = hook._foresee_image(v, context, [hook.conditions[0]], [hook.tasks[0].view])
+            return float(hook.loss(image, target).sum())
 
     before = loss(x[:1])
     # Scale the step so it is small against the latent: a first-order descent step must lower the loss.
