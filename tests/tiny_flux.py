@@ -11,13 +11,12 @@ schnell's FlowMatchEuler configs (dev: dynamic shifting).
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tiny_models import write_tokenizer_files
+from tiny_models import tiny_clip_config, tiny_t5_tokenizer, tiny_vae, write_tokenizer_files
 
 T5_MAX_LENGTH = 16
 """The tiny T5 tokenizer's ``model_max_length``: the adapter's default ``max_sequence_length`` for it."""
@@ -35,29 +34,16 @@ SCHNELL_SCHEDULER = {**DEV_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": Fals
 
 
 def t5_tokenizer(max_length: int = T5_MAX_LENGTH) -> Any:
-    """A character-level T5 unigram tokenizer (pad 0, eos 1, unk 2; ▁-prefixed letters for word starts)."""
-    from transformers import T5Tokenizer
-
-    chars = string.ascii_letters + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
-    vocab += [(c, -2.0) for c in chars] + [("▁" + c, -1.5) for c in string.ascii_letters]
-    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+    """The suite's character-level T5 tokenizer with ``model_max_length`` = ``max_length``."""
+    return tiny_t5_tokenizer(max_length)
 
 
 def flux_vae() -> Any:
     """A random AutoencoderKL with Flux's 16 latent channels, scaling/shift factors and no quant convs."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=(8,) * 4,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=16,
-        layers_per_block=1,
-        norm_num_groups=4,
+    return tiny_vae(
+        channels=8,
         sample_size=128,
+        latent_channels=16,
         scaling_factor=0.3611,
         shift_factor=0.1159,
         use_quant_conv=False,
@@ -69,7 +55,7 @@ def make_flux_components(tmp: Path, *, guidance_embeds: bool, seed: int = 0) -> 
     """Every ``FluxPipeline`` component with tiny random weights (seeded, fp32, CPU); dev-style with
     ``guidance_embeds`` (and the dev scheduler), else schnell-style."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+    from transformers import CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
     tok_dir = write_tokenizer_files(tmp / "clip_tokenizer_files")
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
@@ -90,21 +76,7 @@ def make_flux_components(tmp: Path, *, guidance_embeds: bool, seed: int = 0) -> 
             axes_dims_rope=[4, 4, 8],
         )
         vae = flux_vae()
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                hidden_size=32,
-                intermediate_size=37,
-                layer_norm_eps=1e-05,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                vocab_size=len(tokenizer),
-                max_position_embeddings=77,
-                projection_dim=32,
-            )
-        )
+        text_encoder = CLIPTextModel(tiny_clip_config(tokenizer, hidden=32, heads=4, layers=2, projection_dim=32))
         text_encoder_2 = T5EncoderModel(
             T5Config(
                 vocab_size=len(tokenizer_2),

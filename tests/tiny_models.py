@@ -40,9 +40,24 @@ def write_tokenizer_files(folder: Path) -> Path:
     return folder
 
 
-def tiny_vae(channels: int, sample_size: int) -> Any:
-    """A random SD-style VAE with 4 blocks (scale factor 8) of ``channels`` each; draws from the global RNG, so
-    callers seed it (as :func:`make_components` does)."""
+def tiny_t5_tokenizer(max_length: int | None = None) -> Any:
+    """A character-level T5 unigram tokenizer (pad 0, eos 1, unk 2; ▁-prefixed letters for word starts) that
+    survives ``save_pretrained`` / ``from_pretrained``; ``max_length``: its ``model_max_length``."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    vocab += [(c, -2.0) for c in chars] + [("▁" + c, -1.5) for c in string.ascii_letters]
+    extra = {} if max_length is None else {"model_max_length": max_length}
+    return T5Tokenizer(vocab=vocab, extra_ids=0, **extra)
+
+
+def tiny_vae(channels: int, sample_size: int, latent_channels: int = 4, **config: Any) -> Any:
+    """A random SD-style VAE with 4 blocks (scale factor 8) of ``channels`` each; ``config`` adds to it (SD 3's and
+    Flux's 16 latent channels come with scaling and shift factors and no quant convs). Draws from the global RNG,
+    so callers seed it (as :func:`make_components` does)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -51,17 +66,37 @@ def tiny_vae(channels: int, sample_size: int) -> Any:
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+        latent_channels=latent_channels,
         layers_per_block=1,
         norm_num_groups=channels // 2,
         sample_size=sample_size,
+        **config,
+    )
+
+
+def tiny_clip_config(tokenizer: Any, hidden: int, heads: int, layers: int, **extra: Any) -> Any:
+    """A tiny CLIP text encoder's config for ``tokenizer`` (77 positions); ``extra`` adds to it."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        **extra,
     )
 
 
 def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer, scheduler with tiny random weights (seeded, fp32, CPU)."""
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     tok_dir = write_tokenizer_files(tmp / "tokenizer_files")
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
@@ -81,20 +116,7 @@ def make_components(tmp: Path, seed: int = 0, sample_size: int = 64) -> dict[str
             norm_num_groups=8,
         )
         vae = tiny_vae(channels=8, sample_size=128)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                hidden_size=32,
-                intermediate_size=37,
-                layer_norm_eps=1e-05,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                vocab_size=len(tokenizer),
-                max_position_embeddings=77,
-            )
-        )
+        text_encoder = CLIPTextModel(tiny_clip_config(tokenizer, hidden=32, heads=4, layers=2))
     finally:
         torch.random.set_rng_state(gen_state)
     scheduler = sd_ddim_scheduler()

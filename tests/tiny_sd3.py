@@ -13,13 +13,12 @@ projections (32 + 32) make ``pooled_projection_dim`` 64. The T5 tokenizer is a c
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tiny_models import write_tokenizer_files
+from tiny_models import tiny_clip_config, tiny_t5_tokenizer, tiny_vae, write_tokenizer_files
 
 SAMPLE_SIZE = 32  # VAE latent cells: the native window is 16 canvas cells = 256 px
 POS_EMBED_MAX_SIZE = 48  # patches: views up to 768 px
@@ -35,45 +34,22 @@ def sd3_scheduler(**changes: Any) -> Any:
     return FlowMatchEulerDiscreteScheduler(**{"num_train_timesteps": 1000, "shift": SHIFT, **changes})
 
 
-def t5_tokenizer() -> Any:
-    """A character-level T5 tokenizer: pad 0, eos 1, unk 2, then lower-case letters, digits and punctuation."""
-    from transformers import T5Tokenizer
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [(c, -1.0) for c in string.ascii_lowercase + string.digits + "▁.,!?'-"]
-    return T5Tokenizer(vocab=pieces, extra_ids=0)
-
-
 def _clip_config(tokenizer: Any, hidden: int) -> Any:
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_size=hidden,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=2,
-        num_hidden_layers=3,  # hidden_states[-2], SD3's penultimate layer, differs from the last one
-        vocab_size=len(tokenizer),
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        projection_dim=PROJECTION,
-    )
+    # 3 layers: hidden_states[-2], SD3's penultimate layer, differs from the last one
+    return tiny_clip_config(tokenizer, hidden=hidden, heads=2, layers=3, hidden_act="gelu", projection_dim=PROJECTION)
 
 
 def make_sd3_components(tmp: Path, seed: int = 0, with_t5: bool = True) -> dict[str, Any]:
     """transformer, vae, text_encoder(_2, _3), tokenizer(_2, _3), scheduler with tiny random weights (seeded,
     float32, CPU). ``with_t5=False``: text_encoder_3 and tokenizer_3 are None (the pipeline then uses zeros)."""
-    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from diffusers import SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel
 
     tok_dir = write_tokenizer_files(tmp / "sd3_tokenizer_files")
     vocab, merges = str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt")
     tokenizer = CLIPTokenizer(vocab, merges, model_max_length=77)
     tokenizer_2 = CLIPTokenizer(vocab, merges, model_max_length=77, pad_token="!")  # SD3's tokenizer_2 pads with !
-    tokenizer_3 = t5_tokenizer() if with_t5 else None
+    tokenizer_3 = tiny_t5_tokenizer() if with_t5 else None
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)  # test helper only: reproducible random weights
@@ -90,16 +66,10 @@ def make_sd3_components(tmp: Path, seed: int = 0, with_t5: bool = True) -> dict[
             out_channels=16,
             pos_embed_max_size=POS_EMBED_MAX_SIZE,
         )
-        vae = AutoencoderKL(
-            block_out_channels=(8,) * 4,
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=16,
-            layers_per_block=1,
-            norm_num_groups=4,
+        vae = tiny_vae(
+            channels=8,
             sample_size=256,
+            latent_channels=16,
             use_quant_conv=False,
             use_post_quant_conv=False,
             scaling_factor=1.5305,  # SD3's VAE config

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from tiny_models import tiny_vae, write_tokenizer_files
+from tiny_models import tiny_clip_config, tiny_vae, write_tokenizer_files
 
 HIDDEN = 16  # both text encoders' hidden size; the UNet attends to their concatenation (32)
 PROJECTION = 16  # text_encoder_2's pooled projection
@@ -52,22 +52,8 @@ def sdxl_euler_scheduler() -> Any:
 
 
 def _text_config(tokenizer: Any, **extra: Any) -> Any:
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_size=HIDDEN,
-        intermediate_size=37,
-        layer_norm_eps=1e-05,
-        num_attention_heads=2,
-        num_hidden_layers=3,  # hidden_states[-2] (SDXL's penultimate layer) differs from the last one
-        vocab_size=len(tokenizer),
-        max_position_embeddings=77,
-        hidden_act="gelu",
-        **extra,
-    )
+    # 3 layers: hidden_states[-2] (SDXL's penultimate layer) differs from the last one
+    return tiny_clip_config(tokenizer, hidden=HIDDEN, heads=2, layers=3, hidden_act="gelu", **extra)
 
 
 def tiny_sdxl_unet(sample_size: int = SAMPLE_SIZE, time_cond_proj_dim: int | None = None) -> Any:

@@ -56,7 +56,6 @@ past 256 (a canvas offset), while ids below 256 are exact in both, so "local" eq
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +66,10 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import Differentiable, LoadedModel
+from .base import LoadedModel
+from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
+from .flow import accepts, dynamic_shift
 from .packed import PackedCodec, tokens, untokens
 from .vae import VaeCodec
 
@@ -134,7 +135,7 @@ def check_position_ids(value: str) -> str:
     return value
 
 
-class FluxDenoiser:
+class FluxDenoiser(SamplingDenoiser):
     """A diffusers ``FluxTransformer2DModel`` as a :class:`~multidiffusion.core.types.Denoiser`.
 
     Rows are packed crops (B, 64, h, w); each is read row by row as a token sequence (B, h·w, 64), predicted
@@ -147,14 +148,11 @@ class FluxDenoiser:
         transformer: The transformer.
         position_ids: ``"local"`` (each view's ids start at 0, as in a generation of the view's size) or
             ``"canvas"`` (the view's offset added); see the module docstring. Settable later.
-        track_grad: False (sampling): never build an autograd graph. True: follow the ambient grad mode,
-            for gradients with respect to the input (SyncDiffusion).
     """
 
-    def __init__(self, transformer: torch.nn.Module, position_ids: str = "local", track_grad: bool = False) -> None:
+    def __init__(self, transformer: torch.nn.Module, position_ids: str = "local") -> None:
         self.transformer = transformer
         self.position_ids = position_ids
-        self.track_grad = track_grad
 
     @property
     def position_ids(self) -> str:
@@ -170,12 +168,7 @@ class FluxDenoiser:
         """Whether the transformer takes the guidance scale as an input (FLUX.1 dev)."""
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
 
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[FluxCondition], views: Sequence[View] | None = None
-    ) -> Tensor:
-        return self.predict(x, t, conds, views, track_grad=self.track_grad)
-
-    def predict(
+    def forward(
         self,
         x: Tensor,
         t: Tensor,
@@ -255,19 +248,6 @@ class FluxDenoiser:
         return untokens(out, height, width).float()
 
 
-class _FollowingGrad:
-    """The differentiable face of a :class:`FluxDenoiser`: the same transformer and ``position_ids`` (read at
-    each call, so a change of the sampling denoiser's setting applies here too), following the grad mode."""
-
-    def __init__(self, denoiser: FluxDenoiser) -> None:
-        self.denoiser = denoiser
-
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[FluxCondition], views: Sequence[View] | None = None
-    ) -> Tensor:
-        return self.denoiser.predict(x, t, conds, views, track_grad=True)
-
-
 class FluxTextEncoder:
     """Texts (N,) → :class:`FluxCondition`, as ``FluxPipeline.encode_prompt`` (prompt_2 = prompt).
 
@@ -319,18 +299,6 @@ class FluxTextEncoder:
         return FluxCondition(embeds.to(self.dtype), pooled.pooler_output.to(self.dtype))
 
 
-def calculate_shift(
-    image_seq_len: int,
-    base_seq_len: int = 256,
-    max_seq_len: int = 4096,
-    base_shift: float = 0.5,
-    max_shift: float = 1.15,
-) -> float:
-    """μ of the dynamic timestep shift: linear in the image token count (``FluxPipeline``'s ``calculate_shift``)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return image_seq_len * m + base_shift - m * base_seq_len
-
-
 def timestep_options(scheduler: Any, steps: int, view_cells: tuple[int, int]) -> dict[str, Any]:
     """``set_timesteps`` keyword arguments as ``FluxPipeline.__call__`` passes them, for views of h × w tokens.
 
@@ -339,31 +307,11 @@ def timestep_options(scheduler: Any, steps: int, view_cells: tuple[int, int]) ->
     (``use_dynamic_shifting``; otherwise the pipeline's μ is ignored, or refused by DPM-Solver). Each only if
     the scheduler's ``set_timesteps`` accepts it (FlowMatchHeun takes neither).
     """
-    config = scheduler.config
-    accepts = inspect.signature(scheduler.set_timesteps).parameters
     options: dict[str, Any] = {}
-    if "sigmas" in accepts and not config.get("use_flow_sigmas", False):
+    if accepts(scheduler, "sigmas") and not scheduler.config.get("use_flow_sigmas", False):
         options["sigmas"] = np.linspace(1.0, 1 / steps, steps)
-    if "mu" in accepts and config.get("use_dynamic_shifting", False):
-        options["mu"] = calculate_shift(
-            view_cells[0] * view_cells[1],
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+    return {**options, **dynamic_shift(scheduler, view_cells)}
     return options
-
-
-def differentiable_parts(denoiser: FluxDenoiser, codec: PackedCodec) -> Differentiable:
-    """The transformer and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
-
-    def set_checkpointing(on: bool) -> None:
-        for module in (denoiser.transformer, codec.vae):
-            if hasattr(module, "enable_gradient_checkpointing"):
-                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
-
-    return Differentiable(_FollowingGrad(denoiser), codec.decode_differentiable, set_checkpointing)
 
 
 def from_components(
@@ -409,7 +357,7 @@ def from_components(
         dtype=dtype,
         bytes_per_view_cell=ACTIVATION_HIDDEN_MULTIPLE * hidden * itemsize,
         default_guidance_scale=DEV_GUIDANCE if distilled else 1.0,
-        differentiable=differentiable_parts(denoiser, codec),
+        differentiable=differentiable_parts(denoiser, codec.decode_differentiable, transformer, vae),
         default_scheduler=str(scheduler_config["_class_name"]),
         noise_patch=PATCH,
         timestep_options=timestep_options,

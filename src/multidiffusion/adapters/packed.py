@@ -96,6 +96,4 @@ class PackedCodec:
 
     def decode_differentiable(self, latents: Tensor) -> Tensor:
         """Like :meth:`decode` but builds an autograd graph (SyncDiffusion's gradient); never tiled."""
-        vae = self.inner.vae
-        z = unpack(latents, self.patch) / self.inner.scaling_factor + self.inner.shift_factor
-        return vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
+        return self.inner.decode_differentiable(unpack(latents, self.patch))

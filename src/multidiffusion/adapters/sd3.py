@@ -30,7 +30,6 @@ is the view's (h · w tokens), since each view is what the model sees (:func:`ti
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +39,10 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import Differentiable, LoadedModel
+from .base import LoadedModel
+from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
+from .flow import dynamic_shift
 from .packed import PackedCodec, pack, unpack
 from .schedulers import check_scheduler_name
 from .vae import VaeCodec
@@ -69,7 +70,7 @@ class Sd3Condition:
         return int(self.prompt_embeds.shape[0])
 
 
-class Sd3Denoiser:
+class Sd3Denoiser(SamplingDenoiser):
     """The ``SD3Transformer2DModel`` as a :class:`~multidiffusion.core.types.Denoiser` on packed latents.
 
     Conditions are :class:`Sd3Condition`, concatenated in batch order. Input (B, 16·p², h, w) float32 canvas
@@ -88,12 +89,15 @@ class Sd3Denoiser:
         self.max_cells: int | None = int(table) if table else None
         self.cell_px = cell_px
 
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], views: Sequence[View] | None = None
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        conds: Sequence[Sd3Condition],
+        views: Sequence[View] | None = None,
+        *,
+        track_grad: bool = False,
     ) -> Tensor:
-        return self.forward(x, t, conds, track_grad=False)
-
-    def forward(self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], *, track_grad: bool = False) -> Tensor:
         """x: (len(conds)·N, 16·p², h, w) → the transformer's output, float32; ``track_grad`` follows the ambient
         grad mode (SyncDiffusion's gradient), else no graph is built."""
         n = x.shape[0] // len(conds)
@@ -119,29 +123,6 @@ class Sd3Denoiser:
                 return_dict=False,
             )[0]
         return pack(out.float(), self.patch)
-
-
-class _GradFollowing:
-    """The same denoiser building an autograd graph when grad is enabled (SyncDiffusion)."""
-
-    def __init__(self, denoiser: Sd3Denoiser) -> None:
-        self.denoiser = denoiser
-
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[Sd3Condition], views: Sequence[View] | None = None
-    ) -> Tensor:
-        return self.denoiser.forward(x, t, conds, track_grad=True)
-
-
-def differentiable_parts(denoiser: Sd3Denoiser, codec: PackedCodec) -> Differentiable:
-    """The transformer and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
-
-    def set_checkpointing(on: bool) -> None:
-        for module in (denoiser.transformer, codec.vae):
-            if hasattr(module, "enable_gradient_checkpointing"):
-                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
-
-    return Differentiable(_GradFollowing(denoiser), codec.decode_differentiable, set_checkpointing)
 
 
 class Sd3TextEncoder:
@@ -216,20 +197,6 @@ class Sd3TextEncoder:
         return Sd3Condition(torch.cat([clip_embeds, t5_embeds], dim=-2), pooled)
 
 
-def calculate_shift(
-    image_seq_len: int,
-    base_seq_len: int = 256,
-    max_seq_len: int = 4096,
-    base_shift: float = 0.5,
-    max_shift: float = 1.16,
-) -> float:
-    """μ, linear in the image's token count (``pipeline_stable_diffusion_3.calculate_shift``, with the defaults
-    ``StableDiffusion3Pipeline.__call__`` reads from the scheduler config)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    b = base_shift - m * base_seq_len
-    return image_seq_len * m + b
-
-
 def make_timestep_options(
     model_scheduler_config: Mapping[str, Any],
 ) -> Callable[[Any, int, tuple[int, int]], dict[str, Any]]:
@@ -245,18 +212,9 @@ def make_timestep_options(
 
     def timestep_options(scheduler: Any, steps: int, view_cells: tuple[int, int]) -> dict[str, Any]:
         own = dict(scheduler.config)
-        if not own.get("use_dynamic_shifting") or "mu" not in inspect.signature(scheduler.set_timesteps).parameters:
+        if not own.get("use_dynamic_shifting"):  # the scheduler's own choice, not the model's
             return {}
-        config = {**base, **own}
-        h, w = view_cells
-        mu = calculate_shift(
-            h * w,
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.16),
-        )
-        return {"mu": mu}
+        return dynamic_shift(scheduler, view_cells, base, max_shift=1.16)
 
     return timestep_options
 
@@ -322,7 +280,7 @@ def from_components(
         # with a 2× margin: SD 3 medium in float16 ≈ 98 KB per cell, 0.4 GB per 1024² view row.
         bytes_per_view_cell=32 * hidden * itemsize,
         default_guidance_scale=DEFAULT_GUIDANCE_SCALE,
-        differentiable=differentiable_parts(denoiser, codec),
+        differentiable=differentiable_parts(denoiser, codec.decode_differentiable, transformer, vae),
         extra={
             "transformer": transformer,
             "vae": vae,

@@ -54,7 +54,8 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import Differentiable, LoadedModel
+from .base import LoadedModel
+from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import check_scheduler_name, is_few_step_config
 from .vae import VaeCodec
@@ -94,7 +95,7 @@ def guidance_embedding(w: Tensor, dim: int) -> Tensor:
     return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 == 1 else emb
 
 
-class SdxlDenoiser:
+class SdxlDenoiser(SamplingDenoiser):
     """The SDXL ``UNet2DConditionModel`` as a :class:`~multidiffusion.core.types.Denoiser`.
 
     Conditions are :class:`SdxlCondition`; the batch's conditions are concatenated in order, and each
@@ -133,11 +134,6 @@ class SdxlDenoiser:
             crop = [float(view.top * f), float(view.left * f)]
         return size + crop + size  # original_size + crops_coords_top_left + target_size
 
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[SdxlCondition], views: Sequence[View] | None = None
-    ) -> Tensor:
-        return self.forward(x, t, conds, views, track_grad=False)
-
     def forward(
         self,
         x: Tensor,
@@ -173,34 +169,6 @@ class SdxlDenoiser:
                 return_dict=False,
             )[0]
         return out.float()
-
-
-class _GradFollowing:
-    """The same denoiser (and the same ``crop_coords``) building an autograd graph when grad is enabled."""
-
-    def __init__(self, denoiser: SdxlDenoiser) -> None:
-        self.denoiser = denoiser
-
-    def __call__(
-        self, x: Tensor, t: Tensor, conds: Sequence[SdxlCondition], views: Sequence[View] | None = None
-    ) -> Tensor:
-        return self.denoiser.forward(x, t, conds, views, track_grad=True)
-
-
-def differentiable_parts(denoiser: SdxlDenoiser, codec: VaeCodec) -> Differentiable:
-    """The UNet and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
-    unet, vae = denoiser.unet, codec.vae
-
-    def decode(latents: Tensor) -> Tensor:
-        z = latents / codec.scaling_factor + codec.shift_factor
-        return vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
-
-    def set_checkpointing(on: bool) -> None:
-        for module in (unet, vae):
-            if hasattr(module, "enable_gradient_checkpointing"):
-                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
-
-    return Differentiable(_GradFollowing(denoiser), decode, set_checkpointing)
 
 
 class SdxlTextEncoder:
@@ -315,7 +283,7 @@ def from_components(
         bytes_per_view_cell=144 * int(unet.config.block_out_channels[0]) * itemsize,
         # LCM-distilled UNets embed g (their cards use 8); other few-step models run unguided.
         default_guidance_scale=LCM_GUIDANCE_SCALE if guidance_embedded else 1.0 if few_step else DEFAULT_GUIDANCE_SCALE,
-        differentiable=differentiable_parts(denoiser, codec),
+        differentiable=differentiable_parts(denoiser, codec.decode_differentiable, unet, vae),
         extra={
             "unet": unet,
             "vae": vae,

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ..core.views import View
-from .base import Differentiable, LoadedModel
+from .base import LoadedModel
+from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import default_scheduler_for, is_few_step_config
 from .vae import VaeCodec
@@ -18,45 +19,27 @@ FAMILY = "stable-diffusion"
 PIPELINE = "StableDiffusionPipeline"
 
 
-class UNetDenoiser:
+class UNetDenoiser(SamplingDenoiser):
     """A diffusers ``UNet2DConditionModel`` as a :class:`~multidiffusion.core.types.Denoiser`.
 
     Conditions are text embeddings (N, L, D); the batch's conditions are concatenated in order.
-    Input and output are float32; the UNet runs in its own dtype.
-
-    Args:
-        unet: The UNet.
-        track_grad: False (sampling): never build an autograd graph. True: follow the ambient grad mode,
-            for gradients with respect to the input (SyncDiffusion).
+    Input and output are float32; the UNet runs in its own dtype. Sampling never builds an autograd graph;
+    ``forward(…, track_grad=True)`` follows the ambient grad mode (SyncDiffusion's gradient).
     """
 
-    def __init__(self, unet: torch.nn.Module, track_grad: bool = False) -> None:
+    def __init__(self, unet: torch.nn.Module) -> None:
         self.unet = unet
-        self.track_grad = track_grad
 
-    def __call__(self, x: Tensor, t: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None, *, track_grad: bool
+    ) -> Tensor:
+        """x: (len(conds)·N, 4, h, w) → ε (or v), float32."""
         embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if embeddings.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
-        with torch.set_grad_enabled(self.track_grad and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
             out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
         return out.float()
-
-
-def differentiable_parts(unet: Any, codec: VaeCodec) -> Differentiable:
-    """The UNet and the VAE decoder as differentiable functions (gradients w.r.t. their inputs only)."""
-    vae = codec.vae
-
-    def decode(latents: Tensor) -> Tensor:
-        z = latents / codec.scaling_factor + codec.shift_factor
-        return vae.decode(z.to(vae.dtype), return_dict=False)[0].float()
-
-    def set_checkpointing(on: bool) -> None:
-        for module in (unet, vae):
-            if hasattr(module, "enable_gradient_checkpointing"):
-                module.enable_gradient_checkpointing() if on else module.disable_gradient_checkpointing()
-
-    return Differentiable(UNetDenoiser(unet, track_grad=True), decode, set_checkpointing)
 
 
 class ClipTextEncoder:
@@ -88,11 +71,12 @@ def from_components(
 ) -> LoadedModel:
     """Assemble a :class:`LoadedModel` from diffusers / transformers components already in memory."""
     codec = VaeCodec(vae)
+    denoiser = UNetDenoiser(unet)
     itemsize = torch.finfo(unet.dtype).bits // 8
     return LoadedModel(
         source=source,
         family=FAMILY,
-        denoiser=UNetDenoiser(unet),
+        denoiser=denoiser,
         codec=codec,
         encode_prompts=ClipTextEncoder(tokenizer, text_encoder, unet.dtype),
         scheduler_config=dict(scheduler_config),
@@ -102,7 +86,7 @@ def from_components(
         # Peak activations of an SD UNet row scale with its first block's width; 128 bytes·channel per
         # latent cell is a rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
         bytes_per_view_cell=128 * int(unet.config.block_out_channels[0]) * itemsize,
-        differentiable=differentiable_parts(unet, codec),
+        differentiable=differentiable_parts(denoiser, codec.decode_differentiable, unet, vae),
         # Few-step models (SD-Turbo, LCM) run their own scheduler without guidance; others DDIM, as the paper.
         default_scheduler=default_scheduler_for(scheduler_config, "ddim"),
         default_guidance_scale=1.0 if is_few_step_config(scheduler_config) else 7.5,

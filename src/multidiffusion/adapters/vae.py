@@ -138,6 +138,11 @@ class VaeCodec:
         z = self._encode(images.to(self.vae.device, self.vae.dtype))
         return ((z.float() - self.shift_factor) * self.scaling_factor).float()
 
+    def decode_differentiable(self, latents: Tensor) -> Tensor:
+        """Like :meth:`decode` but builds an autograd graph (SyncDiffusion's gradient); never tiled, no retry."""
+        z = latents / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0].float()
+
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         """(B, C, h, w) → (B, 3, h·f, w·f) float32 in [−1, 1] (not clamped), on the VAE's device.
