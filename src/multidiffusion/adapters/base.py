@@ -30,6 +30,15 @@ class Differentiable:
     set_checkpointing: Callable[[bool], None]
 
 
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A Hugging Face tokenizer's token count of one text, uncut and with its special tokens."""
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, truncation=False, verbose=False).input_ids)
+
+    return count
+
+
 @dataclass
 class LoadedModel:
     """A model family's parts, ready for the engine.
@@ -62,6 +71,9 @@ class LoadedModel:
         weights_sha256: SHA-256 of the weight files (see :func:`~multidiffusion.adapters.fingerprint.
             weights_sha256`) for a local folder or file, recorded so an image names its exact weights without
             the user's directory tree; None for hub repo ids (the id names them) and weightless models.
+        prompt_tokens: Text → its token count in the text encoder that cuts prompts (special tokens included),
+            so the pipeline can warn when a prompt is cut; None: the family does not say (no warning).
+        max_prompt_tokens: The token count prompts are cut to (CLIP: 77); None: no limit known.
     """
 
     source: str
@@ -83,6 +95,8 @@ class LoadedModel:
     noise_patch: int = 1
     timestep_options: Callable[[Any, int, tuple[int, int]], dict[str, Any]] | None = None
     embed_guidance: Callable[[Any, float], Any] | None = None
+    prompt_tokens: Callable[[str], int] | None = None
+    max_prompt_tokens: int | None = None
 
     @property
     def name(self) -> str:

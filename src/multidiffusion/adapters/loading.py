@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,16 +25,33 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
+def available_devices() -> list[str]:
+    """The devices this machine can run on: ``cpu``, then ``cuda:N`` and ``mps`` where present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None → CUDA when available, else CPU. Raises for devices this machine does not have."""
+    """None → CUDA when available, else CPU. Raises for devices this machine does not have (naming those it has);
+    ``meta`` and other devices without memory are refused."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise InvalidInputError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} asked for, but CUDA is not available here; use cpu")
+        raise InvalidInputError(f"unknown device {device!r}; devices here: {', '.join(available_devices())}") from exc
+    here = available_devices()
+    if dev.type == "cpu" or (dev.type == "cuda" and dev.index is None and torch.cuda.is_available()):
+        return dev
+    if str(dev) not in here:
+        cuda_missing = dev.type == "cuda" and not torch.cuda.is_available()
+        what = "CUDA is not available" if cuda_missing else "it is not available"
+        raise InvalidInputError(f"device {str(device)!r} asked for, but {what} here; devices here: {', '.join(here)}")
     return dev
 
 
@@ -95,6 +113,23 @@ def check_model_source(source: str, config: str | None = None) -> None:
             f"model path {source!r} does not exist; give a diffusers folder, a .safetensors/.ckpt file, a hub "
             "owner/name, or 'toy' for the weightless demo model"
         )
+
+
+def scheduler_config_before_loading(source: str) -> dict[str, Any] | None:
+    """The scheduler config of a model without loading it: the toy model's, or a diffusers folder's
+    ``scheduler/scheduler_config.json``; None where it cannot be read cheaply (repo ids, checkpoint files)."""
+    import json
+
+    from . import toy
+
+    if toy.is_toy_source(source):
+        return {**toy.SCHEDULER_CONFIG, "prediction_type": toy.parse_spec(source).prediction}
+    path = Path(source).expanduser() / "scheduler" / "scheduler_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def load_model(

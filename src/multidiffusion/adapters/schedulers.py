@@ -173,3 +173,42 @@ def default_scheduler_for(config: Mapping[str, Any], otherwise: str) -> str:
     """A model's default scheduler: the class its config names for a few-step model, else ``otherwise``."""
     name = config.get("_class_name")
     return str(name) if is_few_step_config(config) and _scheduler_class(str(name)) is not None else otherwise
+
+
+STEP_LIMIT_FRACTION = 0.9  # DDIM/DDPM/PNDM index past the end at T steps, the multistep solvers fail near T
+STEP_BOUND_CLASSES: tuple[str, ...] = ("LCMScheduler", "TCDScheduler")  # at most the distillation's step count
+
+
+def max_steps(
+    scheduler: Any, base_config: Mapping[str, Any], config: Mapping[str, Any] | None = None
+) -> tuple[int, str] | None:
+    """(the most steps, why) ``scheduler`` (a name, class name or instance) can run on a model whose scheduler
+    config is ``base_config``; None: no limit of its own (flow-matching schedulers place their sigmas freely).
+
+    Discrete-time schedulers index the model's T training timesteps (1000): past ``STEP_LIMIT_FRACTION`` · T the
+    timesteps collide or run off the end (an IndexError or non-finite latents at 999–1000 steps, tried on every
+    short name; 990 run). LCM and TCD run at most the ``original_inference_steps`` they were distilled with (50).
+    """
+    if is_scheduler_instance(scheduler):
+        source, class_name = dict(scheduler.config), type(scheduler).__name__
+    else:
+        source = dict(config) if config is not None else dict(base_config)
+        class_name, overrides = SCHEDULERS.get(scheduler, (str(scheduler), {}))
+        source = {**source, **overrides}
+    if is_flow_config({**source, "_class_name": class_name}):
+        return None
+    if class_name in STEP_BOUND_CLASSES:
+        return int(source.get("original_inference_steps") or 50), "the step count it was distilled with"
+    train = int(source.get("num_train_timesteps") or 1000)
+    return int(train * STEP_LIMIT_FRACTION), f"{STEP_LIMIT_FRACTION:.0%} of the model's {train} training timesteps"
+
+
+def check_scheduler_steps(
+    scheduler: Any, base_config: Mapping[str, Any], steps: int, config: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse step counts the scheduler cannot run (see :func:`max_steps`), naming its limit."""
+    bound = max_steps(scheduler, base_config, config)
+    if bound is not None and isinstance(steps, int) and steps > bound[0]:
+        raise InvalidInputError(
+            f"scheduler {scheduler_label(scheduler)!r} runs at most {bound[0]} steps ({bound[1]}), got {steps}"
+        )

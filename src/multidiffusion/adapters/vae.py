@@ -7,7 +7,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ..core.errors import InvalidInputError
+from ..core.errors import InvalidInputError, NonFiniteError
 from .tiled_vae import TilingUnsupportedError, tiled_decode, tiled_encode, tiling_unsupported_reason
 
 TILE_PX = 512
@@ -156,7 +156,7 @@ class VaeCodec:
         image = self._decode(z.to(self.vae.device, self.vae.dtype))
         if not bool(torch.isfinite(image).all()):
             if self.vae.dtype == torch.float32:
-                raise FloatingPointError("the VAE decode produced non-finite values even in float32")
+                raise NonFiniteError("the VAE decode produced non-finite values even in float32")
             warnings.warn(
                 f"VAE decode in {self.vae.dtype} gave non-finite values; decoding again in float32",
                 RuntimeWarning,
@@ -169,5 +169,5 @@ class VaeCodec:
             finally:
                 self.vae.to(dtype)
             if not bool(torch.isfinite(image).all()):
-                raise FloatingPointError("the VAE decode produced non-finite values even in float32")
+                raise NonFiniteError("the VAE decode produced non-finite values even in float32")
         return image.float()

@@ -8,3 +8,9 @@ class InvalidInputError(ValueError):
 
     The command line prints it as ``error: <message>`` and exits with status 2.
     """
+
+
+class NonFiniteError(FloatingPointError):
+    """A run produced inf or NaN (half-precision overflow, an absurd guidance or sync weight). The message is one
+    line naming where it happened and what to try; the command line prints it as ``error: <message>``, exits
+    with status 1 and writes no file."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NonFiniteError
 from .fusion import FusionPlan
 from .tasks import TaskSchedule
 from .types import Denoiser, HookContext, StepState, ViewHook, ViewTask
@@ -116,6 +116,9 @@ def sample(
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
+
+    Raises:
+        NonFiniteError: When a step leaves inf or NaN anywhere in the canvas (named by its step).
     """
     if x_T.ndim != 4:
         raise ValueError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
@@ -154,6 +157,11 @@ def sample(
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
         x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
+        if not bool(torch.isfinite(x).all()):  # a NaN never recovers: stop now rather than decode a black image
+            raise NonFiniteError(
+                f"the canvas became non-finite at step {step_index + 1} of {len(timesteps)}; in half precision try "
+                "bfloat16 (or float32), and lower the guidance scale or sync weight if they are large"
+            )
         if callback is not None and callback(StepState(step_index, len(timesteps), t, x)):
             break
     return x

@@ -46,6 +46,9 @@ Decoder = Callable[[Tensor], Tensor]
 """Differentiable latents (B, C, h, w) → images (B, 3, h·f, w·f) in [−1, 1]."""
 
 
+MAX_SYNC_WEIGHT = 1e4  # far above the paper's 20: the gradient step then overwhelms the latents
+
+
 @dataclass(frozen=True)
 class SyncSettings:
     """SyncDiffusion's knobs.
@@ -73,9 +76,17 @@ class SyncSettings:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight) and self.weight >= 0):
-            raise InvalidInputError(f"sync weight must be a finite number ≥ 0, got {self.weight!r}")
-        if not (isinstance(self.decay, (int, float)) and 0 < self.decay <= 1):
+        if not (
+            isinstance(self.weight, (int, float))
+            and not isinstance(self.weight, bool)
+            and math.isfinite(self.weight)
+            and 0 <= self.weight <= MAX_SYNC_WEIGHT
+        ):
+            raise InvalidInputError(
+                f"sync weight must be a finite number ≥ 0 and at most {MAX_SYNC_WEIGHT:g} (the paper's 20), "
+                f"got {self.weight!r}"
+            )
+        if not (isinstance(self.decay, (int, float)) and not isinstance(self.decay, bool) and 0 < self.decay <= 1):
             raise InvalidInputError(f"sync decay must be in (0, 1], got {self.decay!r}")
         if self.stop_step is not None and not (isinstance(self.stop_step, int) and self.stop_step >= 0):
             raise InvalidInputError(f"sync stop step must be an integer ≥ 0 (or None for all), got {self.stop_step!r}")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ..core.errors import InvalidInputError
+from ..core.errors import InvalidInputError, NonFiniteError
 from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
 from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
@@ -158,7 +158,7 @@ def _check_common(args: argparse.Namespace) -> list[str]:
     """Checks shared by every generating command, all before any model loads; returns the output paths."""
     from ..adapters.loading import check_model_source, resolve_device
     from ..adapters.schedulers import check_scheduler_name
-    from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride
+    from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride, check_text
     from .png import check_output_path
 
     if not 1 <= args.num_images <= MAX_IMAGES:
@@ -176,9 +176,28 @@ def _check_common(args: argparse.Namespace) -> list[str]:
     check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
     if args.scheduler is not None:
         check_scheduler_name(args.scheduler)
+    if getattr(args, "negative_prompt", None) is not None:
+        check_text(args.negative_prompt, "negative prompt")
     resolve_device(args.device)
     check_model_source(args.model, args.config)
+    _check_steps_before_loading(args)
     return outs
+
+
+def _check_steps_before_loading(args: argparse.Namespace) -> None:
+    """The step count against the scheduler's limit, where the model's scheduler config is at hand unloaded
+    (the toy model, a diffusers folder); the pipeline checks it again once the model is loaded."""
+    from ..adapters.loading import scheduler_config_before_loading
+    from ..adapters.schedulers import check_scheduler_steps, default_scheduler_for, is_flow_config
+
+    config = scheduler_config_before_loading(args.model) if args.config is None else None
+    if config is None:
+        return
+    name = args.scheduler
+    if name is None and not is_flow_config(config):
+        name = default_scheduler_for(config, "ddim")
+    if name is not None:
+        check_scheduler_steps(name, config, args.steps)
 
 
 def _load(args: argparse.Namespace, model: str, dtype: str | None = None, config: str | None = None) -> Any:
@@ -241,11 +260,15 @@ def _each_image(
 
 def run_panorama(args: argparse.Namespace) -> int:
     """``multidiffusion panorama``: check, load, generate, write."""
+    from ..pipeline.checks import check_canvas_pixels, check_text
+
+    check_text(args.prompt, "prompt")
     if not args.prompt.strip():
         raise InvalidInputError("PROMPT is empty; describe what the panorama should show")
     for name in ("height", "width"):
         if getattr(args, name) <= 0:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
+    check_canvas_pixels(args.height, args.width)
     outs = _check_common(args)
     sync = sync_kwargs(args)
     if args.circular and args.tile not in (None, "x", "xy"):
@@ -393,6 +416,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except NonFiniteError as exc:  # the run itself failed; nothing was written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the image in progress was not written (finished ones are kept)", file=sys.stderr)
         return 130

@@ -24,15 +24,11 @@ COLUMNS: tuple[str, ...] = ("intra_lpips", "intra_style", "colour_spread", "std_
 
 def load_image(path: str) -> torch.Tensor:
     """An image file as (3, H, W) float32 in [−1, 1]; one clear error if it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from ..pipeline.layout import open_image
 
     if not Path(path).is_file():
         raise InvalidInputError(f"image {path!r} does not exist")
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidInputError(f"cannot read image {path!r}: {exc}") from exc
+    rgb = np.asarray(open_image(path, "image", "RGB"), dtype=np.float32)
     return torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0
 
 

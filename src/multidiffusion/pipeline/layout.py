@@ -27,6 +27,11 @@ import torch
 
 from ..core.errors import InvalidInputError
 from ..core.regions import Region, mask_tensor
+from .checks import MAX_REGIONS, check_canvas_pixels, check_text
+
+MAX_LAYOUT_BYTES = 10 * 2**20  # a layout is a few kB; this reads no further (a huge file, /dev/zero)
+MAX_IMAGE_PX = 2**27  # 134 Mpx (16384 × 8192): the most pixels a mask or an evaluated image may have
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
 
 TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions"}
 REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight"}
@@ -60,7 +65,8 @@ def _unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
     extra = sorted(set(obj) - allowed)
     if extra:
         prefix = f"{where}." if where else ""
-        raise InvalidInputError(f"unknown key {prefix}{extra[0]} in the layout; allowed: {', '.join(sorted(allowed))}")
+        key = extra[0] if extra[0].isprintable() and extra[0] else repr(extra[0])
+        raise InvalidInputError(f"unknown key {prefix}{key} in the layout; allowed: {', '.join(sorted(allowed))}")
 
 
 def _string(obj: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
@@ -71,7 +77,7 @@ def _string(obj: dict[str, Any], key: str, where: str, required: bool = False) -
         return None
     if not isinstance(value, str):
         raise InvalidInputError(f"{where + '.' if where else ''}{key} must be a string")
-    return value
+    return check_text(value, f"{where + '.' if where else ''}{key}")
 
 
 def _number(obj: dict[str, Any], key: str, where: str) -> float | None:
@@ -90,15 +96,44 @@ def _size(obj: dict[str, Any], key: str) -> int:
     return value
 
 
-def read_mask(path: Path, where: str) -> torch.Tensor:
-    """A greyscale mask image → (H, W) float32 in [0, 1] (white = 1)."""
+def open_image(path: str | Path, what: str, mode: str, where: str = "") -> Any:
+    """An image file converted to ``mode`` (a loaded PIL image); at most :data:`MAX_IMAGE_PX` pixels, checked from
+    the header before any pixel is decoded (a decompression bomb is refused, not decoded); one line otherwise.
+    ``where`` prefixes the messages (``regions[1].mask: ``)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    name = f"{where}cannot read {what} {str(path)!r}"
+    limit = f"the limit is {MAX_IMAGE_PX:,} px ({MAX_IMAGE_PX / 1e6:.0f} Mpx)"
     try:
-        with Image.open(path) as image:
-            return mask_tensor(image.convert("L"), where)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidInputError(f"{where}: cannot read mask image {str(path)!r}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PX:
+                    raise InvalidInputError(f"{name}: it is {width}×{height} px; {limit}")
+                if width * height == 0:
+                    raise InvalidInputError(f"{name}: it has no pixels ({width}×{height})")
+                return image.convert(mode)
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(f"{name}: it has too many pixels; {limit}") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidInputError(f"{name}: not an image file PIL can read") from exc
+    except (OSError, ValueError, SyntaxError) as exc:  # missing, truncated or corrupt files
+        reason = (
+            exc.strerror
+            if isinstance(exc, OSError) and exc.strerror
+            else str(exc).splitlines()[0]
+            if str(exc)
+            else type(exc).__name__
+        )
+        raise InvalidInputError(f"{name}: {reason}") from exc
+
+
+def read_mask(path: Path, where: str) -> torch.Tensor:
+    """A greyscale mask image → (H, W) float32 in [0, 1] (white = 1)."""
+    return mask_tensor(open_image(path, "mask image", "L", f"{where}: "), where)
 
 
 def parse_layout(data: Any, base: Path) -> Layout:
@@ -107,6 +142,7 @@ def parse_layout(data: Any, base: Path) -> Layout:
         raise InvalidInputError("the layout must be a JSON object")
     _unknown(data, TOP_KEYS, "")
     width, height = _size(data, "width"), _size(data, "height")
+    check_canvas_pixels(height, width)
     background = None
     bg = data.get("background")
     if isinstance(bg, str):
@@ -123,6 +159,10 @@ def parse_layout(data: Any, base: Path) -> Layout:
     raw_regions = data.get("regions", [])
     if not isinstance(raw_regions, list):
         raise InvalidInputError("regions must be a list")
+    if len(raw_regions) > MAX_REGIONS:
+        raise InvalidInputError(
+            f"the layout has {len(raw_regions)} regions; the limit is {MAX_REGIONS} (merge regions that share a prompt)"
+        )
     regions = []
     for i, raw in enumerate(raw_regions):
         where = f"regions[{i}]"
@@ -153,8 +193,8 @@ def parse_layout(data: Any, base: Path) -> Layout:
             )
         )
     seed = data.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise InvalidInputError(f"seed must be a whole number ≥ 0, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise InvalidInputError(f"seed must be a whole number in 0…{MAX_SEED}, got {seed!r}")
     return Layout(
         width=width,
         height=height,
@@ -170,12 +210,29 @@ def parse_layout(data: Any, base: Path) -> Layout:
 def load_layout(path: str | Path) -> Layout:
     """Read and validate a layout JSON file."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"layout {str(path)!r} is a folder; give a layout JSON file")
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(MAX_LAYOUT_BYTES + 1)
     except OSError as exc:
-        raise InvalidInputError(f"cannot read layout file {str(path)!r}") from exc
+        raise InvalidInputError(f"cannot read layout file {str(path)!r}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_LAYOUT_BYTES:
+        raise InvalidInputError(f"layout {str(path)!r} is over {MAX_LAYOUT_BYTES // 2**20} MiB; a layout is a few kB")
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"layout {str(path)!r} is not UTF-8 text (byte {exc.start})") from exc
+    return parse_layout(parse_json(text, f"layout {str(path)!r}"), path.parent)
+
+
+def parse_json(text: str, what: str) -> Any:
+    """JSON text → Python values; one line for anything that is not JSON (including nesting too deep to parse)."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"layout {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-    return parse_layout(data, path.parent)
+        raise InvalidInputError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError(f"{what} is nested too deeply to read") from exc
+    except ValueError as exc:  # e.g. integers of more digits than Python converts
+        raise InvalidInputError(f"{what} is not valid JSON: {str(exc).splitlines()[0]}") from exc

@@ -11,16 +11,19 @@ from typing import Any
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name, load_model
-from ..adapters.schedulers import check_scheduler_fits, scheduler_fields
+from ..adapters.schedulers import check_scheduler_fits, check_scheduler_steps, scheduler_fields
 from ..core import layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
 from ..core.regions import Region
 from ..core.views import layout_views, parse_tile, tile_name
 from .checks import (
     as_prompt_list,
+    check_canvas_pixels,
+    check_generator,
     check_pixels,
     check_sampling,
     check_sync_layout,
+    check_view_count,
     repeat_prompts,
     resolve_view_settings,
 )
@@ -167,6 +170,7 @@ class MultiDiffusionPipeline:
         check_sync_layout(s.sync, s.layout)
         check_pixels("height", s.height, g)
         check_pixels("width", s.width, g)
+        check_canvas_pixels(s.height, s.width)
         views = resolve_view_settings(
             window_px=s.window,
             stride_px=s.stride,
@@ -183,6 +187,8 @@ class MultiDiffusionPipeline:
         check_scheduler_name(s.scheduler)
         check_scheduler_fits(s.scheduler, self.model.scheduler_config, s.scheduler_config)
         check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
+        check_scheduler_steps(s.scheduler, self.model.scheduler_config, s.num_inference_steps, s.scheduler_config)
+        check_view_count(s.height // g, s.width // g, window // g, stride // g, parse_tile(s.tile))
         sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
         if s.sync:
             views = layout_views(s.height // g, s.width // g, window // g, stride // g, wrap=parse_tile(s.tile))
@@ -269,6 +275,7 @@ class MultiDiffusionPipeline:
             sync_checkpointing: Checkpoint activations in the sync backward pass (less memory, more time).
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
+        check_generator(generator)
         prompt, negative_prompt = repeat_prompts(prompt, negative_prompt, num_images_per_prompt)
         if generator is None:
             generator = torch.Generator().manual_seed(secrets.randbits(63))
@@ -426,6 +433,7 @@ class MultiDiffusionPipeline:
             sync_chunk_size, sync_checkpointing: SyncDiffusion, as in ``__call__``; the anchor is a view of
                 the layout, denoised with its first task's prompt (the background where it has weight).
         """
+        check_generator(generator)
         if generator is None:
             generator = torch.Generator().manual_seed(secrets.randbits(63))
         if isinstance(background, str):

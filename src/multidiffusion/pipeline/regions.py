@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..adapters import LoadedModel, check_scheduler_name
-from ..adapters.schedulers import check_scheduler_fits, scheduler_fields
+from ..adapters.schedulers import check_scheduler_fits, check_scheduler_steps, scheduler_fields
 from ..core import layout_views, view_weights
 from ..core.bootstrap import Bootstrap, bootstrap_steps, constant_colour_latents
 from ..core.crop import crop, view_indices
@@ -19,7 +19,18 @@ from ..core.noise import initial_noise
 from ..core.regions import Region, mask_tensor, pixel_mask, region_tasks, to_latent_grid, with_background
 from ..core.types import ViewHook
 from ..core.views import resolve_wrap
-from .checks import check_pixels, check_sampling, check_sync_layout, resolve_view_settings
+from .checks import (
+    MAX_REGIONS,
+    check_canvas_pixels,
+    check_guidance,
+    check_number,
+    check_pixels,
+    check_sampling,
+    check_sync_layout,
+    check_text,
+    check_view_count,
+    resolve_view_settings,
+)
 from .conditions import guided_condition
 from .layout import Background
 from .masks import encode_mask
@@ -83,12 +94,15 @@ def check_regions(regions: Sequence[Region], background: Background | None, boot
     """Layout-level checks: something to draw, unique names, a bootstrap fraction in [0, 1]."""
     if not regions and background is None:
         raise InvalidInputError("the layout has no regions and no background; give at least one")
+    if len(regions) > MAX_REGIONS:
+        raise InvalidInputError(
+            f"{len(regions)} regions; the limit is {MAX_REGIONS} (merge regions that share a prompt)"
+        )
     names = [r.name for r in regions if r.name is not None]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise InvalidInputError(f"region name {duplicates[0]!r} is used more than once; names must be unique")
-    if not 0 <= bootstrap_fraction <= 1:
-        raise InvalidInputError(f"bootstrap fraction must be in [0, 1], got {bootstrap_fraction!r}")
+    check_number("bootstrap fraction", bootstrap_fraction, 0.0, 1.0)
 
 
 def region_weights(
@@ -150,15 +164,19 @@ def plan_regions(
     circular: bool = False,
     layout: str | None = None,
     sync: bool = False,
+    negative_prompt: str = "",
     **_: Any,
 ) -> RegionPlan:
     """Every check of a region run against the model, and its tasks; no prompt is encoded."""
     check_regions(regions, background, bootstrap_fraction)
     check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
-    check_scheduler_name(model.default_scheduler if scheduler is None else scheduler)
-    check_scheduler_fits(model.default_scheduler if scheduler is None else scheduler, model.scheduler_config)
+    scheduler = model.default_scheduler if scheduler is None else scheduler
+    check_scheduler_name(scheduler)
+    check_scheduler_fits(scheduler, model.scheduler_config)
+    check_scheduler_steps(scheduler, model.scheduler_config, num_inference_steps)
     g = model.granularity_px
     h, w = check_pixels("height", height, g), check_pixels("width", width, g)
+    check_canvas_pixels(height, width)
     if layout is not None and get_layout(layout).stride is None:
         raise InvalidInputError(
             f"layout {layout!r} moves its tiles every step; regions need a fixed layout: "
@@ -183,10 +201,14 @@ def plan_regions(
         specs.append((background.prompt, background.negative_prompt, background.guidance_scale))
     specs += [(r.prompt, r.negative_prompt, r.guidance_scale) for r in regions]
     specs = [(p, n, guidance_scale if g_ is None else g_) for p, n, g_ in specs]
-    for i, (_, _, scale) in enumerate(specs):
-        if not scale >= 0:
-            raise InvalidInputError(f"guidance scale must be ≥ 0 (1 = no guidance), got {scale!r} (prompt {i})")
+    check_text(negative_prompt, "negative prompt")
+    for i, (prompt, negative, scale) in enumerate(specs):
+        check_text(prompt, f"prompt {i}")
+        if negative is not None:
+            check_text(negative, f"negative prompt {i}")
+        check_guidance(scale, f" (prompt {i})")
 
+    check_view_count(h, w, window_px // g, stride_px // g, (False, circular))
     masks = region_weights(regions, background, height, width, g).to(model.device)
     views = layout_views(h, w, window_px // g, stride_px // g, circular=circular)
     profiles = view_weights(views, h, w, laid.weights, circular=circular).to(model.device)
@@ -253,6 +275,7 @@ def generate_regions(
         circular=circular,
         layout=layout,
         sync=sync.enabled,
+        negative_prompt=negative_prompt,
     )
     h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
     conditions = [  # each prompt encoded once per run
