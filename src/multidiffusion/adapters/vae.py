@@ -8,12 +8,16 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError, NonFiniteError
+from ..core.sampling import is_out_of_memory
 from .tiled_vae import TilingUnsupportedError, tiled_decode, tiled_encode, tiling_unsupported_reason
 
 TILE_PX = 512
 """Default tile size, pixels: SD's native size. A tile needs about what a full decode of its size needs
 (SD's VAE architecture: about 4 KB per pixel in float32, so about 0.5 GB per 512 px tile in half
 precision; docs/tiled_vae.md)."""
+
+MIN_TILE_PX = 64
+"""The smallest tile the out-of-memory back-off goes down to, pixels."""
 
 TILED_ABOVE_PX = 2**21
 """Automatic mode tiles when batch × height × width (decoded pixels) exceeds this (2 Mpx, e.g. 2048×1024).
@@ -116,17 +120,52 @@ class VaeCodec:
         """(B, 3, H, W) in the VAE's dtype and device → the VAE's posterior mean (B, C, H/f, W/f)."""
         b, _, h, w = images.shape
         f = self.scale_factor
-        if self.uses_tiling(b, h, w) and (self.tiled or (h % f == 0 and w % f == 0)):
-            moments = tiled_encode(self.vae, images, self.tile_px // f, self.park_device)
-            return moments[:, : moments.shape[1] // 2]  # (mean, log-variance) along channels
-        return self.vae.encode(images).latent_dist.mean
+        tile = self.tile_px if self.uses_tiling(b, h, w) and (self.tiled or (h % f == 0 and w % f == 0)) else None
+        while True:
+            try:
+                if tile is None:
+                    return self.vae.encode(images).latent_dist.mean
+                moments = tiled_encode(self.vae, images, tile // f, self.park_device)
+                return moments[:, : moments.shape[1] // 2]  # (mean, log-variance) along channels
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                tile = self._smaller_tile(exc, tile, "encode", h % f == 0 and w % f == 0)
 
     def _decode(self, z: Tensor) -> Tensor:
         """(B, C, h, w) VAE latents → (B, 3, h·f, w·f) on the VAE's device, in the VAE's dtype."""
         f = self.scale_factor
-        if self.uses_tiling(z.shape[0], z.shape[-2] * f, z.shape[-1] * f):
-            return tiled_decode(self.vae, z, self.tile_px // f, self.park_device).to(self.vae.device)
-        return self.vae.decode(z).sample
+        tile = self.tile_px if self.uses_tiling(z.shape[0], z.shape[-2] * f, z.shape[-1] * f) else None
+        while True:
+            try:
+                if tile is None:
+                    return self.vae.decode(z).sample
+                return tiled_decode(self.vae, z, tile // f, self.park_device).to(self.vae.device)
+            except (RuntimeError, torch.OutOfMemoryError) as exc:
+                tile = self._smaller_tile(exc, tile, "decode", True)
+
+    def _smaller_tile(self, exc: BaseException, tile: int | None, what: str, tileable: bool) -> int:
+        """After an out-of-memory error: the tile size to retry with (tiling a whole pass, else half the tile),
+        with a warning; re-raises anything else, or when no smaller tile (``MIN_TILE_PX``) is left. Tiled and
+        whole passes agree to float rounding, so only memory changes."""
+        if not is_out_of_memory(exc):
+            raise exc
+        f = self.scale_factor
+        if tile is None:
+            if not tileable or tiling_unsupported_reason(self.vae) is not None:
+                raise exc
+            smaller = self.tile_px
+        else:
+            smaller = max(f, tile // 2 // f * f)
+            if smaller < MIN_TILE_PX or smaller == tile:
+                raise exc
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        warnings.warn(
+            f"out of memory in the VAE {what}; retrying it in tiles of {smaller} px (set the codec's tile_px to "
+            "start there)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return smaller
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:

@@ -14,7 +14,9 @@ once for the canvas.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -24,7 +26,7 @@ from torch import Tensor
 from .errors import InvalidInputError, NonFiniteError
 from .fusion import FusionPlan
 from .tasks import TaskSchedule
-from .types import Denoiser, HookContext, StepState, ViewHook, ViewTask
+from .types import Denoiser, HookContext, SamplerState, StepState, ViewHook, ViewTask
 
 StepCallback = Callable[[StepState], "bool | None"]
 
@@ -82,6 +84,97 @@ class _Plans:
         """(plan, view batches) of step ``step_index``."""
         return self.cache[self.keys[step_index]]
 
+    def largest_batch(self, step_index: int) -> int:
+        """The most tasks in one view batch of step ``step_index``."""
+        return max(g.stop - g.start for g in self.at(step_index)[1])
+
+    def rebatch(self, view_batch_size: int) -> None:
+        """Split every plan's tasks into batches of at most ``view_batch_size`` from now on."""
+        self.view_batch_size = view_batch_size
+        for key, (plan, _) in self.cache.items():
+            self.cache[key] = (plan, batches(len(plan), view_batch_size))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator failure (CUDA's OutOfMemoryError, or a CPU allocation that failed)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _denoise_groups(
+    denoiser: Denoiser,
+    scheduler: Any,
+    plan: FusionPlan,
+    groups: Sequence[slice],
+    x: Tensor,
+    t: Tensor,
+    step_index: int,
+    conditions: Sequence[Any],
+    hooks: Sequence[ViewHook],
+    n: int,
+) -> tuple[Tensor, Tensor | None, bool]:
+    """One step's Σ W_i o_i (and Σ W_i x_i when hooks ran) over the view batches ``groups``, and whether any hook
+    changed a crop."""
+    model_sum = torch.zeros_like(x)
+    crop_sum = torch.zeros_like(x) if hooks else None
+    changed = False  # whether any hook returned new crops this step
+    for group in groups:
+        crops = plan.crop(x, group)
+        if hooks:
+            context = HookContext(
+                step_index=step_index,
+                timestep=t,
+                tasks=plan.tasks[group],
+                task_indices=range(len(plan))[group],
+                num_canvases=n,
+                scheduler=scheduler,
+                canvas=x,
+            )
+            cropped = crops
+            for hook in hooks:
+                crops = hook(crops, context)
+            changed = changed or crops is not cropped
+            plan.accumulate(crop_sum, crops, group)
+        model_in = scale_model_input(scheduler, crops, t)
+        conds = [conditions[task.condition] for task in plan.tasks[group]]
+        views = [task.view for task in plan.tasks[group]]
+        plan.accumulate(model_sum, denoiser(model_in, t, conds, views=views), group)
+    return model_sum, crop_sum, changed
+
+
+def _denoise_step_backing_off(
+    run: Callable[[list[slice]], tuple[Tensor, Tensor | None, bool]],
+    plans: _Plans,
+    step_index: int,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor | None, bool]:
+    """``run(groups)`` for the step; when it runs out of memory, the view batch halves (for this and every later
+    step) and the step is redone from its start, the generator rewound, so hooks draw the same numbers: the
+    result changes only by float rounding, as for any view batch size."""
+    state = generator.get_state() if generator is not None else None
+    while True:
+        try:
+            return run(plans.at(step_index)[1])
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            size = plans.largest_batch(step_index)
+            if size <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            plans.rebatch(size // 2)
+            warnings.warn(
+                f"out of memory with {size} views per model call; redoing step {step_index + 1} with {size // 2} "
+                f"(pass view_batch_size={size // 2} / --view-batch-size {size // 2} to start there)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            if generator is not None and state is not None:
+                generator.set_state(state)
+
 
 def sample(
     denoiser: Denoiser,
@@ -94,6 +187,7 @@ def sample(
     callback: StepCallback | None = None,
     view_batch_size: int | None = None,
     generator: torch.Generator | None = None,
+    start: SamplerState | None = None,
 ) -> Tensor:
     """Run the MultiDiffusion reverse process on a canvas.
 
@@ -111,8 +205,12 @@ def sample(
         hooks: Per-view hooks, applied in order to each batch of crops before denoising.
         callback: Called after each step with a :class:`StepState`; return True to stop early.
         view_batch_size: Tasks per denoiser call (None: all at once). Does not change the result
-            beyond float rounding.
+            beyond float rounding. When a call runs out of memory the batch halves and the step is redone
+            (a warning says so), down to one task per call.
         generator: Passed to ``scheduler.step`` for schedulers that draw noise.
+        start: Continue a run from a checkpoint: skip the first ``start.step_index`` steps and start from the
+            canvas ``start.x`` instead of ``x_T`` (same shape); the caller restores the scheduler's and the
+            generator's state. None: start at the first step from ``x_T``.
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
@@ -126,33 +224,27 @@ def sample(
     timesteps = scheduler.timesteps
     plans = _Plans(tasks, (height, width, x_T.device), len(timesteps), len(conditions), view_batch_size)
     step_kwargs = _step_kwargs(scheduler, generator)
-    x = x_T.to(torch.float32)
+    first = 0 if start is None else start.step_index
+    if start is not None and (tuple(start.x.shape) != tuple(x_T.shape) or not 0 <= first <= len(timesteps)):
+        raise ValueError(f"cannot start at step {first} of {len(timesteps)} from a canvas {tuple(start.x.shape)}")
+    x = (x_T if start is None else start.x).to(torch.float32)
     for step_index, t in enumerate(timesteps):
-        plan, groups = plans.at(step_index)
-        model_sum = torch.zeros_like(x)
-        crop_sum = torch.zeros_like(x) if hooks else None
-        changed = False  # whether any hook returned new crops this step
-        for group in groups:
-            crops = plan.crop(x, group)
-            if hooks:
-                context = HookContext(
-                    step_index=step_index,
-                    timestep=t,
-                    tasks=plan.tasks[group],
-                    task_indices=range(len(plan))[group],
-                    num_canvases=n,
-                    scheduler=scheduler,
-                    canvas=x,
-                )
-                cropped = crops
-                for hook in hooks:
-                    crops = hook(crops, context)
-                changed = changed or crops is not cropped
-                plan.accumulate(crop_sum, crops, group)
-            model_in = scale_model_input(scheduler, crops, t)
-            conds = [conditions[task.condition] for task in plan.tasks[group]]
-            views = [task.view for task in plan.tasks[group]]
-            plan.accumulate(model_sum, denoiser(model_in, t, conds, views=views), group)
+        if step_index < first:  # taken before the checkpoint
+            continue
+        plan = plans.at(step_index)[0]
+        run = functools.partial(
+            _denoise_groups,
+            denoiser,
+            scheduler,
+            plan,
+            x=x,
+            t=t,
+            step_index=step_index,
+            conditions=conditions,
+            hooks=hooks,
+            n=n,
+        )
+        model_sum, crop_sum, changed = _denoise_step_backing_off(run, plans, step_index, generator)
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x

@@ -105,3 +105,17 @@ class StepState:
     num_steps: int
     timestep: Tensor
     latents: Tensor
+
+
+@dataclass(frozen=True)
+class SamplerState:
+    """Where :func:`~multidiffusion.core.sampling.sample` starts when it continues a run (a checkpoint).
+
+    Attributes:
+        step_index: Steps already taken: the loop starts at ``scheduler.timesteps[step_index]``.
+        x: The canvas after those steps, (N, C, H, W). The scheduler and generator must be in the state they
+            were in at that point (the caller restores them).
+    """
+
+    step_index: int
+    x: Tensor

@@ -18,7 +18,17 @@ from typing import Any, NoReturn
 from ..core.errors import InvalidInputError, NonFiniteError
 from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
-from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED, add_canvas_wrap, add_model_and_sampling, add_sync, sync_kwargs
+from .options import (
+    MAX_IMAGES,
+    MAX_SEED,
+    RANDOM_SEED,
+    add_canvas_wrap,
+    add_checkpoint,
+    add_model_and_sampling,
+    add_sync,
+    checkpoint_settings,
+    sync_kwargs,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_and_sampling(p, "a fresh one")
     add_sync(p)
+    add_checkpoint(p)
 
     from ..pipeline.regions import DEFAULT_BOOTSTRAP_FRACTION
 
@@ -108,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_canvas_wrap(r)
     add_model_and_sampling(r, "the layout's seed or a fresh one")
     add_sync(r)
+    add_checkpoint(r)
 
     rp = sub.add_parser(
         "reproduce",
@@ -126,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+
+    rs = sub.add_parser(
+        "resume",
+        help="finish an interrupted run from its --checkpoint file",
+        description="Finish a panorama or regions run from the checkpoint it wrote with --checkpoint (on Ctrl-C, "
+        "or every K steps). The checkpoint holds the run's recipe, so no other generation option is given; the "
+        "image is bit-identical to the uninterrupted run's on the same weights, dtype and device type. Load only "
+        "checkpoints this tool wrote (they are unpickled).",
+    )
+    rs.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written with --checkpoint")
+    rs.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    rs.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="where the model is (default: the recorded repo id; a local folder or file must be given again)",
+    )
+    rs.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_checkpoint(rs, resuming=True)
+    rs.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
     e = sub.add_parser(
         "eval-coherence",
@@ -271,6 +303,7 @@ def run_panorama(args: argparse.Namespace) -> int:
     check_canvas_pixels(args.height, args.width)
     outs = _check_common(args)
     sync = sync_kwargs(args)
+    checkpoint = checkpoint_settings(args)
     if args.circular and args.tile not in (None, "x", "xy"):
         raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
     pipe = _load(args, args.model, args.dtype, args.config)
@@ -300,6 +333,7 @@ def run_panorama(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             sync_chunk_size=args.sync_chunk,
             sync_checkpointing=args.sync_checkpointing,
+            checkpoint=checkpoint,
             **kwargs,
         )
 
@@ -316,6 +350,7 @@ def run_regions(args: argparse.Namespace) -> int:
 
     outs = _check_common(args)
     sync = sync_kwargs(args)
+    checkpoint = checkpoint_settings(args)
     if args.segmentation is not None:
         check_output_path(args.segmentation)
         if any(os.path.abspath(args.segmentation) == os.path.abspath(out) for out in outs):
@@ -351,6 +386,7 @@ def run_regions(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             sync_chunk_size=args.sync_chunk,
             sync_checkpointing=args.sync_checkpointing,
+            checkpoint=checkpoint,
             **kwargs,
         )
 
@@ -383,6 +419,38 @@ def run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_resume(args: argparse.Namespace) -> int:
+    """``multidiffusion resume``: read the checkpoint, check, load its model, finish the run, write."""
+    from ..adapters.loading import check_model_source, resolve_device
+    from ..pipeline.checkpoint import Checkpoint
+    from ..pipeline.reproduce import call_arguments, check_environment, model_to_load
+    from .png import check_output_path
+
+    checkpoint = Checkpoint.load(args.file)
+    outs = output_paths(args.out, int(checkpoint.latents.shape[0]))
+    for out in outs:
+        check_output_path(out)
+        if os.path.abspath(out) == os.path.abspath(args.file):
+            raise InvalidInputError("--out must name a different file than the checkpoint")
+    keep = checkpoint_settings(args, args.file)
+    recipe = checkpoint.recipe
+    call_arguments(recipe)
+    model = model_to_load(recipe, args.model)
+    check_model_source(model)
+    resolve_device(args.device)
+    pipe = _load(args, model, recipe.get("dtype"))
+    checkpoint.check_model(pipe.model)
+    check_environment(recipe, pipe.model)
+    log = _logger(args)
+    log(f"resuming after step {checkpoint.step} of {checkpoint.num_steps}")
+    start = time.perf_counter()
+    result = pipe.resume(checkpoint, progress=not args.quiet, keep_checkpointing=keep)
+    for i, out in enumerate(outs):
+        _save(result, i, out)
+        log(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def run_eval_coherence(args: argparse.Namespace) -> int:
     """``multidiffusion eval-coherence``: print the coherence metrics of each image."""
     from .coherence import run
@@ -395,6 +463,7 @@ COMMANDS = {
     "panorama": run_panorama,
     "regions": run_regions,
     "reproduce": run_reproduce,
+    "resume": run_resume,
     "eval-coherence": run_eval_coherence,
 }
 
@@ -421,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("interrupted; the image in progress was not written (finished ones are kept)", file=sys.stderr)
+        checkpoint = getattr(args, "checkpoint", None) or getattr(args, "file", None)
+        if checkpoint is not None and os.path.isfile(checkpoint):
+            print(f"its last finished step is in {checkpoint}: finish it with", file=sys.stderr)
+            print(f"  multidiffusion resume {checkpoint} --out {args.out}", file=sys.stderr)
         return 130
 
 

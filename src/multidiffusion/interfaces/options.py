@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..adapters.families import FAMILIES
@@ -238,3 +239,49 @@ def sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
         check_lpips_available()
     return values
+
+
+def add_checkpoint(p: argparse.ArgumentParser, resuming: bool = False) -> None:
+    """``--checkpoint FILE`` and ``--checkpoint-every K``: write the run's state so ``resume`` can finish it."""
+    from ..pipeline.checkpoint import DEFAULT_EVERY
+
+    g = p.add_argument_group("checkpoints (finish an interrupted run with 'multidiffusion resume FILE')")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="keep writing the rest of the run to FILE (default: the checkpoint being resumed)"
+        if resuming
+        else "write the run's latents, scheduler and random state and its recipe to FILE (atomically) every K "
+        "steps, after the last step and on Ctrl-C (one image per run)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"write the checkpoint every K steps (default: {DEFAULT_EVERY}, every step: writing costs far less "
+        "than a step)",
+    )
+
+
+def checkpoint_settings(args: argparse.Namespace, path: str | None = None) -> Any:
+    """The run's :class:`~multidiffusion.pipeline.checkpoint.CheckpointSettings` from the options (``path``: the
+    default file), checked before any model loads; None without a file."""
+    from ..pipeline.checkpoint import DEFAULT_EVERY, CheckpointSettings
+
+    path = args.checkpoint if args.checkpoint is not None else path
+    if path is None:
+        if args.checkpoint_every is not None:
+            raise InvalidInputError("--checkpoint-every only applies with --checkpoint; add --checkpoint FILE")
+        return None
+    if getattr(args, "num_images", 1) != 1:
+        raise InvalidInputError("--checkpoint holds one run: use it with one image (drop --num-images)")
+    every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    if every < 1:
+        raise InvalidInputError(f"--checkpoint-every must be ≥ 1, got {every}")
+    settings = CheckpointSettings(Path(path), every)
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).expanduser().resolve() == settings.path.resolve():
+        raise InvalidInputError("--checkpoint must name a different file than --out")
+    return settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..core import layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
 from ..core.regions import Region
 from ..core.views import layout_views, parse_tile, tile_name
+from .checkpoint import Checkpoint, CheckpointSettings
 from .checks import (
     as_prompt_list,
     check_canvas_pixels,
@@ -101,7 +103,12 @@ class MultiDiffusionPipeline:
         return pipe
 
     def reproduce(
-        self, metadata: str | Path | Mapping[str, Any] | GenerationMetadata, *, progress: bool = True
+        self,
+        metadata: str | Path | Mapping[str, Any] | GenerationMetadata,
+        *,
+        progress: bool = True,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
     ) -> MultiDiffusionOutput:
         """Run again the call that made an image (panorama or regions), from its recipe.
 
@@ -116,10 +123,36 @@ class MultiDiffusionPipeline:
         if recipe.get("tiled_vae") is not None and hasattr(codec, "tiled"):
             codec.tiled = recipe["tiled_vae"]  # the recorded choice, for this call only
         try:
-            return self.regions(**kwargs, progress=progress) if mode == "regions" else self(**kwargs, progress=progress)
+            kwargs.update(progress=progress, checkpoint=checkpoint, resume=resume)
+            return self.regions(**kwargs) if mode == "regions" else self(**kwargs)
         finally:
             if hasattr(codec, "tiled"):
                 codec.tiled = tiled
+
+    def resume(
+        self,
+        checkpoint: str | os.PathLike[str] | Checkpoint,
+        *,
+        progress: bool = True,
+        keep_checkpointing: CheckpointSettings | str | os.PathLike[str] | None = None,
+    ) -> MultiDiffusionOutput:
+        """Finish an interrupted run from its checkpoint (written with ``checkpoint=``): the run is rebuilt from
+        the recipe the checkpoint holds, as :meth:`reproduce` rebuilds it, then continues from the recorded step.
+        The result is bit-identical to the uninterrupted run on the same weights, dtype, device type and view
+        batch size.
+
+        Args:
+            checkpoint: The checkpoint file, or a loaded :class:`~multidiffusion.pipeline.checkpoint.Checkpoint`.
+                Load only files this tool wrote: loading unpickles.
+            progress: Show a progress bar.
+            keep_checkpointing: Keep writing checkpoints of the rest of the run (a path or settings); None: none.
+
+        Raises:
+            InvalidInputError: the file is not a checkpoint, or it belongs to another model or run.
+        """
+        ck = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        ck.check_model(self.model)
+        return self.reproduce(ck.recipe, progress=progress, checkpoint=keep_checkpointing, resume=ck)
 
     @classmethod
     def from_single_file(
@@ -228,6 +261,8 @@ class MultiDiffusionPipeline:
         sync_loss: str | None = DEFAULTS.sync_loss,
         sync_chunk_size: int | None = None,
         sync_checkpointing: bool = False,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -273,6 +308,11 @@ class MultiDiffusionPipeline:
             sync_chunk_size: Views per gradient batch (default: the engine's batch, at most 128 views of 64×64
                 latent cells: ``core.sync.DEFAULT_GRADIENT_CELLS``); lower saves memory.
             sync_checkpointing: Checkpoint activations in the sync backward pass (less memory, more time).
+            checkpoint: Write the run's state to this file (a path: after every step; or
+                :class:`~multidiffusion.pipeline.checkpoint.CheckpointSettings`), atomically, after the last step
+                and on Ctrl-C; finish an interrupted run with :meth:`resume`.
+            resume: A :class:`~multidiffusion.pipeline.checkpoint.Checkpoint` of this same call to continue from
+                (:meth:`resume` passes it); a checkpoint of another run raises InvalidInputError.
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
         check_generator(generator)
@@ -343,6 +383,8 @@ class MultiDiffusionPipeline:
             progress=progress,
             heavy_step=sync_steps(s) if s.sync else None,
             wrap=wrap,
+            checkpoint=CheckpointSettings.of(checkpoint),
+            resume=resume,
         )
 
     def check_regions(
@@ -402,6 +444,8 @@ class MultiDiffusionPipeline:
         sync_loss: str | None = DEFAULTS.sync_loss,
         sync_chunk_size: int | None = None,
         sync_checkpointing: bool = False,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
     ) -> MultiDiffusionOutput:
         """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
 
@@ -432,6 +476,7 @@ class MultiDiffusionPipeline:
             sync, sync_weight, sync_decay, sync_stop_step, sync_every, sync_anchor, sync_loss,
             sync_chunk_size, sync_checkpointing: SyncDiffusion, as in ``__call__``; the anchor is a view of
                 the layout, denoised with its first task's prompt (the background where it has weight).
+            checkpoint, resume: Checkpoints, as in ``__call__``.
         """
         check_generator(generator)
         if generator is None:
@@ -472,4 +517,6 @@ class MultiDiffusionPipeline:
                 sync_chunk_size,
                 sync_checkpointing,
             ),
+            checkpoint=CheckpointSettings.of(checkpoint),
+            resume=resume,
         )

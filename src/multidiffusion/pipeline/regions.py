@@ -19,6 +19,7 @@ from ..core.noise import initial_noise
 from ..core.regions import Region, mask_tensor, pixel_mask, region_tasks, to_latent_grid, with_background
 from ..core.types import ViewHook
 from ..core.views import resolve_wrap
+from .checkpoint import Checkpoint, CheckpointSettings
 from .checks import (
     MAX_REGIONS,
     check_canvas_pixels,
@@ -252,6 +253,8 @@ def generate_regions(
     sync: SyncRequest | None = None,
     circular: bool = False,
     layout: str | None = None,
+    checkpoint: CheckpointSettings | None = None,
+    resume: Checkpoint | None = None,
 ) -> MultiDiffusionOutput:
     """See :meth:`MultiDiffusionPipeline.regions`."""
     sync = sync or SyncRequest()
@@ -343,4 +346,6 @@ def generate_regions(
         progress=progress,
         heavy_step=sync_steps(settings) if sync.enabled else None,
         wrap=resolve_wrap(circular=circular),
+        checkpoint=checkpoint,
+        resume=resume,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,8 +14,9 @@ from ..adapters import LoadedModel, make_scheduler
 from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sample
 from ..core.decoding import decode_wrapped
 from ..core.tasks import TaskSchedule
-from ..core.types import StepState, ViewHook, ViewTask
+from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
+from .checkpoint import Checkpoint, CheckpointSettings, Recorder
 from .output import MultiDiffusionOutput, convert
 from .progress import Phase, StepProgress
 from .settings import GenerationMetadata
@@ -60,6 +62,8 @@ def generate(
     progress: bool = True,
     heavy_step: Callable[[int], bool] | None = None,
     wrap: Wrap | None = None,
+    checkpoint: CheckpointSettings | None = None,
+    resume: Checkpoint | None = None,
 ) -> MultiDiffusionOutput:
     """Sample a canvas with the engine and turn it into the requested output.
 
@@ -80,6 +84,11 @@ def generate(
             the ETA can weigh them (see :class:`~multidiffusion.pipeline.progress.StepProgress`).
         wrap: Which axes to decode with wrap-around context, (rows, cols): a 360° panorama or a seamless
             ``tile``; None: neither.
+        checkpoint: Write a checkpoint of the run (see :mod:`~multidiffusion.pipeline.checkpoint`) as it says,
+            after the last step, and on KeyboardInterrupt (the last finished step; then the interrupt goes on).
+        resume: Continue from this checkpoint of the same run (same recipe, else InvalidInputError): the
+            initial noise and hooks are built as usual (they draw from the generator), then the canvas, the
+            scheduler and the generator's state are taken from the checkpoint.
     """
     n, h, w = canvas_cells
     if isinstance(tasks, TaskSchedule):  # each distinct layout built once, not once per step
@@ -97,30 +106,6 @@ def generate(
     noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
     x_T = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at ε itself
     hooks = list(make_hooks()) if make_hooks is not None else []
-
-    steps_run = 0
-    bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
-
-    def on_step(state: StepState) -> bool:
-        nonlocal steps_run
-        steps_run = state.step_index + 1
-        bar.step(state.step_index)
-        return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
-
-    try:
-        latents = sample(
-            ClassifierFreeGuidance(model.denoiser),
-            scheduler,
-            x_T,
-            tasks,
-            conditions,
-            hooks=hooks,
-            callback=on_step,
-            view_batch_size=view_batch_size,
-            generator=generator,
-        )
-    finally:
-        bar.close()
     metadata = GenerationMetadata(
         model=model.name,
         settings=settings,
@@ -132,11 +117,52 @@ def generate(
         device=model.device.type,
         tiled_vae=getattr(model.codec, "tiled", None),
     )
-    if output_type == "latent":
-        images: Any = latents
-    else:
-        with Phase("decoding", enabled=progress):
-            wrap = resolve_wrap(wrap)
-            decoded = decode_wrapped(model.codec, latents, wrap=wrap) if any(wrap) else model.codec.decode(latents)
-        images = convert(decoded, output_type)
+    start = None
+    if resume is not None:
+        resume.check_run(json.loads(metadata.to_json()), tuple(x_T.shape), scheduler)
+        scheduler = resume.scheduler_for(scheduler, x_T.device)
+        generator.set_state(resume.generator_state)
+        start = SamplerState(resume.step, resume.latents.to(x_T.device))
+    recorder = None
+    if checkpoint is not None:
+        recorder = Recorder(checkpoint, metadata.to_dict(), scheduler, generator, len(scheduler.timesteps))
+
+    steps_run = 0 if start is None else start.step_index
+    bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
+
+    def on_step(state: StepState) -> bool:
+        nonlocal steps_run
+        steps_run = state.step_index + 1
+        if recorder is not None:
+            recorder.step(steps_run, state.latents)
+        bar.step(state.step_index)
+        return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
+
+    try:
+        try:
+            latents = sample(
+                ClassifierFreeGuidance(model.denoiser),
+                scheduler,
+                x_T,
+                tasks,
+                conditions,
+                hooks=hooks,
+                callback=on_step,
+                view_batch_size=view_batch_size,
+                generator=generator,
+                start=start,
+            )
+        finally:
+            bar.close()
+        if output_type == "latent":
+            images: Any = latents
+        else:
+            with Phase("decoding", enabled=progress):
+                wrap = resolve_wrap(wrap)
+                decoded = decode_wrapped(model.codec, latents, wrap=wrap) if any(wrap) else model.codec.decode(latents)
+            images = convert(decoded, output_type)
+    except KeyboardInterrupt:
+        if recorder is not None:
+            recorder.write()
+        raise
     return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)
