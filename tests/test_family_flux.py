@@ -313,3 +313,19 @@ def test_cli_panorama_and_regions_on_the_saved_folder(dev_folder, tmp_path):
     out = tmp_path / "regions.png"
     assert main(["regions", "--layout", str(layout), "--model", str(dev_folder), "--out", str(out), *view]) == 0
     assert Image.open(out).size == (256, 128)
+
+
+def test_a_prompt_past_the_t5_limit_warns_once(dev_pipe):
+    """T5 carries Flux's prompt; past its max_sequence_length (16 for the tiny tokenizer) the rest is cut."""
+    import warnings
+
+    common = dict(height=128, width=128, num_inference_steps=1, progress=False, output_type="latent")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dev_pipe("sky", **common)
+        dev_pipe("a red ball on the beach at sunset", **common)
+    cut = [str(w.message) for w in caught if "tokens" in str(w.message)]
+    assert cut == [
+        "the prompt 'a red ball on the beach at sunset' is 27 tokens; the text encoder reads the first 16 "
+        "(special tokens included) and cuts it there"
+    ]

@@ -66,7 +66,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel
+from .base import LoadedModel, token_counter
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import accepts, dynamic_shift
@@ -343,14 +343,13 @@ def from_components(
     # A scheduler built in code has no _class_name in its config (one read from a folder has): FluxPipeline's
     # is a FlowMatchEulerDiscreteScheduler, and the class decides how runs treat the model (flow matching).
     scheduler_config = {"_class_name": "FlowMatchEulerDiscreteScheduler", **dict(scheduler_config)}
+    encoder = FluxTextEncoder(tokenizer, text_encoder, tokenizer_2, text_encoder_2, dtype, max_sequence_length)
     return LoadedModel(
         source=source,
         family=FAMILY,
         denoiser=denoiser,
         codec=codec,
-        encode_prompts=FluxTextEncoder(
-            tokenizer, text_encoder, tokenizer_2, text_encoder_2, dtype, max_sequence_length
-        ),
+        encode_prompts=encoder,
         scheduler_config=scheduler_config,
         native_window=sample_size // PATCH,
         device=transformer.device,
@@ -362,6 +361,9 @@ def from_components(
         noise_patch=PATCH,
         timestep_options=timestep_options,
         embed_guidance=embed_guidance if distilled else None,
+        # T5 carries the prompt (CLIP gives only the pooled vector): warn where T5 cuts it
+        prompt_tokens=token_counter(tokenizer_2),
+        max_prompt_tokens=encoder.max_sequence_length,
         extra={
             "transformer": transformer,
             "vae": vae,
