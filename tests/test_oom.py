@@ -25,6 +25,10 @@ def _failing_above(denoiser, rows: int, seen: list[int]):
 
 def _regions(pipe, **kwargs):
     """A region run with bootstrapping (it draws colours from the generator in every early step)."""
+    return _regions_output(pipe, **kwargs).latents
+
+
+def _regions_output(pipe, **kwargs):
     return pipe.regions(
         [Region("red", box=(0, 0, 64, 64)), Region("blue", box=(64, 0, 128, 64))],
         background="sky",
@@ -38,7 +42,7 @@ def _regions(pipe, **kwargs):
         output_type="latent",
         progress=False,
         **kwargs,
-    ).latents
+    )
 
 
 def test_view_batch_halves_and_the_step_is_redone():
@@ -47,7 +51,9 @@ def test_view_batch_halves_and_the_step_is_redone():
     inner, seen = pipe.model.denoiser, []
     pipe.model.denoiser = _failing_above(inner, 8, seen)
     with pytest.warns(RuntimeWarning, match=r"out of memory with \d+ views per model call; redoing step 1 with"):
-        backed_off = _regions(pipe)
+        output = _regions_output(pipe)
+    backed_off = output.latents
+    assert output.metadata.view_batch_size == 6  # the batch that reproduces it, not the one asked for (all)
     assert max(seen) > 8 and seen[-1] <= 8  # it tried the full batch first, then went down
     assert torch.equal(backed_off, reference)  # same batches, same generator draws (rewound for the redone step)
 

@@ -254,6 +254,6 @@ def sample(
                 f"the canvas became non-finite at step {step_index + 1} of {len(timesteps)}; in half precision try "
                 "bfloat16 (or float32), and lower the guidance scale or sync weight if they are large"
             )
-        if callback is not None and callback(StepState(step_index, len(timesteps), t, x)):
+        if callback is not None and callback(StepState(step_index, len(timesteps), t, x, plans.view_batch_size)):
             break
     return x

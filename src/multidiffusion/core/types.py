@@ -99,12 +99,15 @@ class StepState:
         num_steps: ``len(scheduler.timesteps)``.
         timestep: The timestep just stepped from.
         latents: The canvas x_{t−1}, (N, C, H, W); do not modify.
+        view_batch_size: Tasks per denoiser call now: the one asked for (None: all), or less after an
+            out-of-memory back-off.
     """
 
     step_index: int
     num_steps: int
     timestep: Tensor
     latents: Tensor
+    view_batch_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -130,9 +131,12 @@ def generate(
     steps_run = 0 if start is None else start.step_index
     bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
 
+    used_batch = view_batch_size
+
     def on_step(state: StepState) -> bool:
-        nonlocal steps_run
+        nonlocal steps_run, used_batch
         steps_run = state.step_index + 1
+        used_batch = state.view_batch_size
         if recorder is not None:
             recorder.step(steps_run, state.latents)
         bar.step(state.step_index)
@@ -165,4 +169,6 @@ def generate(
         if recorder is not None:
             recorder.write()
         raise
+    if used_batch != view_batch_size:  # an out-of-memory back-off: record the batch that reproduces the result
+        metadata = dataclasses.replace(metadata, view_batch_size=used_batch)
     return MultiDiffusionOutput(images=images, latents=latents, metadata=metadata, steps_run=steps_run)
