@@ -86,6 +86,10 @@ class PackedCodec:
         """Whether the VAE codec tiles a decode or encode of this size."""
         return self.inner.uses_tiling(batch, height_px, width_px)
 
+    def decode_bytes(self, batch: int, height_px: int, width_px: int) -> int:
+        """The VAE codec's estimate (:meth:`~multidiffusion.adapters.vae.VaeCodec.decode_bytes`)."""
+        return self.inner.decode_bytes(batch, height_px, width_px)
+
     def encode(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in [−1, 1] → (B, C·p², H / (f·p), W / (f·p)); H and W multiples of f·p."""
         return pack(self.inner.encode(images), self.patch)

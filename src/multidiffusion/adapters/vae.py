@@ -116,6 +116,17 @@ class VaeCodec:
             return False
         return tiling_unsupported_reason(self.vae) is None
 
+    def decode_bytes(self, batch: int, height_px: int, width_px: int) -> int:
+        """Estimated peak bytes of a decode of ``batch`` images of height_px × width_px, where the canvas lives
+        (the host when decoding on an accelerator with tiles). The decoder's full-resolution stage has c₀ channels
+        (``block_out_channels[0]``): a whole decode holds about 8 activations of that size at once (3.9 KB per
+        pixel for SD's VAE in float32, docs/tiled_vae.md), a tiled one parks about 4 canvases of it between tiles
+        (docs/tiled_vae.md, "Limits")."""
+        c0 = int(self.vae.config.block_out_channels[0])
+        itemsize = torch.finfo(self.vae.dtype).bits // 8
+        activations = 4 if self.uses_tiling(batch, height_px, width_px) else 8
+        return batch * height_px * width_px * activations * c0 * itemsize
+
     def _encode(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in the VAE's dtype and device → the VAE's posterior mean (B, C, H/f, W/f)."""
         b, _, h, w = images.shape

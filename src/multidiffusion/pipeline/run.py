@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
 from .checkpoint import Checkpoint, CheckpointSettings, Recorder
+from .memory import check_decode_memory, device_free_bytes
 from .output import MultiDiffusionOutput, convert
 from .progress import Phase, StepProgress
 from .settings import GenerationMetadata
@@ -36,13 +36,7 @@ def auto_view_batch_size(model: LoadedModel, view_cells: int, rows_per_task: int
     """
     if model.bytes_per_view_cell <= 0:
         return num_tasks
-    if model.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(model.device)
-    else:
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = 4 << 30
+    free = device_free_bytes(model.device)
     per_task = model.bytes_per_view_cell * view_cells * rows_per_task
     return max(1, min(num_tasks, int(free * 0.5) // max(per_task, 1)))
 
@@ -92,6 +86,9 @@ def generate(
             scheduler and the generator's state are taken from the checkpoint.
     """
     n, h, w = canvas_cells
+    if output_type != "latent":  # before any denoising: a canvas that cannot be decoded here is refused now
+        f = model.codec.scale_factor
+        check_decode_memory(model, n, h * f, w * f)
     if isinstance(tasks, TaskSchedule):  # each distinct layout built once, not once per step
         layouts = [tasks.build(key) for key in dict.fromkeys(map(tasks.key, range(settings.num_inference_steps)))]
         first, count = layouts[0], max(len(layout) for layout in layouts)
