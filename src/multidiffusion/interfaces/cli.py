@@ -40,6 +40,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
 
 
+def _add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "") -> None:
+    """--out, --model, --device and -q of the commands that rerun a recorded run (reproduce, resume)."""
+    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="where the model is (default: the recorded repo id; a local folder or file must be given again"
+        f"{why_local})",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command-line parser (the README's CLI reference is its ``--help``)."""
     from .. import __version__
@@ -128,16 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "records. Bit-identical on the same weights, dtype and device type.",
     )
     rp.add_argument("image", metavar="IMAGE.png", help="a PNG written by multidiffusion")
-    rp.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
-    rp.add_argument(
-        "--model",
-        default=None,
-        metavar="MODEL",
-        help="where the model is (default: the recorded repo id; a local folder or file must be given again, "
-        "since the image records only its name and weights hash)",
-    )
-    rp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    rp.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+    _add_recorded_run_options(rp, ", since the image records only its name and weights hash")
 
     rs = sub.add_parser(
         "resume",
@@ -148,16 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints this tool wrote (they are unpickled).",
     )
     rs.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written with --checkpoint")
-    rs.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
-    rs.add_argument(
-        "--model",
-        default=None,
-        metavar="MODEL",
-        help="where the model is (default: the recorded repo id; a local folder or file must be given again)",
-    )
-    rs.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    _add_recorded_run_options(rs)
     add_checkpoint(rs, resuming=True)
-    rs.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
     e = sub.add_parser(
         "eval-coherence",
@@ -396,22 +393,34 @@ def run_regions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_recorded(args: argparse.Namespace, recipe: dict[str, Any], check: Callable[[Any], None] | None = None) -> Any:
+    """The pipeline a recorded run (an image's recipe, a checkpoint's) was made with: the recipe is checked
+    (a recipe without a seed fails before loading), the model and device too, then the model loads in the
+    recorded dtype; ``check`` sees the loaded model before the environment warnings."""
+    from ..adapters.loading import check_model_source, resolve_device
+    from ..pipeline.reproduce import call_arguments, check_environment, model_to_load
+
+    call_arguments(recipe)
+    model = model_to_load(recipe, args.model)
+    check_model_source(model)
+    resolve_device(args.device)
+    pipe = _load(args, model, recipe.get("dtype"))
+    if check is not None:
+        check(pipe.model)
+    check_environment(recipe, pipe.model)
+    return pipe
+
+
 def run_reproduce(args: argparse.Namespace) -> int:
     """``multidiffusion reproduce``: read the recipe, check, load the recorded model, regenerate, write."""
-    from ..adapters.loading import check_model_source, resolve_device
-    from ..pipeline.reproduce import call_arguments, check_environment, model_to_load, read_recipe
+    from ..pipeline.reproduce import read_recipe
     from .png import check_output_path
 
     check_output_path(args.out)
     if os.path.abspath(args.out) == os.path.abspath(args.image):
         raise InvalidInputError("--out must name a different file than the image being reproduced")
     recipe = read_recipe(args.image)
-    call_arguments(recipe)  # a recipe without a seed fails here, before loading
-    model = model_to_load(recipe, args.model)
-    check_model_source(model)
-    resolve_device(args.device)
-    pipe = _load(args, model, recipe.get("dtype"))
-    check_environment(recipe, pipe.model)
+    pipe = _load_recorded(args, recipe)
     start = time.perf_counter()
     result = pipe.reproduce(recipe, progress=not args.quiet)
     _save(result, int(recipe.get("image_index", 0)), args.out)
@@ -421,9 +430,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     """``multidiffusion resume``: read the checkpoint, check, load its model, finish the run, write."""
-    from ..adapters.loading import check_model_source, resolve_device
     from ..pipeline.checkpoint import Checkpoint
-    from ..pipeline.reproduce import call_arguments, check_environment, model_to_load
     from .png import check_output_path
 
     checkpoint = Checkpoint.load(args.file)
@@ -433,14 +440,7 @@ def run_resume(args: argparse.Namespace) -> int:
         if os.path.abspath(out) == os.path.abspath(args.file):
             raise InvalidInputError("--out must name a different file than the checkpoint")
     keep = checkpoint_settings(args, args.file)
-    recipe = checkpoint.recipe
-    call_arguments(recipe)
-    model = model_to_load(recipe, args.model)
-    check_model_source(model)
-    resolve_device(args.device)
-    pipe = _load(args, model, recipe.get("dtype"))
-    checkpoint.check_model(pipe.model)
-    check_environment(recipe, pipe.model)
+    pipe = _load_recorded(args, checkpoint.recipe, check=checkpoint.check_model)
     log = _logger(args)
     log(f"resuming after step {checkpoint.step} of {checkpoint.num_steps}")
     start = time.perf_counter()
