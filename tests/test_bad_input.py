@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from cli_helpers import exit_code
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.regions import Region
 from multidiffusion.interfaces.cli import main
@@ -276,10 +277,7 @@ def _run_cli(case: dict[str, Any], inputs: Path, outdir: Path, request: pytest.F
     argv = [_fill(arg, values) for arg in case["argv"]]
     if not case.get("no_out") and "--out" not in argv:
         argv += ["--out", str(outdir / "x.png")]
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
+    return exit_code(argv)
 
 
 @pytest.mark.parametrize(("case", "message"), [(c, m) for _, c, m in CASES], ids=[n for n, _, _ in CASES])

@@ -4,13 +4,12 @@ from its checkpoint gives the uninterrupted run's result bit for bit, for every 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
+from cli_helpers import exit_code, pixels, recipe
 from multidiffusion.adapters.schedulers import DIFFUSION_NAMES
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.regions import Region
@@ -25,23 +24,6 @@ KW = dict(height=32, width=96, window=32, stride=8, num_inference_steps=6, progr
 @pytest.fixture(scope="module")
 def toy():
     return MultiDiffusionPipeline.from_pretrained("toy")
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
-
-
-def pixels(path: Path) -> bytes:
-    with Image.open(path) as image:
-        return image.tobytes()
-
-
-def recipe(path: Path) -> dict:
-    with Image.open(path) as image:
-        return json.loads(image.text["multidiffusion"])
 
 
 def interrupt_after(steps: int):

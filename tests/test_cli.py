@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli_helpers import exit_code
 from multidiffusion.interfaces.cli import main
 
 FAST = ["--height", "128", "--width", "384", "--steps", "2", "-q"]
-
-
-def exit_code(argv: list[str]) -> int:
-    """main()'s status, also when argparse exits on its own (usage errors)."""
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
 
 
 def test_panorama_writes_png_with_metadata(small_folder, tmp_path, capsys):

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import warnings
-from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
@@ -15,30 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import exit_code, one_error_line, pixels
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import build_parser, main
 from multidiffusion.pipeline import MultiDiffusionPipeline
 
 TOY = ["--model", "toy", "--height", "32", "--width", "96", "--window", "32", "--stride", "8", "--steps", "3", "-q"]
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
-
-
-def one_error_line(capfd) -> str:
-    err = capfd.readouterr().err.strip()
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
-def pixels(path: Path) -> bytes:
-    with Image.open(path) as image:
-        return image.tobytes()
 
 
 @pytest.fixture()

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from cli_helpers import exit_code, pixels, recipe
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.regions import Region
 from multidiffusion.interfaces.cli import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
 
 TOY = ["--model", "toy", "--window", "32", "--stride", "8", "--steps", "4", "-q"]
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
-
-
-def pixels(path: Path) -> bytes:
-    with Image.open(path) as image:
-        return image.tobytes()
-
-
-def recipe(path: Path) -> dict:
-    return json.loads(Image.open(path).text["multidiffusion"])
 
 
 def test_reproduce_panorama_on_the_toy_model_is_bit_identical(tmp_path):
