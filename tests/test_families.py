@@ -25,6 +25,7 @@ from multidiffusion.core.foresee import foresee_x0
 from multidiffusion.core.noise import initial_noise
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from numerics import assert_close_scaled
+from spies import counted_rows
 
 FLUX_SCHEDULER = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0, "use_dynamic_shifting": False}
 # Relative to max|expected|: 2 Euler steps of the tiny UNet, one view, ours batched vs diffusers' pipeline;
@@ -114,18 +115,11 @@ def test_few_step_one_view_matches_diffusers_with_one_batch(small, tmp_path, gui
     from diffusers import StableDiffusionPipeline
 
     model, scheduler = _turbo(small, tmp_path)
-    calls: list[int] = []
-    inner = model.denoiser
-
-    def counting(x, t, conds, views=None):
-        calls.append(x.shape[0])
-        return inner(x, t, conds, views=views)
-
-    model.denoiser = counting
-    ours = MultiDiffusionPipeline(model)(
-        "a red fox", height=128, width=128, num_inference_steps=2, guidance_scale=guidance,
-        generator=torch.Generator().manual_seed(5), output_type="latent", progress=False,
-    )  # fmt: skip
+    with counted_rows(model) as calls:
+        ours = MultiDiffusionPipeline(model)(
+            "a red fox", height=128, width=128, num_inference_steps=2, guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(5), output_type="latent", progress=False,
+        )  # fmt: skip
     assert ours.metadata.settings.scheduler == "EulerDiscreteScheduler"
     assert calls == [1, 1]  # one row per step: no unconditional half
     c = small
@@ -142,19 +136,9 @@ def test_few_step_one_view_matches_diffusers_with_one_batch(small, tmp_path, gui
 
 
 def test_guidance_above_one_still_runs_both_halves(small_pipe):
-    calls: list[int] = []
-    inner = small_pipe.model.denoiser
-
-    def counting(x, t, conds, views=None):
-        calls.append(x.shape[0])
-        return inner(x, t, conds, views=views)
-
-    small_pipe.model.denoiser = counting
-    try:
+    with counted_rows(small_pipe.model) as calls:
         small_pipe("sky", height=128, width=128, num_inference_steps=1, guidance_scale=1.5, progress=False,
                    output_type="latent")  # fmt: skip
-    finally:
-        small_pipe.model.denoiser = inner
     assert calls == [2]
 
 

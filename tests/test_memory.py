@@ -8,6 +8,7 @@ import torch
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import main
 from multidiffusion.pipeline import memory
+from spies import counted_rows
 
 
 def test_decode_estimate_follows_the_vae(small_pipe):
@@ -22,22 +23,12 @@ def test_decode_estimate_follows_the_vae(small_pipe):
 
 def test_too_large_for_this_machine_is_refused_before_denoising(small_pipe, monkeypatch):
     monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 << 20)  # 8 MiB free
-    calls = []
-    inner = small_pipe.model.denoiser
-
-    def counting(x, t, conds, views=None):
-        calls.append(x.shape[0])
-        return inner(x, t, conds, views=views)
-
-    small_pipe.model.denoiser = counting
-    try:
+    with counted_rows(small_pipe.model) as calls:
         with pytest.raises(InvalidInputError, match=r"needs about .* GiB .* available here; make the canvas smaller"):
             small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False)
         assert calls == []  # refused before the first model call
         out = small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False, output_type="latent")
         assert out.latents.shape == (1, 4, 16, 64)  # latents need no decode
-    finally:
-        small_pipe.model.denoiser = inner
 
 
 def test_cli_exits_2_and_writes_nothing(small_folder, tmp_path, monkeypatch, capfd):

@@ -15,6 +15,7 @@ from multidiffusion.core import InvalidInputError
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from multidiffusion.pipeline.run import auto_view_batch_size
 from numerics import assert_close_scaled
+from spies import counted_rows
 
 # The same decoded floats reaching the caller two ways (images in [0, 1]): measured 0; 8 ulps at 1 allowed.
 REL_DECODE = 1e-6
@@ -111,35 +112,28 @@ def test_metadata_records_the_seed_only_for_a_fresh_generator(small_pipe):
 
 def test_guidance_one_skips_the_negative_pass(small):
     model = loaded(small)
-    rows = []
-    inner = model.denoiser
-
-    def counting(x, t, conds, views=None):
-        rows.append(x.shape[0])
-        return inner(x, t, conds)
-
-    model.denoiser = counting
     pipe = MultiDiffusionPipeline(model)
-    pipe(
-        PROMPT,
-        height=128,
-        width=256,
-        num_inference_steps=1,
-        guidance_scale=1.0,
-        output_type="latent",
-        progress=False,
-        view_batch_size=100,
-    )
-    pipe(
-        PROMPT,
-        height=128,
-        width=256,
-        num_inference_steps=1,
-        guidance_scale=7.5,
-        output_type="latent",
-        progress=False,
-        view_batch_size=100,
-    )
+    with counted_rows(model) as rows:
+        pipe(
+            PROMPT,
+            height=128,
+            width=256,
+            num_inference_steps=1,
+            guidance_scale=1.0,
+            output_type="latent",
+            progress=False,
+            view_batch_size=100,
+        )
+        pipe(
+            PROMPT,
+            height=128,
+            width=256,
+            num_inference_steps=1,
+            guidance_scale=7.5,
+            output_type="latent",
+            progress=False,
+            view_batch_size=100,
+        )
     assert rows == [9, 18]  # 9 views (default stride 128 / 8 = 16 px); guidance doubles the rows, in one batch
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
+from spies import counted_rows
 from test_cli import _assert_one_line_error, exit_code
 
 KW = dict(height=16, width=96, window=16, num_inference_steps=4, output_type="pt", progress=False)
@@ -24,18 +25,8 @@ def toy():
 # shifted tiles record their stride as the window: non-overlapping tiles, moved every step (issue item 14)
 @pytest.mark.parametrize(("layout", "stride", "evaluations"), [("half-overlap", 8, 11), ("shifted", 16, None)])
 def test_named_layout_runs_and_is_recorded(toy, one_thread, layout, stride, evaluations):
-    calls = []
-    inner = toy.model.denoiser
-
-    def counting(x, t, conds, views=None):
-        calls.append(x.shape[0])
-        return inner(x, t, conds)
-
-    toy.model.denoiser = counting
-    try:
+    with counted_rows(toy.model) as calls:
         out = toy("sky", layout=layout, generator=torch.Generator().manual_seed(0), **KW)
-    finally:
-        toy.model.denoiser = inner
     s = out.metadata.settings
     assert (s.layout, s.stride, s.weights) == (layout, stride, "gaussian")
     assert torch.isfinite(out.latents).all()
