@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from safetensors.torch import save_file
 
 from cli_helpers import exit_code
 from multidiffusion.core.errors import InvalidInputError
@@ -147,6 +149,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("model-not-checkpoint", P([], model="{in}/notes.txt"), "is not a checkpoint"),
     ("model-garbage-checkpoint", P([], model="{in}/garbage.safetensors"), "garbage.safetensors"),
     ("model-toy-bad-option", P([], model="toy:ell=-1"), "toy"),
+    ("model-unsupported-family", P([], model="{in}/kandinsky"), "KandinskyV22Pipeline, which this tool does not run"),
+    ("model-lora-file-alone", P([], model="{in}/lora.safetensors"), "no whole model this tool recognises"),
     # prompts
     ("prompt-empty", P([], prompt="  "), "PROMPT is empty"),
     ("prompt-nul", P([], prompt="a\0b"), "contains a NUL character"),
@@ -248,6 +252,9 @@ def inputs(tmp_path: Path) -> Path:
     (folder / "dir.png").mkdir()
     (folder / "broken").mkdir()
     (folder / "broken" / "model_index.json").write_text("{broken")
+    (folder / "kandinsky").mkdir()
+    (folder / "kandinsky" / "model_index.json").write_text('{"_class_name": "KandinskyV22Pipeline"}')
+    save_file({"lora_unet_down.alpha": torch.ones(1)}, str(folder / "lora.safetensors"))
     return folder
 
 
