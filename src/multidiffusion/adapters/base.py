@@ -74,6 +74,8 @@ class LoadedModel:
         prompt_tokens: Text → its token count in the text encoder that cuts prompts (special tokens included),
             so the pipeline can warn when a prompt is cut; None: the family does not say (no warning).
         max_prompt_tokens: The token count prompts are cut to (CLIP: 77); None: no limit known.
+        inpaint_channels: Extra input channels of an inpainting model (SD and SDXL 9-channel UNets: 5, the mask
+            then the masked image's latents), concatenated after the latent per view; 0 for ordinary models.
     """
 
     source: str
@@ -97,6 +99,7 @@ class LoadedModel:
     embed_guidance: Callable[[Any, float], Any] | None = None
     prompt_tokens: Callable[[str], int] | None = None
     max_prompt_tokens: int | None = None
+    inpaint_channels: int = 0
 
     @property
     def name(self) -> str:

@@ -48,11 +48,17 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "stable-diffusion",
         "Stable Diffusion 1.x/2.x (also SD-Turbo and LCM)",
-        ("StableDiffusionPipeline",),
-        ("v1", "v2"),
+        ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline"),
+        ("v1", "v2", "inpainting", "inpainting_v2"),
         "stable_diffusion",
     ),
-    Family("sdxl", "SDXL (also SDXL-Turbo and Lightning)", ("StableDiffusionXLPipeline",), ("xl_base",), "sdxl"),
+    Family(
+        "sdxl",
+        "SDXL (also SDXL-Turbo and Lightning)",
+        ("StableDiffusionXLPipeline", "StableDiffusionXLInpaintPipeline"),
+        ("xl_base", "xl_inpaint"),
+        "sdxl",
+    ),
     Family(
         "sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), ("sd3", "sd35_medium", "sd35_large"), "sd3"
     ),

@@ -296,6 +296,8 @@ def from_components(
         embed_guidance=embed_guidance if guidance_embedded else None,
         prompt_tokens=token_counter(tokenizers[0]),
         max_prompt_tokens=int(tokenizers[0].model_max_length),
+        # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
+        inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
     )
 
 

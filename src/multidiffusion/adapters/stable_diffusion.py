@@ -93,6 +93,8 @@ def from_components(
         extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
         prompt_tokens=token_counter(tokenizer),
         max_prompt_tokens=int(tokenizer.model_max_length),
+        # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
+        inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
     )
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 from .errors import InvalidInputError, NonFiniteError
 from .fusion import FusionPlan
 from .tasks import TaskSchedule
-from .types import Denoiser, HookContext, SamplerState, StepState, ViewHook, ViewTask
+from .types import Denoiser, HookContext, PostStepHook, SamplerState, StepState, ViewHook, ViewTask
 
 StepCallback = Callable[[StepState], "bool | None"]
 
@@ -188,6 +188,7 @@ def sample(
     view_batch_size: int | None = None,
     generator: torch.Generator | None = None,
     start: SamplerState | None = None,
+    post_step: Sequence[PostStepHook] = (),
 ) -> Tensor:
     """Run the MultiDiffusion reverse process on a canvas.
 
@@ -210,7 +211,10 @@ def sample(
         generator: Passed to ``scheduler.step`` for schedulers that draw noise.
         start: Continue a run from a checkpoint: skip the first ``start.step_index`` steps and start from the
             canvas ``start.x`` instead of ``x_T`` (same shape); the caller restores the scheduler's and the
-            generator's state. None: start at the first step from ``x_T``.
+            generator's state. None: start at the first step from ``x_T``. Image-to-image runs start the same
+            way: at the step their strength selects, from the encoded image noised to it.
+        post_step: Hooks applied in order to the canvas after each scheduler step, before the finiteness check
+            and the callback (known regions: :class:`~multidiffusion.core.known.KnownRegion`).
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
@@ -249,6 +253,8 @@ def sample(
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
         x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
+        for hook in post_step:
+            x = hook(x, step_index, scheduler).to(torch.float32)
         if not bool(torch.isfinite(x).all()):  # a NaN never recovers: stop now rather than decode a black image
             raise NonFiniteError(
                 f"the canvas became non-finite at step {step_index + 1} of {len(timesteps)}; in half precision try "

@@ -75,6 +75,16 @@ class ViewHook(Protocol):
     def __call__(self, x: Tensor, context: HookContext) -> Tensor: ...
 
 
+class PostStepHook(Protocol):
+    """Changes the whole canvas after a scheduler step (known regions put back).
+
+    Called as ``hook(x, step_index, scheduler)`` with x_{t−1} (N, C, H, W) float32 just stepped to from
+    ``scheduler.timesteps[step_index]``; returns the canvas to continue from, same shape.
+    """
+
+    def __call__(self, x: Tensor, step_index: int, scheduler: Any) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class ViewTask:
     """One (view, condition) pair of the fusion sum (paper Eq. 5).

@@ -30,6 +30,8 @@ from .checks import (
     resolve_view_settings,
 )
 from .conditions import guided_condition
+from .image_methods import ImageInputs
+from .image_start import ImageStart, check_image_start
 from .layout import Background
 from .output import MultiDiffusionOutput, seed_of
 from .regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
@@ -40,8 +42,9 @@ from .sync import SyncRequest, check_sync, prepare_sync, resolve_anchor, sync_st
 from .sync import layout_views as layout_views_of
 
 
-class MultiDiffusionPipeline:
-    """Text-to-panorama with MultiDiffusion (Bar-Tal et al., ICML 2023).
+class MultiDiffusionPipeline(ImageInputs):
+    """Text-to-panorama with MultiDiffusion (Bar-Tal et al., ICML 2023), and canvases that start from an image
+    (:meth:`upscale`, :meth:`outpaint`, :meth:`inpaint`).
 
     Build it with :meth:`from_pretrained` or :meth:`from_single_file`, or from a :class:`LoadedModel`.
     """
@@ -263,6 +266,7 @@ class MultiDiffusionPipeline:
         sync_checkpointing: bool = False,
         checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
         resume: Checkpoint | None = None,
+        image: ImageStart | None = None,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -313,6 +317,8 @@ class MultiDiffusionPipeline:
                 and on Ctrl-C; finish an interrupted run with :meth:`resume`.
             resume: A :class:`~multidiffusion.pipeline.checkpoint.Checkpoint` of this same call to continue from
                 (:meth:`resume` passes it); a checkpoint of another run raises InvalidInputError.
+            image: Start from an image of the canvas size (:class:`~multidiffusion.pipeline.image_start.ImageStart`;
+                :meth:`upscale`, :meth:`outpaint` and :meth:`inpaint` build one); None: from noise.
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
         check_generator(generator)
@@ -345,6 +351,8 @@ class MultiDiffusionPipeline:
         )
         m = self.model
         g = m.granularity_px
+        if image is not None:
+            s = dataclasses.replace(s, image=check_image_start(image, m, s.height, s.width, s.sync))
         wrap = parse_tile(s.tile)
         if s.layout is not None:
             tasks = layout_tasks(s.layout, s.height // g, s.width // g, s.window // g, wrap=wrap)
@@ -371,7 +379,7 @@ class MultiDiffusionPipeline:
         return generate(
             m,
             settings=s,
-            mode="panorama",
+            mode=s.image["mode"] if s.image else "panorama",
             tasks=tasks,
             conditions=[condition],
             canvas_cells=(len(s.prompt), s.height // g, s.width // g),
@@ -385,6 +393,7 @@ class MultiDiffusionPipeline:
             wrap=wrap,
             checkpoint=CheckpointSettings.of(checkpoint),
             resume=resume,
+            image=image,
         )
 
     def check_regions(

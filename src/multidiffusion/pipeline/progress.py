@@ -35,6 +35,7 @@ class StepProgress:
             steps cost alike.
         enabled: False shows nothing (the measurements still run, for tests).
         clock: Seconds since an arbitrary origin (``time.perf_counter``; injectable for tests).
+        desc: What the bar counts (``denoising``; ``inverting`` for noise inversion).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class StepProgress:
         *,
         enabled: bool = True,
         clock: Callable[[], float] = time.perf_counter,
+        desc: str = "denoising",
     ) -> None:
         self.total = total
         self.kinds = [bool(heavy(i)) if heavy is not None else False for i in range(total)]
@@ -54,7 +56,7 @@ class StepProgress:
         self.bar = tqdm(
             total=total,
             disable=not enabled,
-            desc="denoising",
+            desc=desc,
             unit="step",
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )

@@ -119,6 +119,13 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             "the image records no seed (its generator had been used before the call), so it cannot be regenerated"
         )
     r = dict(recipe)
+    if r.get("image"):
+        name = (r["image"].get("input") or {}).get("name") or "an image"
+        raise InvalidInputError(
+            f"this {r.get('mode', 'image')} run started from {name}, which its PNG does not hold; run the "
+            f"{r.get('mode', 'image')} command again on that image with --seed {seed} and the settings its PNG "
+            "records (reproducing image-input runs is not supported yet)"
+        )
     scheduler: Any = r.get("scheduler", DEFAULTS.scheduler)
     if r.get("scheduler_config"):
         scheduler = make_scheduler(scheduler, {}, r["scheduler_config"])

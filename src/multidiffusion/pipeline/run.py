@@ -11,12 +11,15 @@ import torch
 
 from .. import __version__
 from ..adapters import LoadedModel, make_scheduler
+from ..adapters.inversion import InvertingScheduler
 from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sample
+from ..core.channels import ConcatChannels
 from ..core.decoding import decode_wrapped
 from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
 from .checkpoint import Checkpoint, CheckpointSettings, Recorder
+from .image_start import ImageStart, PreparedStart, inpaint_channels, noised, prepare_start
 from .memory import check_decode_memory, device_free_bytes
 from .output import MultiDiffusionOutput, convert
 from .progress import Phase, StepProgress
@@ -41,6 +44,45 @@ def auto_view_batch_size(model: LoadedModel, view_cells: int, rows_per_task: int
     return max(1, min(num_tasks, int(free * 0.5) // max(per_task, 1)))
 
 
+def start_canvas(
+    model: LoadedModel,
+    image: ImageStart,
+    prepared: PreparedStart,
+    scheduler: Any,
+    noise: torch.Tensor,
+    denoiser: Any,
+    tasks: Sequence[ViewTask] | TaskSchedule,
+    conditions: Sequence[GuidedCondition],
+    view_batch_size: int | None,
+    progress: bool,
+) -> torch.Tensor:
+    """The canvas at the first step of an image start (strength < 1, or noise inversion): the encoded image itself
+    at strength 0, else noised to the first step's level with the canvas's noise, or inverted to it through the
+    same views."""
+    if prepared.first_step >= len(scheduler.timesteps):  # strength 0: nothing to denoise
+        return prepared.latents.expand_as(noise).clone()
+    if not image.noise_inversion_steps:
+        return noised(scheduler, prepared, noise)
+    target = scheduler.timesteps[prepared.first_step]
+    inverter = InvertingScheduler(scheduler, target, image.noise_inversion_steps, model.scheduler_config)
+    # Inversion follows the prompt without guidance: an inverted path with g > 1 drifts (Mokady et al. 2023, §3).
+    unguided = [dataclasses.replace(c, negative=None) for c in conditions]
+    bar = StepProgress(image.noise_inversion_steps, enabled=progress, desc="inverting")
+    try:
+        inverted = sample(
+            ClassifierFreeGuidance(denoiser),
+            inverter,
+            prepared.latents.expand_as(noise).clone(),
+            tasks,
+            unguided,
+            callback=lambda state: bar.step(state.step_index),
+            view_batch_size=view_batch_size,
+        )
+    finally:
+        bar.close()
+    return inverter.to_scheduler(inverted)
+
+
 def generate(
     model: LoadedModel,
     *,
@@ -59,6 +101,7 @@ def generate(
     wrap: Wrap | None = None,
     checkpoint: CheckpointSettings | None = None,
     resume: Checkpoint | None = None,
+    image: ImageStart | None = None,
 ) -> MultiDiffusionOutput:
     """Sample a canvas with the engine and turn it into the requested output.
 
@@ -84,6 +127,9 @@ def generate(
         resume: Continue from this checkpoint of the same run (same recipe, else InvalidInputError): the
             initial noise and hooks are built as usual (they draw from the generator), then the canvas, the
             scheduler and the generator's state are taken from the checkpoint.
+        image: Start from an image (see :class:`~multidiffusion.pipeline.image_start.ImageStart`): the encoded
+            image noised to its strength (or inverted, with noise inversion), denoised from the step the strength
+            selects; a known region is put back after every step. Its size must be the canvas's.
     """
     n, h, w = canvas_cells
     if output_type != "latent":  # before any denoising: a canvas that cannot be decoded here is refused now
@@ -104,6 +150,22 @@ def generate(
     noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
     x_T = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at ε itself
     hooks = list(make_hooks()) if make_hooks is not None else []
+    denoiser = model.denoiser
+    if model.inpaint_channels:  # an inpainting model sees the mask and the masked image's latents, per view
+        px = (h * model.codec.scale_factor, w * model.codec.scale_factor)
+        extra = inpaint_channels(model, image.image if image else None, image.known if image else None, px)
+        denoiser = ConcatChannels(denoiser, extra.to(x_T.device))
+    post_step: list[Any] = []
+    start = None
+    if image is not None:
+        prepared = prepare_start(model, image, scheduler, noise)
+        # An inpainting model repaints from its own inputs (diffusers does not blend for it); others blend.
+        post_step = [] if model.inpaint_channels else prepared.hooks
+        if image.strength < 1 or image.noise_inversion_steps:
+            first = start_canvas(
+                model, image, prepared, scheduler, noise, denoiser, tasks, conditions, view_batch_size, progress
+            )
+            start = SamplerState(prepared.first_step, first)
     metadata = GenerationMetadata(
         model=model.name,
         settings=settings,
@@ -115,7 +177,6 @@ def generate(
         device=model.device.type,
         tiled_vae=getattr(model.codec, "tiled", None),
     )
-    start = None
     if resume is not None:
         resume.check_run(json.loads(metadata.to_json()), tuple(x_T.shape), scheduler)
         scheduler = resume.scheduler_for(scheduler, x_T.device)
@@ -142,7 +203,7 @@ def generate(
     try:
         try:
             latents = sample(
-                ClassifierFreeGuidance(model.denoiser),
+                ClassifierFreeGuidance(denoiser),
                 scheduler,
                 x_T,
                 tasks,
@@ -152,6 +213,7 @@ def generate(
                 view_batch_size=view_batch_size,
                 generator=generator,
                 start=start,
+                post_step=post_step,
             )
         finally:
             bar.close()

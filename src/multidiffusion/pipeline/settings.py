@@ -43,6 +43,10 @@ class SamplingSettings:
         sync_every: Synchronise every n-th step.
         sync_anchor: The anchor view's index in layout order, or ``"center"`` (recorded resolved).
         sync_loss: ``lpips`` or ``builtin``; None tries LPIPS, else the built-in loss (recorded resolved).
+        image: For a run that started from an image (upscale, outpaint, inpaint, a layout's ``init_image``):
+            the input's file name and SHA-256 (None when it was not a file), ``strength``, ``feather`` and
+            ``noise_inversion_steps``, and the command's own options (``scale``, ``resample``, margins); None:
+            a text-only run.
     """
 
     negative_prompt: tuple[str, ...] = ("",)
@@ -64,6 +68,7 @@ class SamplingSettings:
     sync_every: int = SyncSettings.every
     sync_anchor: int | str = "center"
     sync_loss: str | None = None
+    image: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists."""
@@ -112,7 +117,7 @@ class GenerationMetadata:
         settings: The resolved settings of the run.
         dtype: The weights dtype, e.g. ``float32``.
         version: This package's version.
-        mode: ``panorama`` or ``regions``.
+        mode: ``panorama``, ``regions``, ``upscale``, ``outpaint``, ``inpaint`` or ``img2img``.
         model_sha256: SHA-256 of a local model's weights (None for repo ids and the toy model).
         view_batch_size: Tasks per denoiser call as resolved: float rounding depends on it, so a bit-identical
             rerun uses the same.
@@ -172,6 +177,8 @@ class GenerationMetadata:
             fields_.append(f"MultiDiffusion layout: {s.layout}")
         if s.guidance_rescale:
             fields_.append(f"Guidance rescale: {s.guidance_rescale:g}")
+        if s.image:
+            fields_.append(f"Denoising strength: {s.image['strength']:g}")
         if s.sync:
             fields_.append(
                 f"SyncDiffusion: weight {s.sync_weight:g}, decay {s.sync_decay:g}, stop {s.sync_stop_step}, "
