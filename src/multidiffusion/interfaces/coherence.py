@@ -24,7 +24,7 @@ COLUMNS: tuple[str, ...] = ("intra_lpips", "intra_style", "colour_spread", "std_
 
 def load_image(path: str) -> torch.Tensor:
     """An image file as (3, H, W) float32 in [−1, 1]; one clear error if it cannot be read."""
-    from ..pipeline.layout import open_image
+    from ..pipeline.image_files import open_image
 
     if not Path(path).is_file():
         raise InvalidInputError(f"image {path!r} does not exist")

@@ -14,7 +14,7 @@ from .image_start import (
     DEFAULT_FEATHER_PX,
     ImageStart,
     file_record,
-    padded,
+    place,
     read_image,
     read_known,
     resize,
@@ -127,7 +127,7 @@ class ImageInputs:
             raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
         height, width = pixels.shape[2] + top + bottom, pixels.shape[3] + left + right
         check_canvas_pixels(height, width)
-        canvas, known = padded(pixels, left, right, top, bottom)
+        canvas, known = place(pixels, None, (height, width), left, top)
         record = {"mode": "outpaint", "input": _input(image), **margins}
         start = ImageStart(canvas, known, strength=1.0, feather=feather, record=record)
         return self(prompt, negative_prompt, height=height, width=width, image=start, **kwargs)

@@ -22,7 +22,7 @@ from ..core.known import KnownRegion, latent_mask
 from ..core.noise import add_noise
 from ..core.regions import mask_tensor
 from .checks import check_number
-from .layout import open_image
+from .image_files import open_image
 
 RESAMPLERS: tuple[str, ...] = ("lanczos", "bicubic", "bilinear", "nearest")
 MAX_INVERSION_STEPS = 1000
@@ -100,7 +100,7 @@ def read_image(image: Any, what: str = "image") -> Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInputError(f"the {what} as an array must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
     elif isinstance(image, Tensor):
         tensor = image.detach().float().cpu()
         if tensor.ndim == 4 and tensor.shape[0] == 1:
@@ -154,14 +154,24 @@ def scaled_size(height: int, width: int, scale: float, granularity: int) -> tupl
     return tuple(max(granularity, round(side * scale / granularity) * granularity) for side in (height, width))  # type: ignore[return-value]
 
 
-def padded(image: Tensor, left: int, right: int, top: int, bottom: int) -> tuple[Tensor, Tensor]:
-    """An outpaint canvas: (image with margins of mid-grey (0), known mask 1 on the image and 0 on the margins)."""
+def place(
+    image: Tensor, known: Tensor | None, size: tuple[int, int], left: int, top: int, what: str = "the image"
+) -> tuple[Tensor, Tensor]:
+    """An image put on a larger canvas of ``size`` (H, W) px with its top-left corner at (left, top): (the canvas,
+    mid-grey (0) outside the image; the known mask, the image's own ``known`` (default all 1) inside and 0 outside).
+    """
     _, _, h, w = image.shape
-    canvas = torch.zeros(1, 3, h + top + bottom, w + left + right)
+    height, width = size
+    if top + h > height or left + w > width:
+        raise InvalidInputError(
+            f"{what} is {w}×{h} px and placed at ({left}, {top}) it reaches ({left + w}, {top + h}), past the "
+            f"{width}×{height} px canvas"
+        )
+    canvas = torch.zeros(1, 3, height, width)
     canvas[:, :, top : top + h, left : left + w] = image
-    known = torch.zeros(1, 1, *canvas.shape[2:])
-    known[:, :, top : top + h, left : left + w] = 1.0
-    return canvas, known
+    mask = torch.zeros(1, 1, height, width)
+    mask[:, :, top : top + h, left : left + w] = 1.0 if known is None else known
+    return canvas, mask
 
 
 def start_step(num_steps: int, strength: float) -> int:

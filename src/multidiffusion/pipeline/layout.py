@@ -11,8 +11,15 @@ Format (sizes in pixels; mask paths relative to the layout file)::
       "regions": [
         {"name": "dog", "prompt": "a corgi", "box": [100, 200, 400, 500]},
         {"prompt": "a red ball", "mask": "ball.png", "negative_prompt": "…", "guidance_scale": 9, "weight": 1.0}
-      ]
+      ],
+      "init_image": "photo.png"                       # optional: start from an image and keep it (outpainting);
+                                                      # or {"path": …, "left": 0, "top": 0, "mask": "redraw.png",
+                                                      #     "strength": 1.0, "feather": 4}
     }
+
+``init_image`` places the image with its top-left corner at (left, top) px of the canvas; its pixels are kept
+(blended every step, docs/image_inputs.md) except where its optional mask is white, and everything outside it is
+drawn by the regions. ``strength`` below 1 starts the drawn part from the image noised to that strength.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ import torch
 from ..core.errors import InvalidInputError
 from ..core.regions import Region, mask_tensor
 from .checks import MAX_REGIONS, check_canvas_pixels, check_text
+from .image_files import open_image
+from .image_start import DEFAULT_FEATHER_PX, ImageStart, file_record, place, read_image, read_known
 
 MAX_LAYOUT_BYTES = 10 * 2**20  # a layout is a few kB; this reads no further (a huge file, /dev/zero)
-MAX_IMAGE_PX = 2**27  # 134 Mpx (16384 × 8192): the most pixels a mask or an evaluated image may have
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
 
-TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions"}
+TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions", "init_image"}
+INIT_IMAGE_KEYS = {"path", "left", "top", "mask", "strength", "feather"}
 REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight"}
 BACKGROUND_KEYS = {"prompt", "negative_prompt", "guidance_scale"}
 
@@ -59,6 +68,7 @@ class Layout:
     guidance_scale: float | None = None
     seed: int | None = None
     source: dict[str, Any] = field(default_factory=dict)  # the JSON as given, for metadata
+    image: ImageStart | None = None  # the init_image, placed on the canvas
 
 
 def _unknown(obj: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -94,41 +104,6 @@ def _size(obj: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidInputError(f"{key} must be a positive whole number of pixels, got {value!r}")
     return value
-
-
-def open_image(path: str | Path, what: str, mode: str, where: str = "") -> Any:
-    """An image file converted to ``mode`` (a loaded PIL image); at most :data:`MAX_IMAGE_PX` pixels, checked from
-    the header before any pixel is decoded (a decompression bomb is refused, not decoded); one line otherwise.
-    ``where`` prefixes the messages (``regions[1].mask: ``)."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    name = f"{where}cannot read {what} {str(path)!r}"
-    limit = f"the limit is {MAX_IMAGE_PX:,} px ({MAX_IMAGE_PX / 1e6:.0f} Mpx)"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_IMAGE_PX:
-                    raise InvalidInputError(f"{name}: it is {width}×{height} px; {limit}")
-                if width * height == 0:
-                    raise InvalidInputError(f"{name}: it has no pixels ({width}×{height})")
-                return image.convert(mode)
-    except Image.DecompressionBombError as exc:
-        raise InvalidInputError(f"{name}: it has too many pixels; {limit}") from exc
-    except UnidentifiedImageError as exc:
-        raise InvalidInputError(f"{name}: not an image file PIL can read") from exc
-    except (OSError, ValueError, SyntaxError) as exc:  # missing, truncated or corrupt files
-        reason = (
-            exc.strerror
-            if isinstance(exc, OSError) and exc.strerror
-            else str(exc).splitlines()[0]
-            if str(exc)
-            else type(exc).__name__
-        )
-        raise InvalidInputError(f"{name}: {reason}") from exc
 
 
 def read_mask(path: Path, where: str) -> torch.Tensor:
@@ -192,6 +167,7 @@ def parse_layout(data: Any, base: Path) -> Layout:
                 name=_string(raw, "name", where),
             )
         )
+    image = _init_image(data.get("init_image"), base, height, width) if data.get("init_image") is not None else None
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         raise InvalidInputError(f"seed must be a whole number in 0…{MAX_SEED}, got {seed!r}")
@@ -204,6 +180,37 @@ def parse_layout(data: Any, base: Path) -> Layout:
         guidance_scale=_number(data, "guidance_scale", ""),
         seed=seed,
         source=data,
+        image=image,
+    )
+
+
+def _init_image(raw: Any, base: Path, height: int, width: int) -> ImageStart:
+    """The layout's ``init_image`` (a path, or an object of :data:`INIT_IMAGE_KEYS`) placed on the canvas."""
+    where = "init_image"
+    spec = {"path": raw} if isinstance(raw, str) else raw
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"{where} must be an image path or an object with a path")
+    _unknown(spec, INIT_IMAGE_KEYS, where)
+    path = base / (_string(spec, "path", where, required=True) or "")
+    left, top = (spec.get(k, 0) for k in ("left", "top"))
+    for key, value in (("left", left), ("top", top)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInputError(f"{where}.{key} must be a whole number of pixels ≥ 0, got {value!r}")
+    pixels = read_image(path, f"{where} image")
+    mask_path = _string(spec, "mask", where)
+    known = None if mask_path is None else read_known(base / mask_path, tuple(pixels.shape[2:]), what=f"{where}.mask")
+    canvas, known = place(pixels, known, (height, width), left, top, where)
+    strength = _number(spec, "strength", where)
+    feather = _number(spec, "feather", where)
+    record = {"mode": "init_image", "input": file_record(path), "left": left, "top": top}
+    if mask_path is not None:
+        record["mask"] = file_record(base / mask_path)
+    return ImageStart(
+        canvas,
+        known,
+        strength=1.0 if strength is None else strength,
+        feather=DEFAULT_FEATHER_PX if feather is None else feather,
+        record=record,
     )
 
 

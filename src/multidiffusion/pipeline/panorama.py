@@ -455,6 +455,7 @@ class MultiDiffusionPipeline(ImageInputs):
         sync_checkpointing: bool = False,
         checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
         resume: Checkpoint | None = None,
+        image: ImageStart | None = None,
     ) -> MultiDiffusionOutput:
         """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
 
@@ -486,6 +487,8 @@ class MultiDiffusionPipeline(ImageInputs):
             sync_chunk_size, sync_checkpointing: SyncDiffusion, as in ``__call__``; the anchor is a view of
                 the layout, denoised with its first task's prompt (the background where it has weight).
             checkpoint, resume: Checkpoints, as in ``__call__``.
+            image: Start from an image and keep its known part (a layout's ``init_image``; see
+                :class:`~multidiffusion.pipeline.image_start.ImageStart`): outpaint a picture with region prompts.
         """
         check_generator(generator)
         if generator is None:
@@ -528,4 +531,5 @@ class MultiDiffusionPipeline(ImageInputs):
             ),
             checkpoint=CheckpointSettings.of(checkpoint),
             resume=resume,
+            image=image,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ from .checks import (
     resolve_view_settings,
 )
 from .conditions import guided_condition
+from .image_start import ImageStart, check_image_start
 from .layout import Background
 from .masks import encode_mask
 from .output import MultiDiffusionOutput
@@ -255,6 +256,7 @@ def generate_regions(
     layout: str | None = None,
     checkpoint: CheckpointSettings | None = None,
     resume: Checkpoint | None = None,
+    image: ImageStart | None = None,
 ) -> MultiDiffusionOutput:
     """See :meth:`MultiDiffusionPipeline.regions`."""
     sync = sync or SyncRequest()
@@ -331,6 +333,8 @@ def generate_regions(
         layout=layout,
         **sync_fields,
     )
+    if image is not None:
+        settings = replace(settings, image=check_image_start(image, model, height, width, sync.enabled))
     return generate(
         model,
         settings=settings,
@@ -348,4 +352,5 @@ def generate_regions(
         wrap=resolve_wrap(circular=circular),
         checkpoint=checkpoint,
         resume=resume,
+        image=image,
     )
