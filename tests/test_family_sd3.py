@@ -300,3 +300,19 @@ def test_single_file_goes_through_the_sd3_adapter(sd3, sd3_folder, tmp_path, mon
             {"image_encoder": None, "feature_extractor": None},
         )
     ]
+
+
+def test_a_prompt_past_the_clip_limit_warns_naming_clip_and_t5_limits(pipe):
+    """SD 3 reads the prompt with two CLIPs (cut at 77 tokens) and T5 (cut at 256): the warning says which cut it."""
+    import warnings
+
+    common = dict(height=128, width=128, num_inference_steps=1, progress=False, output_type="latent")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe("sky", **common)
+        pipe("a" * 100, **common)
+        pipe("b" * 300, **common)
+    cut = [str(w.message) for w in caught if "tokens" in str(w.message)]
+    assert len(cut) == 2
+    assert cut[0].endswith("is 102 tokens for CLIP; CLIP reads the first 77 (special tokens included) and cuts it there")
+    assert "tokens for CLIP and " in cut[1] and "tokens for T5; CLIP reads the first 77 and T5 the first 256" in cut[1]

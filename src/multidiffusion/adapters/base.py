@@ -39,6 +39,26 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
+@dataclass(frozen=True)
+class PromptLimit:
+    """Where one text encoder of a model cuts prompts.
+
+    Attributes:
+        encoder: Its name for people (``CLIP``, ``T5``).
+        count: Text → its token count in that encoder's tokenizer (special tokens included).
+        max_tokens: The count it cuts prompts to (CLIP: 77).
+    """
+
+    encoder: str
+    count: Callable[[str], int]
+    max_tokens: int
+
+    @classmethod
+    def of(cls, encoder: str, tokenizer: Any, max_tokens: int | None = None) -> PromptLimit:
+        """The limit of a Hugging Face tokenizer: ``max_tokens``, default its ``model_max_length``."""
+        return cls(encoder, token_counter(tokenizer), int(max_tokens or tokenizer.model_max_length))
+
+
 @dataclass
 class LoadedModel:
     """A model family's parts, ready for the engine.
@@ -71,9 +91,8 @@ class LoadedModel:
         weights_sha256: SHA-256 of the weight files (see :func:`~multidiffusion.adapters.fingerprint.
             weights_sha256`) for a local folder or file, recorded so an image names its exact weights without
             the user's directory tree; None for hub repo ids (the id names them) and weightless models.
-        prompt_tokens: Text → its token count in the text encoder that cuts prompts (special tokens included),
-            so the pipeline can warn when a prompt is cut; None: the family does not say (no warning).
-        max_prompt_tokens: The token count prompts are cut to (CLIP: 77); None: no limit known.
+        prompt_limits: Where each text encoder that carries the prompt cuts it (:class:`PromptLimit`), so the
+            pipeline can warn when a prompt is cut; empty: none known (no warning).
         inpaint_channels: Extra input channels of an inpainting model (SD and SDXL 9-channel UNets: 5, the mask
             then the masked image's latents), concatenated after the latent per view; 0 for ordinary models.
     """
@@ -97,8 +116,7 @@ class LoadedModel:
     noise_patch: int = 1
     timestep_options: Callable[[Any, int, tuple[int, int]], dict[str, Any]] | None = None
     embed_guidance: Callable[[Any, float], Any] | None = None
-    prompt_tokens: Callable[[str], int] | None = None
-    max_prompt_tokens: int | None = None
+    prompt_limits: tuple[PromptLimit, ...] = ()
     inpaint_channels: int = 0
 
     @property

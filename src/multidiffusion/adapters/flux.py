@@ -66,7 +66,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel, token_counter
+from .base import LoadedModel, PromptLimit
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import accepts, dynamic_shift
@@ -362,8 +362,7 @@ def from_components(
         timestep_options=timestep_options,
         embed_guidance=embed_guidance if distilled else None,
         # T5 carries the prompt (CLIP gives only the pooled vector): warn where T5 cuts it
-        prompt_tokens=token_counter(tokenizer_2),
-        max_prompt_tokens=encoder.max_sequence_length,
+        prompt_limits=(PromptLimit.of("T5", tokenizer_2, encoder.max_sequence_length),),
         extra={
             "transformer": transformer,
             "vae": vae,

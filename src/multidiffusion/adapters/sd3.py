@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel
+from .base import LoadedModel, PromptLimit
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import dynamic_shift
@@ -294,6 +294,11 @@ def from_components(
         default_scheduler=default_scheduler_of(scheduler_config),
         noise_patch=patch,
         timestep_options=make_timestep_options(scheduler_config),
+        # Both CLIP encoders read the first 77 tokens (pooled and per-token); T5, where present, 256.
+        prompt_limits=(
+            PromptLimit.of("CLIP", tokenizer),
+            *((PromptLimit.of("T5", tokenizer_3, encoder.max_sequence_length),) if text_encoder_3 is not None else ()),
+        ),
     )
 
 

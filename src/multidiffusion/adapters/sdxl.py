@@ -54,7 +54,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel, token_counter
+from .base import LoadedModel, PromptLimit
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import check_scheduler_name, is_few_step_config
@@ -294,8 +294,7 @@ def from_components(
         },
         default_scheduler=default_scheduler_of(scheduler_config),
         embed_guidance=embed_guidance if guidance_embedded else None,
-        prompt_tokens=token_counter(tokenizers[0]),
-        max_prompt_tokens=int(tokenizers[0].model_max_length),
+        prompt_limits=(PromptLimit.of("CLIP", tokenizers[0]),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
     )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..core.views import View
-from .base import LoadedModel, token_counter
+from .base import LoadedModel, PromptLimit
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import default_scheduler_for, is_few_step_config
@@ -91,8 +91,7 @@ def from_components(
         default_scheduler=default_scheduler_for(scheduler_config, "ddim"),
         default_guidance_scale=1.0 if is_few_step_config(scheduler_config) else 7.5,
         extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
-        prompt_tokens=token_counter(tokenizer),
-        max_prompt_tokens=int(tokenizer.model_max_length),
+        prompt_limits=(PromptLimit.of("CLIP", tokenizer),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
     )

@@ -10,21 +10,28 @@ from ..core import GuidedCondition
 
 
 def warn_long_prompts(model: LoadedModel, prompts: Sequence[str]) -> None:
-    """One warning per prompt longer than the text encoder's limit: the encoder cuts it to that many tokens."""
-    if model.prompt_tokens is None or model.max_prompt_tokens is None:
+    """One warning per prompt longer than a text encoder's limit, naming each encoder that cuts it and where
+    (SD 3: CLIP at 77 tokens, T5 at 256)."""
+    if not model.prompt_limits:
         return
     for text in dict.fromkeys(prompts):
         if not text:
             continue
-        count = model.prompt_tokens(text)
-        if count > model.max_prompt_tokens:
-            head = text if len(text) <= 40 else text[:37] + "…"
-            warnings.warn(
-                f"the prompt {head!r} is {count} tokens; the text encoder reads the first {model.max_prompt_tokens} "
-                f"(special tokens included) and cuts it there",
-                UserWarning,
-                stacklevel=3,
-            )
+        cuts = [(limit, limit.count(text)) for limit in model.prompt_limits]
+        cuts = [(limit, count) for limit, count in cuts if count > limit.max_tokens]
+        if not cuts:
+            continue
+        head = text if len(text) <= 40 else text[:37] + "…"
+        if len(model.prompt_limits) == 1:
+            limit, count = cuts[0]
+            what = f"is {count} tokens; the text encoder reads the first {limit.max_tokens}"
+        else:
+            sizes = " and ".join(f"{count} tokens for {limit.encoder}" for limit, count in cuts)
+            reads = " and ".join(f"{limit.encoder} the first {limit.max_tokens}" for limit, _ in cuts)
+            what = f"is {sizes}; {reads.replace(' the first', ' reads the first', 1)}"
+        warnings.warn(
+            f"the prompt {head!r} {what} (special tokens included) and cuts it there", UserWarning, stacklevel=3
+        )
 
 
 def guided_condition(
