@@ -58,3 +58,33 @@ def test_device_and_dtype_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(InvalidInputError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_scheduler_config_is_read_before_loading_from_folders_configs_and_the_hub_cache(
+    tmp_path, small_folder, monkeypatch
+):
+    """The step limit can be checked before a model loads wherever its scheduler config is on disk: a folder, the
+    --config folder of a checkpoint file, or a repo id already in the hub cache (the network is never used)."""
+    import json
+
+    import huggingface_hub.constants
+
+    from multidiffusion.adapters.loading import scheduler_config_before_loading
+
+    expected = json.loads((small_folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config_before_loading(str(small_folder)) == expected
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"")
+    assert scheduler_config_before_loading(str(checkpoint)) is None
+    assert scheduler_config_before_loading(str(checkpoint), config=str(small_folder)) == expected
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny-sd" / "snapshots" / ("0" * 40)
+    (snapshot / "scheduler").mkdir(parents=True)
+    (snapshot / "scheduler" / "scheduler_config.json").write_text(json.dumps(expected))
+    (cache / "models--someone--tiny-sd" / "refs").mkdir()
+    (cache / "models--someone--tiny-sd" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert scheduler_config_before_loading("someone/tiny-sd") == expected
+    assert scheduler_config_before_loading("someone/not-downloaded") is None
+    assert scheduler_config_before_loading("not a repo id") is None

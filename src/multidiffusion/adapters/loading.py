@@ -115,21 +115,38 @@ def check_model_source(source: str, config: str | None = None) -> None:
         )
 
 
-def scheduler_config_before_loading(source: str) -> dict[str, Any] | None:
-    """The scheduler config of a model without loading it: the toy model's, or a diffusers folder's
-    ``scheduler/scheduler_config.json``; None where it cannot be read cheaply (repo ids, checkpoint files)."""
+def scheduler_config_before_loading(source: str, config: str | None = None) -> dict[str, Any] | None:
+    """The scheduler config of a model without loading it, or None where it cannot be read cheaply.
+
+    The toy model's own; else ``scheduler/scheduler_config.json`` of ``config`` (the folder or repo id that
+    describes a single-file checkpoint) or of ``source``: read from a local folder, or from the hub cache for a
+    repo id already downloaded (never from the network).
+    """
     import json
 
     from . import toy
 
     if toy.is_toy_source(source):
         return {**toy.SCHEDULER_CONFIG, "prediction_type": toy.parse_spec(source).prediction}
-    path = Path(source).expanduser() / "scheduler" / "scheduler_config.json"
+    where = source if config is None else config
+    folder = Path(where).expanduser()
+    path: str | Path | None = folder / "scheduler" / "scheduler_config.json"
+    if not folder.is_dir():
+        if folder.exists() or where.count("/") != 1:  # a checkpoint file, or not a repo id
+            return None
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            path = try_to_load_from_cache(where, "scheduler/scheduler_config.json")
+        except ValueError:  # not a valid repo id
+            return None
+        if not isinstance(path, str):
+            return None
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    return config if isinstance(config, dict) else None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def load_model(

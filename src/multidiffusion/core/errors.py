@@ -14,3 +14,9 @@ class NonFiniteError(FloatingPointError):
     """A run produced inf or NaN (half-precision overflow, an absurd guidance or sync weight). The message is one
     line naming where it happened and what to try; the command line prints it as ``error: <message>``, exits
     with status 1 and writes no file."""
+
+
+class OutputError(OSError):
+    """A finished result could not be written where asked (the folder turned read-only, the disk is full). The
+    message is one line saying why and where the result was rescued to, if anywhere; the command line prints it
+    as ``error: <message>`` and exits with status 1."""

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InvalidInputError
+from ..core.errors import InvalidInputError, OutputError
 from ..pipeline.settings import METADATA_KEY
 
 __all__ = ["METADATA_KEY", "check_output_path", "save_png"]
@@ -58,18 +58,8 @@ def _temp_name(out: Path) -> str:
     return f".{stem}."
 
 
-def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> None:
-    """Save a PIL image with text chunks, atomically: written to a temporary file beside it, then renamed.
-
-    The file gets the permissions an ordinary write would give it (the umask's, or the replaced file's).
-    Values longer than 1 KiB go into compressed ``iTXt`` chunks (the JSON of a region layout with masks).
-    """
-    from PIL.PngImagePlugin import PngInfo
-
-    out = Path(path)
-    info = PngInfo()
-    for key, value in text.items():
-        info.add_itxt(key, value, zip=True) if len(value) > 1024 else info.add_text(key, value)
+def _write(image: Any, out: Path, info: Any) -> None:
+    """Write atomically: a temporary file beside ``out``, then renamed over it; nothing is left on failure."""
     mode = _ordinary_mode(out)
     fd, tmp = tempfile.mkstemp(prefix=_temp_name(out), suffix=".tmp", dir=out.parent)
     try:
@@ -80,3 +70,31 @@ def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> None:
+    """Save a PIL image with text chunks, atomically: written to a temporary file beside it, then renamed.
+
+    The file gets the permissions an ordinary write would give it (the umask's, or the replaced file's).
+    Values longer than 1 KiB go into compressed ``iTXt`` chunks (the JSON of a region layout with masks).
+
+    Raises:
+        OutputError: the file cannot be written (a folder that turned read-only, a full disk). The image is not
+            lost: it is written to the temporary folder instead, and the message says where.
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    out = Path(path)
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_itxt(key, value, zip=True) if len(value) > 1024 else info.add_text(key, value)
+    try:
+        _write(image, out, info)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        rescue = Path(tempfile.gettempdir()) / f"multidiffusion-unsaved-{os.getpid()}-{out.name}"
+        try:
+            _write(image, rescue, info)
+        except OSError:
+            raise OutputError(f"cannot write {str(path)!r} ({reason}); the image could not be saved anywhere") from exc
+        raise OutputError(f"cannot write {str(path)!r} ({reason}); the image was saved to {rescue} instead") from exc
