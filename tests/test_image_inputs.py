@@ -13,13 +13,14 @@ from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscr
 from PIL import Image
 
 from multidiffusion import MultiDiffusionPipeline
+from multidiffusion.adapters.base import first_step_flow, first_step_truncating
 from multidiffusion.adapters.inversion import InvertingScheduler
 from multidiffusion.core.channels import ConcatChannels, crop_window
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.guidance import ClassifierFreeGuidance, GuidedCondition
 from multidiffusion.core.known import KnownRegion, latent_mask
 from multidiffusion.core.views import View
-from multidiffusion.pipeline.image_start import ImageStart, start_step
+from multidiffusion.pipeline.image_start import ImageStart
 from multidiffusion.pipeline.layout import load_layout
 
 SD_CONFIG = {
@@ -154,7 +155,7 @@ def test_inversion_is_exact_for_an_exact_model(prediction: str, steps: int) -> N
         config = {**SD_CONFIG, "prediction_type": prediction}
         scheduler = EulerDiscreteScheduler.from_config(config)
     scheduler.set_timesteps(10)
-    first = start_step(10, 0.6)
+    first = first_step_truncating(10, 0.6)
     scheduler.set_begin_index(first)
     target = scheduler.timesteps[first]
     inverter = InvertingScheduler(scheduler, target, steps, config)
@@ -170,8 +171,11 @@ def test_inversion_is_exact_for_an_exact_model(prediction: str, steps: int) -> N
     torch.testing.assert_close(inverter.to_scheduler(x), expected.double(), rtol=1e-5, atol=1e-5)
 
 
-def test_start_step_is_diffusers_rule() -> None:
-    assert [start_step(50, s) for s in (0.0, 0.3, 0.5, 0.99, 1.0)] == [50, 35, 25, 1, 0]
+def test_first_steps_are_the_families_img2img_rules() -> None:
+    strengths = (0.0, 0.3, 0.5, 0.99, 1.0)
+    assert [first_step_truncating(50, s) for s in strengths] == [50, 35, 25, 1, 0]
+    assert [first_step_flow(50, s) for s in strengths] == [50, 35, 25, 0, 0]
+    assert (first_step_truncating(4, 0.6), first_step_flow(4, 0.6)) == (2, 1)  # 2.4 steps: SD runs 2, SD 3 runs 3
 
 
 # --- whole runs on the toy model -------------------------------------------------------------------------------

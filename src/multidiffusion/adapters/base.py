@@ -39,6 +39,19 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
     return count
 
 
+def first_step_truncating(num_steps: int, strength: float) -> int:
+    """The first step of an image start in SD's and SDXL's img2img pipelines (``get_timesteps``):
+    steps − int(steps · strength), so the steps run are steps · strength rounded down."""
+    return num_steps - min(int(num_steps * strength), num_steps)
+
+
+def first_step_flow(num_steps: int, strength: float) -> int:
+    """The first step of an image start in SD 3's and Flux's img2img pipelines: int(max(steps − steps ·
+    strength, 0)), so the steps run are steps · strength rounded up (they differ from
+    :func:`first_step_truncating` when steps · strength is not whole)."""
+    return int(max(num_steps - num_steps * strength, 0))
+
+
 @dataclass(frozen=True)
 class PromptLimit:
     """Where one text encoder of a model cuts prompts.
@@ -93,6 +106,9 @@ class LoadedModel:
             the user's directory tree; None for hub repo ids (the id names them) and weightless models.
         prompt_limits: Where each text encoder that carries the prompt cuts it (:class:`PromptLimit`), so the
             pipeline can warn when a prompt is cut; empty: none known (no warning).
+        first_step: ``first_step(steps, strength)`` → the index of the first of ``steps`` scheduler steps that
+            an image start at ``strength`` runs, as the family's own img2img pipeline picks it
+            (:func:`first_step_truncating` for SD and SDXL, :func:`first_step_flow` for SD 3 and Flux).
         inpaint_channels: Extra input channels of an inpainting model (SD and SDXL 9-channel UNets: 5, the mask
             then the masked image's latents), concatenated after the latent per view; 0 for ordinary models.
     """
@@ -118,6 +134,7 @@ class LoadedModel:
     embed_guidance: Callable[[Any, float], Any] | None = None
     prompt_limits: tuple[PromptLimit, ...] = ()
     inpaint_channels: int = 0
+    first_step: Callable[[int, float], int] = first_step_truncating
 
     @property
     def name(self) -> str:

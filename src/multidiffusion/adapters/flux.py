@@ -66,7 +66,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel, PromptLimit
+from .base import LoadedModel, PromptLimit, first_step_flow
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import accepts, dynamic_shift
@@ -361,6 +361,7 @@ def from_components(
         noise_patch=PATCH,
         timestep_options=timestep_options,
         embed_guidance=embed_guidance if distilled else None,
+        first_step=first_step_flow,  # FluxImg2ImgPipeline.get_timesteps
         # T5 carries the prompt (CLIP gives only the pooled vector): warn where T5 cuts it
         prompt_limits=(PromptLimit.of("T5", tokenizer_2, encoder.max_sequence_length),),
         extra={

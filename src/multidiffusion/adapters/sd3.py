@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
-from .base import LoadedModel, PromptLimit
+from .base import LoadedModel, PromptLimit, first_step_flow
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import dynamic_shift
@@ -294,6 +294,7 @@ def from_components(
         default_scheduler=default_scheduler_of(scheduler_config),
         noise_patch=patch,
         timestep_options=make_timestep_options(scheduler_config),
+        first_step=first_step_flow,  # StableDiffusion3Img2ImgPipeline.get_timesteps
         # Both CLIP encoders read the first 77 tokens (pooled and per-token); T5, where present, 256.
         prompt_limits=(
             PromptLimit.of("CLIP", tokenizer),

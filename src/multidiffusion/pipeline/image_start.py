@@ -39,8 +39,9 @@ class ImageStart:
             are never kept).
         known: (1, 1, H, W) float32 in [0, 1], 1 = keep this pixel (blended each step, exact at the end where
             it is 1 away from the feathering); None: nothing is kept (upscale, img2img).
-        strength: How far the image is noised before denoising, in [0, 1]: the run takes the last
-            ``int(steps · strength)`` steps (diffusers' rule). 0 returns the encoded image; 1 starts from pure
+        strength: How far the image is noised before denoising, in [0, 1]: the run takes the last steps ·
+            strength steps, rounded as the family's own img2img pipeline rounds (down for SD and SDXL, up for
+            SD 3 and Flux). 0 returns the encoded image; 1 starts from pure
             noise, as a text-to-image run (the known region still steers it).
         feather: σ in px of the inward feathering of ``known`` (0: a hard edge).
         noise_inversion_steps: > 0: instead of fresh noise, the encoded image is inverted deterministically to
@@ -174,11 +175,6 @@ def place(
     return canvas, mask
 
 
-def start_step(num_steps: int, strength: float) -> int:
-    """The first step an image start takes (diffusers' ``get_timesteps``): steps − int(steps · strength)."""
-    return num_steps - min(int(num_steps * strength), num_steps)
-
-
 @dataclass(frozen=True)
 class PreparedStart:
     """An image start made concrete for one run.
@@ -195,7 +191,8 @@ class PreparedStart:
 
 
 def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor) -> PreparedStart:
-    """Encode the image, pick the first step from the strength and build the known-region hook.
+    """Encode the image, pick the first step from the strength (``model.first_step``) and build the known-region
+    hook.
 
     ``scheduler`` has its timesteps set; its begin index is set to the first step (where it has one), as
     diffusers' img2img pipelines set it, so stateful schedulers (Euler, DPM-Solver++) index from there.
@@ -205,7 +202,7 @@ def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor) 
         latents = model.codec.encode(start.image.to(model.device)).float().to(noise.device)
     order = int(getattr(scheduler, "order", 1))
     steps = len(scheduler.timesteps) // order
-    first = start_step(steps, start.strength) * order
+    first = model.first_step(steps, start.strength) * order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first)
     hooks: list[Any] = []
