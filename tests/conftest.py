@@ -7,6 +7,9 @@ import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# as the command line sets it before transformers loads (interfaces/cli.py main): in-process CLI tests would
+# otherwise see transformers' once-per-process notices (no torchvision) in whichever test triggers them first
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # the weights-hash cache of the model fingerprints goes to a temporary folder, not the user's ~/.cache
 os.environ["MULTIDIFFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="multidiffusion-cache-")
 

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from cli_helpers import exit_code
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.regions import Region
+from multidiffusion.interfaces import runs
 from multidiffusion.interfaces.cli import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from multidiffusion.pipeline.layout import load_layout, parse_layout
@@ -63,14 +64,37 @@ def region(**fields: Any) -> dict[str, Any]:
     return data
 
 
-def P(extra: list[str], prompt: str = "sky", model: str = "toy", size: list[str] = SIZE) -> dict[str, Any]:
-    base = TOY if model == "toy" else ["--model", model, "--steps", "2", "-q"]
-    return {"kind": "cli", "argv": ["panorama", prompt, *base, *size, *extra]}
+def P(
+    extra: list[str], prompt: str = "sky", model: str = "toy", size: list[str] = SIZE, loads: bool = False
+) -> dict[str, Any]:
+    """A panorama run; ``loads``: the error can only be found once the model is loaded (every other case is refused
+    before any model loads)."""
+    return {"kind": "cli", "argv": ["panorama", prompt, *_base(model), *size, *extra], "loads": loads}
 
 
-def L(doc: Any, extra: list[str] = ()) -> dict[str, Any]:
+def L(doc: Any, extra: list[str] = (), loads: bool = False) -> dict[str, Any]:
     """A regions run on the toy model with a layout: a JSON-ready object, raw bytes, or a path placeholder."""
-    return {"kind": "cli", "layout": doc, "argv": ["regions", "--layout", "{layout}", *TOY, *extra]}
+    return {"kind": "cli", "layout": doc, "argv": ["regions", "--layout", "{layout}", *TOY, *extra], "loads": loads}
+
+
+def UP(extra: list[str], image: str = "{in}/photo.png", model: str = "toy", loads: bool = False) -> dict[str, Any]:
+    """An upscale of a 48×32 px picture by 2 (``extra`` may give another --scale: the last one counts)."""
+    return {"kind": "cli", "argv": ["upscale", image, *_base(model), "--scale", "2", *extra], "loads": loads}
+
+
+def OUT(extra: list[str], image: str = "{in}/photo.png", model: str = "toy", loads: bool = False) -> dict[str, Any]:
+    """An outpaint of the picture with a prompt (``extra`` gives the margins)."""
+    return {"kind": "cli", "argv": ["outpaint", image, *_base(model), "--prompt", "sky", *extra], "loads": loads}
+
+
+def INP(extra: list[str], image: str = "{in}/photo.png", model: str = "toy", loads: bool = False) -> dict[str, Any]:
+    """An inpaint of the picture with a mask of its size and a prompt (``extra`` may give another --mask)."""
+    argv = ["inpaint", image, *_base(model), "--mask", "{in}/mask.png", "--prompt", "sky", *extra]
+    return {"kind": "cli", "argv": argv, "loads": loads}
+
+
+def _base(model: str) -> list[str]:
+    return TOY if model == "toy" else ["--model", model, "--steps", "2", "-q"]
 
 
 def E(*images: str, extra: list[str] = ()) -> dict[str, Any]:
@@ -99,13 +123,17 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("height-text", P(["--height", "tall"]), "invalid int value"),
     ("height-float", P(["--height", "32.5"]), "invalid int value"),
     ("canvas-1e6-px", P(["--height", "1000000", "--width", "1000000"]), "the limit is 1,074 Mpx"),
-    ("not-multiple-of-8", P([], model=SMALL, size=["--height", "130", "--width", "384"]), "multiple of 8"),
+    ("not-multiple-of-8", P([], model=SMALL, size=["--height", "130", "--width", "384"], loads=True), "multiple of 8"),
     ("window-0", P(["--window", "0"]), "--window must be a positive number"),
     ("window-negative", P(["--window", "-32"]), "--window must be a positive number"),
     ("stride-0", P(["--stride", "0"]), "stride must be a positive number"),
     ("stride-negative", P(["--stride", "-8"]), "stride must be a positive number"),
     ("stride-over-window", P(["--stride", "64"]), "must not exceed the window"),
-    ("too-many-views", P(["--stride", "1"], size=["--height", "8192", "--width", "65536"]), "views per step"),
+    (
+        "too-many-views",
+        P(["--stride", "1"], size=["--height", "8192", "--width", "65536"], loads=True),
+        "views per step",
+    ),
     ("view-batch-0", P(["--view-batch-size", "0"]), "--view-batch-size must be ≥ 1"),
     ("num-images-0", P(["--num-images", "0"]), "--num-images must be in 1…"),
     # steps
@@ -119,7 +147,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("steps-51-lcm", P(["--steps", "51", "--scheduler", "lcm"]), "'lcm' runs at most 50 steps"),
     ("steps-1000-sd", P(["--steps", "1000"], model=SMALL), "runs at most 900 steps"),
     ("scheduler-unknown", P(["--scheduler", "magic"]), "unknown scheduler 'magic'"),
-    ("scheduler-flow-on-sd", P(["--scheduler", "flow_euler"], model=SMALL), "for flow-matching models"),
+    ("scheduler-flow-on-sd", P(["--scheduler", "flow_euler"], model=SMALL, loads=True), "for flow-matching models"),
     # guidance
     ("guidance-nan", P(["--guidance", "nan"]), "guidance scale must be ≥ 0"),
     ("guidance-inf", P(["--guidance", "inf"]), "at most 100"),
@@ -145,12 +173,16 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     # models
     ("model-missing", P([], model="{in}/no-such-model"), "does not exist"),
     ("model-empty-folder", P([], model="{in}/empty"), "holds no diffusers model"),
-    ("model-broken-index", P([], model="{in}/broken"), "model_index.json"),
+    ("model-broken-index", P([], model="{in}/broken", loads=True), "model_index.json"),
     ("model-not-checkpoint", P([], model="{in}/notes.txt"), "is not a checkpoint"),
-    ("model-garbage-checkpoint", P([], model="{in}/garbage.safetensors"), "garbage.safetensors"),
+    ("model-garbage-checkpoint", P([], model="{in}/garbage.safetensors", loads=True), "garbage.safetensors"),
     ("model-toy-bad-option", P([], model="toy:ell=-1"), "toy"),
-    ("model-unsupported-family", P([], model="{in}/kandinsky"), "KandinskyV22Pipeline, which this tool does not run"),
-    ("model-lora-file-alone", P([], model="{in}/lora.safetensors"), "no whole model this tool recognises"),
+    (
+        "model-unsupported-family",
+        P([], model="{in}/kandinsky", loads=True),
+        "KandinskyV22Pipeline, which this tool does not run",
+    ),
+    ("model-lora-file-alone", P([], model="{in}/lora.safetensors", loads=True), "no whole model this tool recognises"),
     # prompts
     ("prompt-empty", P([], prompt="  "), "PROMPT is empty"),
     ("prompt-nul", P([], prompt="a\0b"), "contains a NUL character"),
@@ -166,7 +198,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("sync-every-0", P(["--sync", "--sync-every", "0"]), "sync every must be an integer ≥ 1"),
     ("sync-stop-negative", P(["--sync", "--sync-stop", "-1"]), "sync stop step must be an integer ≥ 0"),
     ("sync-anchor-text", P(["--sync", "--sync-anchor", "left"]), "must be 'center' or a view index"),
-    ("sync-anchor-999", P(["--sync", "--sync-anchor", "999", "--sync-loss", "builtin"]), "anchor"),
+    ("sync-anchor-999", P(["--sync", "--sync-anchor", "999", "--sync-loss", "builtin"], loads=True), "anchor"),
     ("sync-chunk-0", P(["--sync", "--sync-chunk", "0"]), "--sync-chunk must be ≥ 1"),
     ("sync-loss-unknown", P(["--sync", "--sync-loss", "l2"]), "invalid choice"),
     ("sync-option-without-sync", P(["--sync-decay", "0.5"]), "only apply with --sync"),
@@ -185,12 +217,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("layout-guidance-nan", L(b'{"width": 96, "height": 32, "background": "b", "guidance_scale": NaN}'), "number"),
     ("layout-10000-regions", L(layout(regions=[{"prompt": "r", "box": [0, 0, 8, 8]}] * 10_000)), "limit is 256"),
     ("layout-no-regions", L(layout(regions=[], background=...)), "no regions and no background"),
-    ("box-outside", L(region(box=[0, 0, 300, 10])), "regions[0].box"),
-    ("box-zero-area", L(region(box=[8, 8, 8, 16])), "regions[0].box"),
+    ("box-outside", L(region(box=[0, 0, 300, 10]), loads=True), "regions[0].box"),
+    ("box-zero-area", L(region(box=[8, 8, 8, 16]), loads=True), "regions[0].box"),
     ("box-floats", L(region(box=[0, 0, 8.5, 8])), "four whole pixel numbers"),
     ("mask-missing", L(region(box=..., mask="missing.png")), "regions[0].mask: cannot read mask image"),
-    ("mask-wrong-size", L(region(box=..., mask="small.png")), "regions[0].mask is 10×10 px"),
-    ("mask-all-zero", L(region(box=..., mask="zero.png")), "regions[0]"),
+    ("mask-wrong-size", L(region(box=..., mask="small.png"), loads=True), "regions[0].mask is 10×10 px"),
+    ("mask-all-zero", L(region(box=..., mask="zero.png"), loads=True), "regions[0]"),
     ("mask-not-image", L(region(box=..., mask="notes.txt")), "regions[0].mask: cannot read mask image"),
     ("mask-bomb", L(region(box=..., mask="bomb.png")), "the limit is 134,217,728 px"),
     ("prompt-not-string", L(region(prompt=3)), "regions[0].prompt must be a string"),
@@ -199,6 +231,73 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bootstrap-2", L(BASE_LAYOUT, ["--bootstrap-fraction", "2"]), "bootstrap fraction must be in [0, 1]"),
     ("bootstrap-negative", L(BASE_LAYOUT, ["--bootstrap-fraction", "-1"]), "bootstrap fraction must be in [0, 1]"),
     ("bootstrap-nan", L(BASE_LAYOUT, ["--bootstrap-fraction", "nan"]), "bootstrap fraction must be in [0, 1]"),
+    # upscale
+    ("upscale-image-missing", UP([], image="{in}/none.png"), "cannot read image"),
+    ("upscale-image-folder", UP([], image="{in}/empty"), "cannot read image"),
+    ("upscale-image-not-image", UP([], image="{in}/notes.txt"), "not an image file PIL can read"),
+    ("upscale-image-truncated", UP([], image="{in}/cut.png"), "cannot read image"),
+    ("upscale-image-bomb", UP([], image="{in}/bomb.png"), "the limit is 134,217,728 px"),
+    ("upscale-scale-missing", {"kind": "cli", "argv": ["upscale", "{in}/photo.png", *TOY]}, "required: --scale"),
+    ("upscale-scale-0", UP(["--scale", "0"]), "scale must be in [0.001, 64]"),
+    ("upscale-scale-negative", UP(["--scale", "-2"]), "scale must be in [0.001, 64]"),
+    ("upscale-scale-nan", UP(["--scale", "nan"]), "scale must be in [0.001, 64]"),
+    ("upscale-scale-inf", UP(["--scale", "inf"]), "scale must be in [0.001, 64]"),
+    ("upscale-scale-text", UP(["--scale", "twice"]), "invalid float value"),
+    ("upscale-canvas-over-limit", UP(["--scale", "64"], image="{in}/big.png"), "the limit is 1,074 Mpx"),
+    ("upscale-strength-2", UP(["--strength", "2"]), "--strength must be in [0, 1]"),
+    ("upscale-strength-negative", UP(["--strength", "-0.1"]), "--strength must be in [0, 1]"),
+    ("upscale-strength-nan", UP(["--strength", "nan"]), "--strength must be in [0, 1]"),
+    ("upscale-inversion-negative", UP(["--noise-inversion", "-1"]), "--noise-inversion must be a number of steps"),
+    ("upscale-inversion-1001", UP(["--noise-inversion", "1001"]), "in 0…1000"),
+    ("upscale-resample-unknown", UP(["--resample", "cubic"]), "invalid choice"),
+    ("upscale-out-is-image", UP(["--out", "{in}/photo.png"]), "--out must name a different file than IMAGE"),
+    ("upscale-prompt-nul", UP(["--prompt", "a\0b"]), "prompt contains a NUL"),
+    ("upscale-checkpoint", UP(["--checkpoint", "{outdir}/run.ckpt"]), "unrecognized arguments: --checkpoint"),
+    ("upscale-window-past-sd", UP(["--window", "12"], model=SMALL, loads=True), "window must be a multiple of 8"),
+    # outpaint
+    ("outpaint-no-margin", OUT([]), "give at least one margin"),
+    ("outpaint-margins-0", OUT(["--left", "0", "--top", "0"]), "give at least one margin"),
+    ("outpaint-margin-negative", OUT(["--left", "-8"]), "--left must be a number of pixels ≥ 0"),
+    ("outpaint-margin-text", OUT(["--top", "wide"]), "invalid int value"),
+    (
+        "outpaint-prompt-missing",
+        {"kind": "cli", "argv": ["outpaint", "{in}/photo.png", "--left", "8", *TOY]},
+        "--prompt",
+    ),
+    ("outpaint-canvas-over-limit", OUT(["--right", "100000000"]), "the limit is 1,074 Mpx"),
+    ("outpaint-feather-negative", OUT(["--left", "8", "--feather", "-1"]), "--feather must be in [0, 256] px"),
+    ("outpaint-feather-1000", OUT(["--left", "8", "--feather", "1000"]), "--feather must be in [0, 256] px"),
+    ("outpaint-feather-nan", OUT(["--left", "8", "--feather", "nan"]), "--feather must be in [0, 256] px"),
+    ("outpaint-image-not-image", OUT(["--left", "8"], image="{in}/notes.txt"), "cannot read image"),
+    ("outpaint-out-is-image", OUT(["--left", "8", "--out", "{in}/../in/photo.png"]), "different file than IMAGE"),
+    (
+        "outpaint-margin-off-grid-sd",
+        OUT(["--left", "12"], model=SMALL, loads=True),
+        "left margin must be a multiple of 8 px",
+    ),
+    (
+        "outpaint-image-off-grid-sd",
+        OUT(["--left", "8"], image="{in}/odd.png", model=SMALL, loads=True),
+        "this model needs sides in multiples of 8 px",
+    ),
+    # inpaint
+    ("inpaint-mask-missing", {"kind": "cli", "argv": ["inpaint", "{in}/photo.png", "--prompt", "a", *TOY]}, "--mask"),
+    ("inpaint-mask-not-found", INP(["--mask", "{in}/none.png"]), "cannot read mask"),
+    ("inpaint-mask-not-image", INP(["--mask", "{in}/notes.txt"]), "cannot read mask"),
+    ("inpaint-mask-bomb", INP(["--mask", "{in}/bomb.png"]), "the limit is 134,217,728 px"),
+    ("inpaint-mask-wrong-size", INP(["--mask", "{in}/small.png"]), "the mask is 10×10 px but the image is 48×32 px"),
+    ("inpaint-image-truncated", INP([], image="{in}/cut.png"), "cannot read image"),
+    ("inpaint-mask-all-black", INP(["--mask", "{in}/black.png"]), "the mask is all black: nothing to redraw"),
+    ("inpaint-strength-2", INP(["--strength", "2"]), "--strength must be in [0, 1]"),
+    ("inpaint-strength-inf", INP(["--strength", "inf"]), "--strength must be in [0, 1]"),
+    ("inpaint-feather-300", INP(["--feather", "300"]), "--feather must be in [0, 256] px"),
+    ("inpaint-out-is-mask", INP(["--out", "{in}/mask.png"]), "--out must name a different file than --mask"),
+    ("inpaint-num-images-0", INP(["--num-images", "0"]), "--num-images must be in 1…"),
+    (
+        "inpaint-image-off-grid-sd",
+        INP(["--mask", "{in}/odd-mask.png"], image="{in}/odd.png", model=SMALL, loads=True),
+        "this model needs sides in multiples of 8 px",
+    ),
     # eval-coherence
     ("eval-missing", E("{in}/none.png"), "does not exist"),
     ("eval-not-image", E("{in}/notes.txt"), "cannot read image"),
@@ -239,12 +338,20 @@ def test_the_table_is_large():
 
 @pytest.fixture()
 def inputs(tmp_path: Path) -> Path:
-    """Input files the cases name as ``{in}/…``: masks, a bomb, a 1×1 image, broken model folders."""
+    """Input files the cases name as ``{in}/…``: pictures and masks (a 48×32 px picture, a truncated one, one of
+    50×30 px), a bomb, a 1×1 image, broken model folders."""
     folder = tmp_path / "in"
     folder.mkdir()
     Image.new("L", (10, 10)).save(folder / "small.png")
     Image.new("L", (96, 32)).save(folder / "zero.png")
     Image.new("RGB", (1, 1)).save(folder / "one.png")
+    Image.new("RGB", (48, 32), (200, 120, 40)).save(folder / "photo.png")
+    Image.new("L", (48, 32), 255).save(folder / "mask.png")
+    Image.new("L", (48, 32)).save(folder / "black.png")
+    Image.new("RGB", (50, 30)).save(folder / "odd.png")
+    Image.new("L", (50, 30), 255).save(folder / "odd-mask.png")
+    Image.new("RGB", (1024, 512)).save(folder / "big.png")
+    (folder / "cut.png").write_bytes((folder / "photo.png").read_bytes()[:60])
     (folder / "bomb.png").write_bytes(png_claiming(20_000, 20_000))
     (folder / "notes.txt").write_text("not an image")
     (folder / "garbage.safetensors").write_bytes(b"not a checkpoint")
@@ -287,8 +394,22 @@ def _run_cli(case: dict[str, Any], inputs: Path, outdir: Path, request: pytest.F
     return exit_code(argv)
 
 
+@pytest.fixture()
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The models the command line starts to load (the CLI's one loading function, watched)."""
+    seen: list[str] = []
+    load = runs.load_pipeline
+
+    def watched(args: Any, model: str, *rest: Any, **kwargs: Any) -> Any:
+        seen.append(model)
+        return load(args, model, *rest, **kwargs)
+
+    monkeypatch.setattr(runs, "load_pipeline", watched)
+    return seen
+
+
 @pytest.mark.parametrize(("case", "message"), [(c, m) for _, c, m in CASES], ids=[n for n, _, _ in CASES])
-def test_bad_input_is_one_line(case, message, inputs, tmp_path, capfd, request, monkeypatch):
+def test_bad_input_is_one_line(case, message, inputs, tmp_path, capfd, request, monkeypatch, loads):
     outdir = tmp_path / "out"
     outdir.mkdir()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -305,6 +426,7 @@ def test_bad_input_is_one_line(case, message, inputs, tmp_path, capfd, request, 
         lines = err.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
         assert message in lines[0], lines[0]
+        assert bool(loads) == case.get("loads", False), f"model loading started: {loads}"
     assert list(outdir.iterdir()) == []  # no image, no temporary file
     assert sorted(p.name for p in inputs.iterdir() if p.name != "layout.json") == before
 

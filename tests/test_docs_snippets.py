@@ -368,7 +368,7 @@ def run_shell(block: Block, monkeypatch: pytest.MonkeyPatch) -> list[str]:
             args = _cli_argv(argv[1:])
             status = main(args)
             assert status == 0, f"{block.name}: `{shlex.join(argv)}` exited with {status}"
-            from multidiffusion.interfaces.cli import output_paths
+            from multidiffusion.interfaces.runs import output_paths
 
             count = int(args[args.index("--num-images") + 1]) if "--num-images" in args else 1
             for flag in ("--out", "--segmentation"):

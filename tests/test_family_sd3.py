@@ -314,5 +314,7 @@ def test_a_prompt_past_the_clip_limit_warns_naming_clip_and_t5_limits(pipe):
         pipe("b" * 300, **common)
     cut = [str(w.message) for w in caught if "tokens" in str(w.message)]
     assert len(cut) == 2
-    assert cut[0].endswith("is 102 tokens for CLIP; CLIP reads the first 77 (special tokens included) and cuts it there")
+    assert cut[0].endswith(
+        "is 102 tokens for CLIP; CLIP reads the first 77 (special tokens included) and cuts it there"
+    )
     assert "tokens for CLIP and " in cut[1] and "tokens for T5; CLIP reads the first 77 and T5 the first 256" in cut[1]

@@ -303,8 +303,8 @@ def test_regions_take_circular_and_named_layouts(tmp_path, capfd):
 
 
 def test_seed_sequence_wraps_and_minus_one_overrides_a_layout_seed():
-    from multidiffusion.interfaces.cli import _seeds
     from multidiffusion.interfaces.options import RANDOM_SEED
+    from multidiffusion.interfaces.runs import seeds as _seeds
 
     assert _seeds(5, 3) == [5, 6, 7] and _seeds(2**64 - 1, 2) == [2**64 - 1, 0]
     assert all(0 <= s < 2**32 for s in _seeds(RANDOM_SEED, 1) + _seeds(None, 1))

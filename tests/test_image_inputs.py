@@ -66,8 +66,8 @@ def test_feathering_ramps_inward_only() -> None:
     mask[..., :, :32] = 1.0
     feathered = latent_mask(mask, 1, feather_px=3.0)
     assert bool((feathered <= mask).all())  # nothing outside the known region is ever treated as known
-    # beyond the kernel's reach (3σ + 1 px) inside: kept, to float rounding
-    torch.testing.assert_close(feathered[..., :, :22], mask[..., :, :22], rtol=0, atol=1e-6)
+    # beyond the kernel's reach (3σ + 1 px) inside: kept exactly
+    assert torch.equal(feathered[..., :, :22], mask[..., :, :22])
     row = feathered[0, 0, 10, 20:33]
     assert bool((row[1:] <= row[:-1]).all()) and float(row[-1]) == 0.0  # a monotone ramp down to the border
 
@@ -282,8 +282,37 @@ def test_layout_init_image_errors(tmp_path: Path, init: object, message: str) ->
         (lambda p: p.outpaint(torch.rand(3, 8, 8), "x"), "at least one margin"),
         (lambda p: p.outpaint(torch.rand(3, 8, 8), "x", left=-8), "margin must be a whole number"),
         (lambda p: p(["x"], height=8, width=8, image=ImageStart(torch.zeros(1, 3, 8, 16))), "canvas is 8×8"),
+        (lambda p: p.upscale(torch.rand(3, 8, 8), checkpoint="x.ckpt"), "cannot be checkpointed or resumed yet"),
     ],
 )
 def test_bad_image_arguments_are_one_line(toy: MultiDiffusionPipeline, call, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         call(toy)
+
+
+def test_a_16_bit_mask_is_scaled_not_clipped(toy: MultiDiffusionPipeline, tmp_path: Path) -> None:
+    """PIL's convert clips 16-bit greyscale; masks and images are scaled to 8 bits instead (65535 → 255)."""
+    values = np.zeros((16, 24), np.uint16)
+    values[:, 12:] = 65535
+    values[:, 8:12] = 32768
+    Image.fromarray(values).save(tmp_path / "mask16.png")
+    start = toy.plan_inpaint(torch.rand(3, 16, 24), str(tmp_path / "mask16.png"), feather=0.0)
+    redraw = 1 - start.known[0, 0, 0]
+    assert redraw[:8].tolist() == [0.0] * 8 and redraw[12:].tolist() == [1.0] * 12
+    torch.testing.assert_close(redraw[8:12], torch.full((4,), 128 / 255), rtol=0, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="all black"):
+        toy.plan_inpaint(torch.rand(3, 16, 24), np.zeros((16, 24), np.uint8))
+
+
+def test_steps_run_counts_only_the_steps_an_image_start_takes(toy: MultiDiffusionPipeline) -> None:
+    calls: list[int] = []
+
+    def count(state):
+        calls.append(state.step_index)
+
+    image = torch.rand(3, 16, 16)
+    for strength, expected in ((0.0, 0), (0.5, 3), (1.0, 6)):
+        calls.clear()
+        kwargs = {**run_kwargs(steps=6), "window": 16, "stride": 8}
+        out = toy.upscale(image, scale=1, strength=strength, callback_on_step_end=count, **kwargs)
+        assert out.steps_run == expected == len(calls)

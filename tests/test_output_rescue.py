@@ -52,6 +52,6 @@ def test_a_failed_real_write_leaves_no_temporary_file(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(png.os, "replace", refuse)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "nowhere"))  # the rescue cannot be written either
-    with pytest.raises(OutputError, match="No space left on device.*could not be saved anywhere"):
+    with pytest.raises(OutputError, match=r"No space left on device.*could not be saved anywhere"):
         png.save_png(Image.new("RGB", (4, 4)), tmp_path / "a.png", {})
     assert list(tmp_path.iterdir()) == []

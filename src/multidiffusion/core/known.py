@@ -44,11 +44,13 @@ def latent_mask(mask_px: Tensor, cell_px: int, feather_px: float = 0.0) -> Tenso
         x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=m.device)
         kernel = torch.exp(-0.5 * (x / feather_px) ** 2)
         kernel = kernel / kernel.sum()
-        # Pad with the edge values: the canvas border is not an unknown region.
-        blurred = F.conv2d(F.pad(m, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+        # Blur the *unknown* mask, padded with the edge values (the canvas border is not an unknown region): where
+        # no tap reaches an unknown pixel it is exactly 0, so the known region beyond the ramp stays exactly 1.
+        unknown = 1 - m
+        blurred = F.conv2d(F.pad(unknown, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
         blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-        # Only the inward ramp: a cell is at most as known as its hard mask says.
-        m = torch.minimum(m, (2 * blurred - 1).clamp(0, 1))
+        # Only the inward ramp: a cell is at most as known as its hard mask says (0.5 blurred unknown at the border).
+        m = torch.minimum(m, (1 - 2 * blurred).clamp(0, 1))
     return F.avg_pool2d(m, cell_px) if cell_px > 1 else m
 
 

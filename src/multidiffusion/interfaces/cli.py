@@ -1,29 +1,30 @@
 """The ``multidiffusion`` command line. Options and defaults come from the pipeline's settings.
 
-Bad input prints one line ``error: …`` and exits with status 2 before any file is written.
+Bad input prints one line ``error: …`` and exits with status 2 before any file is written. A run that fails
+(non-finite values) or whose image cannot be written where asked (it is rescued to the temporary folder, and the
+line says where) exits with status 1. The image commands live in :mod:`.image_commands`, what every generating
+command shares in :mod:`.runs`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
-from ..core.errors import InvalidInputError, NonFiniteError
+from ..core.errors import InvalidInputError, NonFiniteError, OutputError
 from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
+from . import runs
+from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
-    MAX_IMAGES,
-    MAX_SEED,
-    RANDOM_SEED,
     add_canvas_wrap,
     add_checkpoint,
+    add_guidance,
     add_model_and_sampling,
     add_sync,
     checkpoint_settings,
@@ -78,18 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
     )
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance scale, 1 = off (default: the model's, 7.5 for SD, 1 for toy)",
-    )
-    p.add_argument(
-        "--guidance-rescale",
-        type=float,
-        default=default("guidance_rescale"),
-        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
-    )
+    add_guidance(p)
     add_canvas_wrap(p)
     p.add_argument(
         "--tile",
@@ -135,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sync(r)
     add_checkpoint(r)
 
+    add_image_commands(sub)
+
     rp = sub.add_parser(
         "reproduce",
         help="regenerate an image from the recipe in its PNG",
@@ -170,123 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _logger(args: argparse.Namespace) -> Callable[..., None]:
-    """Messages on stderr, silent with ``-q``."""
-    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-
-
-def output_paths(out: str, count: int) -> list[str]:
-    """``count`` output files: ``out`` itself for one, else ``stem-0.png``, ``stem-1.png``, … beside it."""
-    if count == 1:
-        return [out]
-    path = Path(out)
-    return [str(path.with_name(f"{path.stem}-{i}{path.suffix}")) for i in range(count)]
-
-
-def _check_common(args: argparse.Namespace) -> list[str]:
-    """Checks shared by every generating command, all before any model loads; returns the output paths."""
-    from ..adapters.loading import check_model_source, resolve_device
-    from ..adapters.schedulers import check_scheduler_name
-    from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride, check_text
-    from .png import check_output_path
-
-    if not 1 <= args.num_images <= MAX_IMAGES:
-        raise InvalidInputError(f"--num-images must be in 1…{MAX_IMAGES}, got {args.num_images}")
-    outs = output_paths(args.out, args.num_images)
-    for out in outs:
-        check_output_path(out)
-    if args.window is not None and args.window <= 0:
-        raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
-    if args.stride is not None:
-        check_stride(args.stride, args.window if args.window is not None else args.stride)
-    check_layout_overrides(args.view_layout, args.stride, args.weights)
-    if args.view_batch_size is not None and args.view_batch_size < 1:
-        raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
-    check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
-    if args.scheduler is not None:
-        check_scheduler_name(args.scheduler)
-    if getattr(args, "negative_prompt", None) is not None:
-        check_text(args.negative_prompt, "negative prompt")
-    resolve_device(args.device)
-    check_model_source(args.model, args.config)
-    _check_steps_before_loading(args)
-    return outs
-
-
-def _check_steps_before_loading(args: argparse.Namespace) -> None:
-    """The step count against the scheduler's limit, where the model's scheduler config is at hand unloaded
-    (the toy model, a diffusers folder); the pipeline checks it again once the model is loaded."""
-    from ..adapters.loading import scheduler_config_before_loading
-    from ..adapters.schedulers import check_scheduler_steps, default_scheduler_for, is_flow_config
-
-    config = scheduler_config_before_loading(args.model) if args.config is None else None
-    if config is None:
-        return
-    name = args.scheduler
-    if name is None and not is_flow_config(config):
-        name = default_scheduler_for(config, "ddim")
-    if name is not None:
-        check_scheduler_steps(name, config, args.steps)
-
-
-def _load(args: argparse.Namespace, model: str, dtype: str | None = None, config: str | None = None) -> Any:
-    """The pipeline, with a line before and after (loading a real model takes seconds to minutes)."""
-    from ..pipeline import MultiDiffusionPipeline
-
-    log = _logger(args)
-    if sys.stderr.isatty():  # a progress line for people; logs and pipes get one line per outcome
-        log(f"loading {model} …")
-    start = time.perf_counter()
-    pipe = MultiDiffusionPipeline.from_pretrained(
-        model,
-        dtype=dtype,
-        device=args.device,
-        channels_last=getattr(args, "channels_last", False),
-        compile=getattr(args, "compile", False),
-        config=config,
-    )
-    log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
-    tiled = getattr(args, "tiled_vae", None)
-    if tiled is not None:
-        if not hasattr(pipe.model.codec, "tiled"):
-            if tiled:
-                raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
-        else:
-            pipe.model.codec.tiled = tiled
-    return pipe
-
-
-def _save(result: Any, index: int, path: str) -> None:
-    """Image ``index`` of a result to ``path``, with the A1111 text and the JSON recipe."""
-    from ..pipeline.settings import METADATA_KEY
-    from .png import save_png
-
-    meta = result.metadata
-    save_png(result.images[index], path, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
-
-
-def _seeds(first: int | None, count: int) -> list[int]:
-    """``count`` seeds from ``first`` (a fresh one for None or ``RANDOM_SEED``) upward, wrapping at 2⁶⁴."""
-    start = first if first is not None and first != RANDOM_SEED else secrets.randbits(32)
-    return [(start + i) % (MAX_SEED + 1) for i in range(count)]
-
-
-def _each_image(
-    args: argparse.Namespace, outs: list[str], seeds: list[int], make: Callable[[Any], Any], size: str
-) -> None:
-    """Make and write one image per seed (each file regenerates alone from its own recipe)."""
-    import torch
-
-    log = _logger(args)
-    for i, (out, s) in enumerate(zip(outs, seeds, strict=True)):
-        prefix = f"[{i + 1}/{len(outs)}] " if len(outs) > 1 else ""
-        log(f"{prefix}seed: {s}")
-        start = time.perf_counter()
-        result = make(torch.Generator().manual_seed(s))
-        _save(result, 0, out)
-        log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
-
-
 def run_panorama(args: argparse.Namespace) -> int:
     """``multidiffusion panorama``: check, load, generate, write."""
     from ..pipeline.checks import check_canvas_pixels, check_text
@@ -298,12 +173,12 @@ def run_panorama(args: argparse.Namespace) -> int:
         if getattr(args, name) <= 0:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
     check_canvas_pixels(args.height, args.width)
-    outs = _check_common(args)
+    outs = runs.check_common(args)
     sync = sync_kwargs(args)
     checkpoint = checkpoint_settings(args)
     if args.circular and args.tile not in (None, "x", "xy"):
         raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
-    pipe = _load(args, args.model, args.dtype, args.config)
+    pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     kwargs = dict(
         height=args.height,
         width=args.width,
@@ -334,7 +209,7 @@ def run_panorama(args: argparse.Namespace) -> int:
             **kwargs,
         )
 
-    _each_image(args, outs, _seeds(args.seed, len(outs)), make, f"{args.width}×{args.height}")
+    runs.each_image(args, outs, runs.seeds(args.seed, len(outs)), make, f"{args.width}×{args.height}")
     return 0
 
 
@@ -345,7 +220,7 @@ def run_regions(args: argparse.Namespace) -> int:
     from .png import check_output_path
     from .segmentation import save_segmentation
 
-    outs = _check_common(args)
+    outs = runs.check_common(args)
     sync = sync_kwargs(args)
     checkpoint = checkpoint_settings(args)
     if args.segmentation is not None:
@@ -354,7 +229,7 @@ def run_regions(args: argparse.Namespace) -> int:
             raise InvalidInputError("--segmentation must name a different file than --out")
     layout = load_layout(args.layout)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
-    pipe = _load(args, args.model, args.dtype, args.config)
+    pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     first = args.seed if args.seed is not None else layout.seed
     guidance = args.guidance if args.guidance is not None else layout.guidance_scale
     kwargs = dict(
@@ -387,7 +262,7 @@ def run_regions(args: argparse.Namespace) -> int:
             **kwargs,
         )
 
-    _each_image(args, outs, _seeds(first, len(outs)), make, f"{layout.width}×{layout.height}")
+    runs.each_image(args, outs, runs.seeds(first, len(outs)), make, f"{layout.width}×{layout.height}")
     if args.segmentation is not None:
         save_segmentation(layout.regions, layout.background, layout.height, layout.width, args.segmentation)
     return 0
@@ -404,7 +279,7 @@ def _load_recorded(args: argparse.Namespace, recipe: dict[str, Any], check: Call
     model = model_to_load(recipe, args.model)
     check_model_source(model)
     resolve_device(args.device)
-    pipe = _load(args, model, recipe.get("dtype"))
+    pipe = runs.load_pipeline(args, model, recipe.get("dtype"))
     if check is not None:
         check(pipe.model)
     check_environment(recipe, pipe.model)
@@ -423,8 +298,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     pipe = _load_recorded(args, recipe)
     start = time.perf_counter()
     result = pipe.reproduce(recipe, progress=not args.quiet)
-    _save(result, int(recipe.get("image_index", 0)), args.out)
-    _logger(args)(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
+    runs.save_result(result, int(recipe.get("image_index", 0)), args.out)
+    runs.logger(args)(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -434,19 +309,19 @@ def run_resume(args: argparse.Namespace) -> int:
     from .png import check_output_path
 
     checkpoint = Checkpoint.load(args.file)
-    outs = output_paths(args.out, int(checkpoint.latents.shape[0]))
+    outs = runs.output_paths(args.out, int(checkpoint.latents.shape[0]))
     for out in outs:
         check_output_path(out)
         if os.path.abspath(out) == os.path.abspath(args.file):
             raise InvalidInputError("--out must name a different file than the checkpoint")
     keep = checkpoint_settings(args, args.file)
     pipe = _load_recorded(args, checkpoint.recipe, check=checkpoint.check_model)
-    log = _logger(args)
+    log = runs.logger(args)
     log(f"resuming after step {checkpoint.step} of {checkpoint.num_steps}")
     start = time.perf_counter()
     result = pipe.resume(checkpoint, progress=not args.quiet, keep_checkpointing=keep)
     for i, out in enumerate(outs):
-        _save(result, i, out)
+        runs.save_result(result, i, out)
         log(f"wrote {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -455,13 +330,16 @@ def run_eval_coherence(args: argparse.Namespace) -> int:
     """``multidiffusion eval-coherence``: print the coherence metrics of each image."""
     from .coherence import run
 
-    print(run(args.images, args.crop, args.json, _logger(args)))
+    print(run(args.images, args.crop, args.json, runs.logger(args)))
     return 0
 
 
 COMMANDS = {
     "panorama": run_panorama,
     "regions": run_regions,
+    "upscale": run_upscale,
+    "outpaint": run_outpaint,
+    "inpaint": run_inpaint,
     "reproduce": run_reproduce,
     "resume": run_resume,
     "eval-coherence": run_eval_coherence,
@@ -485,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except NonFiniteError as exc:  # the run itself failed; nothing was written
+    except (NonFiniteError, OutputError) as exc:  # the run failed, or its image was rescued elsewhere (it says where)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

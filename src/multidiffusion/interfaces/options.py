@@ -136,8 +136,65 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
 
+def add_guidance(p: argparse.ArgumentParser) -> None:
+    """``--guidance`` and ``--guidance-rescale`` (panorama and the image commands)."""
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale, 1 = off (default: the model's, 7.5 for SD, 1 for toy)",
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=default("guidance_rescale"),
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
+    )
+
+
+def add_image_prompts(p: argparse.ArgumentParser, what: str, required: bool) -> None:
+    """``--prompt`` and ``--negative-prompt`` of the image commands; ``what`` says what the prompt describes."""
+    p.add_argument(
+        "--prompt",
+        required=required,
+        default=None if required else "",
+        metavar="TEXT",
+        help=what if required else f"{what} (default: none: the views follow the image alone)",
+    )
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from (default: none)")
+
+
+def add_feather(p: argparse.ArgumentParser) -> None:
+    """``--feather PX``: how softly the kept part of the image meets the redrawn part (outpaint, inpaint)."""
+    from ..pipeline.image_start import DEFAULT_FEATHER_PX, MAX_FEATHER_PX
+
+    p.add_argument(
+        "--feather",
+        type=float,
+        default=DEFAULT_FEATHER_PX,
+        metavar="PX",
+        help=f"blur radius (σ, px, 0…{MAX_FEATHER_PX:g}) of the edge between the kept and the redrawn pixels; "
+        "0 = a hard edge that keeps the image exactly (default: %(default)s)",
+    )
+
+
+def check_image_numbers(args: argparse.Namespace) -> None:
+    """``--strength``, ``--feather`` and ``--noise-inversion`` where the command has them, before any model loads
+    (the pipeline's :class:`~multidiffusion.pipeline.image_start.ImageStart` checks them again)."""
+    from ..pipeline.checks import check_number
+    from ..pipeline.image_start import MAX_FEATHER_PX, MAX_INVERSION_STEPS
+
+    if getattr(args, "strength", None) is not None:
+        check_number("--strength", args.strength, 0.0, 1.0)
+    if getattr(args, "feather", None) is not None:
+        check_number("--feather", args.feather, 0.0, MAX_FEATHER_PX, " px")
+    steps = getattr(args, "noise_inversion", 0)
+    if not 0 <= steps <= MAX_INVERSION_STEPS:
+        raise InvalidInputError(f"--noise-inversion must be a number of steps in 0…{MAX_INVERSION_STEPS}, got {steps}")
+
+
 def add_canvas_wrap(p: argparse.ArgumentParser) -> None:
-    """``--circular`` and ``--view-layout`` (panorama and regions)."""
+    """``--circular`` and ``--view-layout`` (panorama, regions and the image commands)."""
     from ..core.layouts import LAYOUT_NAMES
 
     p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")

@@ -29,7 +29,7 @@ def open_image(path: str | Path, what: str, mode: str, where: str = "") -> Any:
                     raise InvalidInputError(f"{name}: it is {width}×{height} px; {limit}")
                 if width * height == 0:
                     raise InvalidInputError(f"{name}: it has no pixels ({width}×{height})")
-                return image.convert(mode)
+                return _eight_bit(image, name).convert(mode)
     except Image.DecompressionBombError as exc:
         raise InvalidInputError(f"{name}: it has too many pixels; {limit}") from exc
     except UnidentifiedImageError as exc:
@@ -43,3 +43,19 @@ def open_image(path: str | Path, what: str, mode: str, where: str = "") -> Any:
             else type(exc).__name__
         )
         raise InvalidInputError(f"{name}: {reason}") from exc
+
+
+def _eight_bit(image: Any, name: str) -> Any:
+    """16-bit greyscale (PNG's ``I;16``, or ``I`` holding 0…65535) scaled to 8 bits, since PIL's ``convert`` clips
+    such values rather than scaling them (a mid-grey 16-bit mask would turn white); other modes as they are."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode == "F":
+        raise InvalidInputError(f"{name}: 32-bit float images are not supported; save it with 8 or 16 bits per channel")
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if float(values.min(initial=0)) < 0 or float(values.max(initial=0)) > 65535:
+        raise InvalidInputError(f"{name}: its 32-bit values are outside 0…65535; save it with 8 or 16 bits per channel")
+    return Image.fromarray(np.round(values / 257.0).astype(np.uint8), mode="L")

@@ -13,6 +13,7 @@ from .checks import check_canvas_pixels
 from .image_start import (
     DEFAULT_FEATHER_PX,
     ImageStart,
+    check_something_to_redraw,
     file_record,
     place,
     read_image,
@@ -88,17 +89,31 @@ class ImageInputs:
             **kwargs: Any keyword of the panorama call (steps, guidance, window, stride, generator, …) except
                 height and width.
         """
+        start = self.plan_upscale(
+            image, scale, strength=strength, noise_inversion_steps=noise_inversion_steps, resample=resample
+        )
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_upscale(
+        self,
+        image: Any,
+        scale: float = 2.0,
+        *,
+        strength: float = DEFAULT_UPSCALE_STRENGTH,
+        noise_inversion_steps: int = 0,
+        resample: str = "lanczos",
+    ) -> ImageStart:
+        """The checked start of :meth:`upscale` (its canvas is ``.size``), without running it."""
         pixels = read_image(image)
         height, width = scaled_size(pixels.shape[2], pixels.shape[3], scale, self.model.granularity_px)
         check_canvas_pixels(height, width)
         record = {"mode": "upscale", "input": _input(image), "scale": float(scale), "resample": resample}
-        start = ImageStart(
+        return ImageStart(
             resize(pixels, height, width, resample),
             strength=strength,
             noise_inversion_steps=noise_inversion_steps,
             record=record,
         )
-        return self(prompt, negative_prompt, height=height, width=width, image=start, **kwargs)
 
     def outpaint(
         self,
@@ -119,18 +134,31 @@ class ImageInputs:
         ``feather`` px); at the end the image region is the encoded original. ``circular=True`` makes a 360°
         panorama whose left and right ends join. Other keywords are the panorama call's.
         """
-        pixels = read_image(image)
+        start = self.plan_outpaint(image, left=left, right=right, top=top, bottom=bottom, feather=feather)
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_outpaint(
+        self,
+        image: Any,
+        *,
+        left: int = 0,
+        right: int = 0,
+        top: int = 0,
+        bottom: int = 0,
+        feather: float = DEFAULT_FEATHER_PX,
+    ) -> ImageStart:
+        """The checked start of :meth:`outpaint` (its canvas is ``.size``), without running it."""
         g = self.model.granularity_px
-        _check_multiple(tuple(pixels.shape[2:]), g, "image")
         margins = {k: _margin(k, v, g) for k, v in (("left", left), ("right", right), ("top", top), ("bottom", bottom))}
         if not any(margins.values()):
             raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
+        pixels = read_image(image)
+        _check_multiple(tuple(pixels.shape[2:]), g, "image")
         height, width = pixels.shape[2] + top + bottom, pixels.shape[3] + left + right
         check_canvas_pixels(height, width)
         canvas, known = place(pixels, None, (height, width), left, top)
         record = {"mode": "outpaint", "input": _input(image), **margins}
-        start = ImageStart(canvas, known, strength=1.0, feather=feather, record=record)
-        return self(prompt, negative_prompt, height=height, width=width, image=start, **kwargs)
+        return ImageStart(canvas, known, strength=1.0, feather=feather, record=record)
 
     def inpaint(
         self,
@@ -154,10 +182,17 @@ class ImageInputs:
             feather: σ in px of the inward feathering of the kept region (0: hard edge).
             **kwargs: Any keyword of the panorama call except height and width.
         """
+        start = self.plan_inpaint(image, mask, strength=strength, feather=feather)
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_inpaint(
+        self, image: Any, mask: Any, *, strength: float = 1.0, feather: float = DEFAULT_FEATHER_PX
+    ) -> ImageStart:
+        """The checked start of :meth:`inpaint` (its canvas is ``.size``), without running it."""
         pixels = read_image(image)
         size = (int(pixels.shape[2]), int(pixels.shape[3]))
         known = read_known(mask, size)
+        check_something_to_redraw(known)
         _check_multiple(size, self.model.granularity_px, "image")
         record = {"mode": "inpaint", "input": _input(image), "mask": _input(mask)}
-        start = ImageStart(pixels, known, strength=strength, feather=feather, record=record)
-        return self(prompt, negative_prompt, height=size[0], width=size[1], image=start, **kwargs)
+        return ImageStart(pixels, known, strength=strength, feather=feather, record=record)

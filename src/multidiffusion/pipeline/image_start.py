@@ -135,6 +135,12 @@ def read_known(mask: Any, size: tuple[int, int], invert: bool = True, what: str 
     return (1.0 - values if invert else values)[None, None]
 
 
+def check_something_to_redraw(known: Tensor) -> None:
+    """An inpainting mask must mark something to redraw (the known mask is not 1 everywhere)."""
+    if bool((known >= 1).all()):
+        raise InvalidInputError("the mask is all black: nothing to redraw (white marks what to redraw)")
+
+
 def resize(image: Tensor, height: int, width: int, resample: str) -> Tensor:
     """(1, 3, h, w) in [−1, 1] → (1, 3, height, width), resampled by PIL (``RESAMPLERS``; Lanczos by default)."""
     from PIL import Image

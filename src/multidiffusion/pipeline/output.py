@@ -22,7 +22,8 @@ class MultiDiffusionOutput:
         latents: The final canvas latents (N, C, h, w), float32, on the model's device.
         metadata: Everything needed to regenerate the images.
         steps_run: Scheduler steps taken, one denoiser evaluation per view each: Heun and PLMS take more
-            than ``num_inference_steps``, a callback that stops early fewer.
+            than ``num_inference_steps``, a callback that stops early fewer, a run that starts from an image at
+            strength s about s · ``num_inference_steps`` (0 at strength 0).
     """
 
     images: Any

@@ -44,9 +44,26 @@ def read_recipe(source: str | Path | Mapping[str, Any] | GenerationMetadata) -> 
         recipe = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"the recipe is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+    if isinstance(recipe, dict):
+        refuse_image_run(recipe)
     if not isinstance(recipe, dict) or recipe.get("mode") not in MODES:
         raise InvalidInputError(f"the recipe has no known mode (expected one of: {', '.join(MODES)})")
     return recipe
+
+
+def refuse_image_run(recipe: Mapping[str, Any]) -> None:
+    """Raise for the recipe of a run that started from an image (upscale, outpaint, inpaint, a layout's
+    ``init_image``): its PNG does not hold the input, so it cannot be rerun from the recipe alone (yet)."""
+    image = recipe.get("image")
+    if not image:
+        return
+    name = ((image.get("input") if isinstance(image, Mapping) else None) or {}).get("name") or "an image"
+    mode = recipe.get("mode", "image")
+    raise InvalidInputError(
+        f"this {mode} run started from {name}, which its PNG does not hold; run the {mode} command again on that "
+        f"image with --seed {recipe.get('seed')} and the settings its PNG records (reproducing image-input runs "
+        "is not supported yet)"
+    )
 
 
 def _png_recipe_text(path: Path) -> str:
@@ -119,13 +136,7 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             "the image records no seed (its generator had been used before the call), so it cannot be regenerated"
         )
     r = dict(recipe)
-    if r.get("image"):
-        name = (r["image"].get("input") or {}).get("name") or "an image"
-        raise InvalidInputError(
-            f"this {r.get('mode', 'image')} run started from {name}, which its PNG does not hold; run the "
-            f"{r.get('mode', 'image')} command again on that image with --seed {seed} and the settings its PNG "
-            "records (reproducing image-input runs is not supported yet)"
-        )
+    refuse_image_run(r)
     scheduler: Any = r.get("scheduler", DEFAULTS.scheduler)
     if r.get("scheduler_config"):
         scheduler = make_scheduler(scheduler, {}, r["scheduler_config"])

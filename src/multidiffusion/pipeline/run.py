@@ -15,6 +15,7 @@ from ..adapters.inversion import InvertingScheduler
 from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sample
 from ..core.channels import ConcatChannels
 from ..core.decoding import decode_wrapped
+from ..core.errors import InvalidInputError
 from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
@@ -132,6 +133,11 @@ def generate(
             selects; a known region is put back after every step. Its size must be the canvas's.
     """
     n, h, w = canvas_cells
+    if image is not None and (checkpoint is not None or resume is not None):
+        raise InvalidInputError(
+            "runs that start from an image cannot be checkpointed or resumed yet (their input is not in the "
+            "checkpoint); drop checkpoint="
+        )
     if output_type != "latent":  # before any denoising: a canvas that cannot be decoded here is refused now
         f = model.codec.scale_factor
         check_decode_memory(model, n, h * f, w * f)
@@ -157,6 +163,7 @@ def generate(
         denoiser = ConcatChannels(denoiser, extra.to(x_T.device))
     post_step: list[Any] = []
     start = None
+    skipped = 0  # steps an image start leaves out (its strength); not counted as run
     if image is not None:
         prepared = prepare_start(model, image, scheduler, noise)
         # An inpainting model repaints from its own inputs (diffusers does not blend for it); others blend.
@@ -166,6 +173,7 @@ def generate(
                 model, image, prepared, scheduler, noise, denoiser, tasks, conditions, view_batch_size, progress
             )
             start = SamplerState(prepared.first_step, first)
+            skipped = prepared.first_step
     metadata = GenerationMetadata(
         model=model.name,
         settings=settings,
@@ -186,14 +194,14 @@ def generate(
     if checkpoint is not None:
         recorder = Recorder(checkpoint, metadata.to_dict(), scheduler, generator, len(scheduler.timesteps))
 
-    steps_run = 0 if start is None else start.step_index
+    steps_run = 0 if start is None else start.step_index - skipped
     bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
 
     used_batch = view_batch_size
 
     def on_step(state: StepState) -> bool:
         nonlocal steps_run, used_batch
-        steps_run = state.step_index + 1
+        steps_run = state.step_index + 1 - skipped
         used_batch = state.view_batch_size
         if recorder is not None:
             recorder.step(steps_run, state.latents)

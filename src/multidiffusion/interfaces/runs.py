@@ -1,0 +1,132 @@
+"""What every generating command shares: the checks before loading, loading with its messages, seeds, and
+writing each image with its recipe."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InvalidInputError
+from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED
+
+
+def logger(args: argparse.Namespace) -> Callable[..., None]:
+    """Messages on stderr, silent with ``-q``."""
+    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+
+
+def output_paths(out: str, count: int) -> list[str]:
+    """``count`` output files: ``out`` itself for one, else ``stem-0.png``, ``stem-1.png``, … beside it."""
+    if count == 1:
+        return [out]
+    path = Path(out)
+    return [str(path.with_name(f"{path.stem}-{i}{path.suffix}")) for i in range(count)]
+
+
+def check_common(args: argparse.Namespace) -> list[str]:
+    """Checks shared by every generating command, all before any model loads; returns the output paths."""
+    from ..adapters.loading import check_model_source, resolve_device
+    from ..adapters.schedulers import check_scheduler_name
+    from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride, check_text
+    from .png import check_output_path
+
+    if not 1 <= args.num_images <= MAX_IMAGES:
+        raise InvalidInputError(f"--num-images must be in 1…{MAX_IMAGES}, got {args.num_images}")
+    outs = output_paths(args.out, args.num_images)
+    for out in outs:
+        check_output_path(out)
+    if args.window is not None and args.window <= 0:
+        raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
+    if args.stride is not None:
+        check_stride(args.stride, args.window if args.window is not None else args.stride)
+    check_layout_overrides(args.view_layout, args.stride, args.weights)
+    if args.view_batch_size is not None and args.view_batch_size < 1:
+        raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
+    check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
+    if args.scheduler is not None:
+        check_scheduler_name(args.scheduler)
+    if getattr(args, "negative_prompt", None) is not None:
+        check_text(args.negative_prompt, "negative prompt")
+    resolve_device(args.device)
+    check_model_source(args.model, args.config)
+    check_steps_before_loading(args)
+    return outs
+
+
+def check_steps_before_loading(args: argparse.Namespace) -> None:
+    """The step count against the scheduler's limit, where the model's scheduler config is at hand unloaded
+    (the toy model, a diffusers folder); the pipeline checks it again once the model is loaded."""
+    from ..adapters.loading import scheduler_config_before_loading
+    from ..adapters.schedulers import check_scheduler_steps, default_scheduler_for, is_flow_config
+
+    config = scheduler_config_before_loading(args.model, args.config)
+    if config is None:
+        return
+    name = args.scheduler
+    if name is None and not is_flow_config(config):
+        name = default_scheduler_for(config, "ddim")
+    if name is not None:
+        check_scheduler_steps(name, config, args.steps)
+
+
+def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None, config: str | None = None) -> Any:
+    """The pipeline, with a line before and after (loading a real model takes seconds to minutes)."""
+    from ..pipeline import MultiDiffusionPipeline
+
+    log = logger(args)
+    if sys.stderr.isatty():  # a progress line for people; logs and pipes get one line per outcome
+        log(f"loading {model} …")
+    start = time.perf_counter()
+    pipe = MultiDiffusionPipeline.from_pretrained(
+        model,
+        dtype=dtype,
+        device=args.device,
+        channels_last=getattr(args, "channels_last", False),
+        compile=getattr(args, "compile", False),
+        config=config,
+    )
+    log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
+    tiled = getattr(args, "tiled_vae", None)
+    if tiled is not None:
+        if not hasattr(pipe.model.codec, "tiled"):
+            if tiled:
+                raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
+        else:
+            pipe.model.codec.tiled = tiled
+    return pipe
+
+
+def save_result(result: Any, index: int, path: str) -> None:
+    """Image ``index`` of a result to ``path``, with the A1111 text and the JSON recipe."""
+    from ..pipeline.settings import METADATA_KEY
+    from .png import save_png
+
+    meta = result.metadata
+    save_png(result.images[index], path, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
+
+
+def seeds(first: int | None, count: int) -> list[int]:
+    """``count`` seeds from ``first`` (a fresh one for None or ``RANDOM_SEED``) upward, wrapping at 2⁶⁴."""
+    start = first if first is not None and first != RANDOM_SEED else secrets.randbits(32)
+    return [(start + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def each_image(
+    args: argparse.Namespace, outs: list[str], seeds: list[int], make: Callable[[Any], Any], size: str
+) -> None:
+    """Make and write one image per seed (each file regenerates alone from its own recipe)."""
+    import torch
+
+    log = logger(args)
+    for i, (out, s) in enumerate(zip(outs, seeds, strict=True)):
+        prefix = f"[{i + 1}/{len(outs)}] " if len(outs) > 1 else ""
+        log(f"{prefix}seed: {s}")
+        start = time.perf_counter()
+        result = make(torch.Generator().manual_seed(s))
+        save_result(result, 0, out)
+        log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
