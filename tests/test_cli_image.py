@@ -174,3 +174,29 @@ def test_image_commands_take_the_panorama_options(photo, tmp_path):
     assert (meta["scheduler"], meta["guidance_scale"], meta["window"], meta["stride"]) == ("euler", 2.0, 32, 8)
     assert meta["sync"] is True and meta["sync_loss"] == "builtin" and meta["sync_stop_step"] == 2
     assert meta["mode"] == "upscale" and (meta["width"], meta["height"]) == (W, H)
+
+
+def test_regions_layout_with_an_init_image_keeps_it(photo, tmp_path, capfd):
+    """``regions --layout`` with ``init_image``: the picture is kept where it is placed (feather 0), the margins
+    are drawn by the regions, and the recipe names the input; --checkpoint is refused for such a layout."""
+    import json
+
+    layout = tmp_path / "layout.json"
+    doc = {
+        "width": 96,
+        "height": 48,
+        "background": "sky",
+        "regions": [{"prompt": "red", "box": [80, 0, 96, 48]}],
+        "init_image": {"path": photo.name, "left": 24, "top": 8, "feather": 0},
+    }
+    layout.write_text(json.dumps(doc))
+    out = tmp_path / "out.png"
+    assert exit_code(["regions", "--layout", str(layout), "--seed", "2", *TOY, "--out", str(out)]) == 0
+    assert np.abs(rgb(out)[8 : 8 + H, 24 : 24 + W] - rgb(photo)).max() <= 1  # PNG rounding
+    meta = recipe(out)
+    assert meta["mode"] == "regions" and meta["image"]["mode"] == "init_image"
+    assert meta["image"]["input"] == record_of(photo) and (meta["image"]["left"], meta["image"]["top"]) == (24, 8)
+    again = tmp_path / "again.png"
+    argv = ["regions", "--layout", str(layout), *TOY, "--checkpoint", str(tmp_path / "c.ckpt"), "--out", str(again)]
+    assert exit_code(argv) == 2
+    assert "init_image cannot be checkpointed" in one_error_line(capfd) and not again.exists()

@@ -229,6 +229,8 @@ def run_regions(args: argparse.Namespace) -> int:
             raise InvalidInputError("--segmentation must name a different file than --out")
     layout = load_layout(args.layout)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
+    if layout.image is not None and checkpoint is not None:
+        raise InvalidInputError("--checkpoint: a layout with an init_image cannot be checkpointed or resumed yet")
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     first = args.seed if args.seed is not None else layout.seed
     guidance = args.guidance if args.guidance is not None else layout.guidance_scale
@@ -259,6 +261,7 @@ def run_regions(args: argparse.Namespace) -> int:
             sync_chunk_size=args.sync_chunk,
             sync_checkpointing=args.sync_checkpointing,
             checkpoint=checkpoint,
+            image=layout.image,
             **kwargs,
         )
 
