@@ -179,21 +179,7 @@ def run_panorama(args: argparse.Namespace) -> int:
     if args.circular and args.tile not in (None, "x", "xy"):
         raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
-    kwargs = dict(
-        height=args.height,
-        width=args.width,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
-        scheduler=args.scheduler,
-        window=args.window,
-        stride=args.stride,
-        weights=args.weights,
-        circular=args.circular,
-        tile=args.tile,
-        layout=args.view_layout,
-        **sync,
-    )
+    kwargs = dict(height=args.height, width=args.width, tile=args.tile, **runs.sampling_kwargs(args, sync))
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
 
     def make(generator: Any) -> Any:
@@ -201,11 +187,8 @@ def run_panorama(args: argparse.Namespace) -> int:
             args.prompt,
             args.negative_prompt,
             generator=generator,
-            view_batch_size=args.view_batch_size,
-            progress=not args.quiet,
-            sync_chunk_size=args.sync_chunk,
-            sync_checkpointing=args.sync_checkpointing,
             checkpoint=checkpoint,
+            **runs.runtime_kwargs(args),
             **kwargs,
         )
 
@@ -256,12 +239,9 @@ def run_regions(args: argparse.Namespace) -> int:
             layout.regions,
             layout.background,
             generator=generator,
-            view_batch_size=args.view_batch_size,
-            progress=not args.quiet,
-            sync_chunk_size=args.sync_chunk,
-            sync_checkpointing=args.sync_checkpointing,
             checkpoint=checkpoint,
             image=layout.image,
+            **runs.runtime_kwargs(args),
             **kwargs,
         )
 

@@ -159,36 +159,10 @@ def _image_size(path: str) -> tuple[int, int]:
     return image.height, image.width
 
 
-def _image_kwargs(args: argparse.Namespace, sync: dict[str, Any]) -> dict[str, Any]:
-    """The panorama keywords an image command passes through: sampling, guidance, views and sync."""
-    return dict(
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
-        scheduler=args.scheduler,
-        window=args.window,
-        stride=args.stride,
-        weights=args.weights,
-        circular=args.circular,
-        layout=args.view_layout,
-        **sync,
-    )
-
-
-def _runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keywords of a call that do not change the image: batching, progress and sync memory."""
-    return dict(
-        view_batch_size=args.view_batch_size,
-        progress=not args.quiet,
-        sync_chunk_size=args.sync_chunk,
-        sync_checkpointing=args.sync_checkpointing,
-    )
-
-
 def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], sync: dict[str, Any]) -> int:
     """Check the run against the loaded model (sizes, views, scheduler), then make and write one image per seed."""
     height, width = start.size
-    kwargs = _image_kwargs(args, sync)
+    kwargs = runs.sampling_kwargs(args, sync)
     pipe.settings(args.prompt, args.negative_prompt, height=height, width=width, **kwargs)  # pre-run
 
     def make(generator: Any) -> Any:
@@ -199,7 +173,7 @@ def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], sync:
             width=width,
             image=start,
             generator=generator,
-            **_runtime_kwargs(args),
+            **runs.runtime_kwargs(args),
             **kwargs,
         )
 

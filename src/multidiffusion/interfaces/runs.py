@@ -130,3 +130,30 @@ def each_image(
         result = make(torch.Generator().manual_seed(s))
         save_result(result, 0, out)
         log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
+
+
+def sampling_kwargs(args: argparse.Namespace, sync: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of a panorama or image call that every such command takes from its options: sampling,
+    guidance, views and sync."""
+    return dict(
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        guidance_rescale=args.guidance_rescale,
+        scheduler=args.scheduler,
+        window=args.window,
+        stride=args.stride,
+        weights=args.weights,
+        circular=args.circular,
+        layout=args.view_layout,
+        **sync,
+    )
+
+
+def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of a call that do not change the image: batching, progress and sync memory."""
+    return dict(
+        view_batch_size=args.view_batch_size,
+        progress=not args.quiet,
+        sync_chunk_size=args.sync_chunk,
+        sync_checkpointing=args.sync_checkpointing,
+    )
