@@ -31,14 +31,50 @@ def test_too_large_for_this_machine_is_refused_before_denoising(small_pipe, monk
         assert out.latents.shape == (1, 4, 16, 64)  # latents need no decode
 
 
-def test_cli_exits_2_and_writes_nothing(small_folder, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("command", ["panorama", "upscale", "outpaint", "regions"])
+def test_cli_refuses_before_loading_exits_2_and_writes_nothing(small_folder, tmp_path, monkeypatch, capfd, command):
+    """The folder's VAE config is read unloaded, so the refusal comes before the model loads (with the same
+    estimate as after loading: the tiny VAE's c₀ = 8, float32, untiled)."""
+    import json
+
+    from PIL import Image
+
+    from multidiffusion.interfaces import runs
+
     monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 << 20)
+    loads: list[str] = []
+    monkeypatch.setattr(runs, "load_pipeline", lambda args, model, *a, **k: loads.append(model))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (256, 64)).save(inputs / "photo.png")
+    (inputs / "layout.json").write_text(json.dumps({"width": 512, "height": 128, "background": "sky"}))
+    argv = {
+        "panorama": ["panorama", "sky", "--height", "128", "--width", "512"],
+        "upscale": ["upscale", str(inputs / "photo.png"), "--scale", "2"],
+        "outpaint": ["outpaint", str(inputs / "photo.png"), "--left", "128", "--right", "128", "--prompt", "sky"],
+        "regions": ["regions", "--layout", str(inputs / "layout.json")],
+    }[command]
     out = tmp_path / "x.png"
-    argv = ["panorama", "sky", "--model", str(small_folder), "--height", "128", "--width", "512", "--steps", "1"]
-    assert main([*argv, "--out", str(out), "-q"]) == 2
+    assert main([*argv, "--model", str(small_folder), "--steps", "1", "--out", str(out), "-q"]) == 2
     errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "make the canvas smaller" in errors[0]
-    assert list(tmp_path.iterdir()) == []
+    assert loads == [] and not out.exists()
+
+
+def test_pre_load_estimate_equals_the_loaded_codecs(small_folder, small_pipe):
+    """Before and after loading, one estimate: the same bytes for whole and tiled decodes."""
+    from multidiffusion.adapters.loading import config_before_loading
+    from multidiffusion.adapters.vae import decode_bytes_estimate
+
+    vae = config_before_loading(str(small_folder), "vae/config.json")
+    codec = small_pipe.model.codec
+    for tiled in (False, True):
+        codec.tiled = tiled
+        try:
+            expected = codec.decode_bytes(1, 128, 512)
+        finally:
+            codec.tiled = None
+        assert decode_bytes_estimate(1, 128, 512, vae["block_out_channels"][0], 4, tiled) == expected
 
 
 def test_available_memory_is_read():

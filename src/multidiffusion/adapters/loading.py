@@ -115,29 +115,23 @@ def check_model_source(source: str, config: str | None = None) -> None:
         )
 
 
-def scheduler_config_before_loading(source: str, config: str | None = None) -> dict[str, Any] | None:
-    """The scheduler config of a model without loading it, or None where it cannot be read cheaply.
-
-    The toy model's own; else ``scheduler/scheduler_config.json`` of ``config`` (the folder or repo id that
-    describes a single-file checkpoint) or of ``source``: read from a local folder, or from the hub cache for a
-    repo id already downloaded (never from the network).
-    """
+def config_before_loading(source: str, name: str, config: str | None = None) -> dict[str, Any] | None:
+    """``name`` (e.g. ``scheduler/scheduler_config.json``, ``vae/config.json``) of a model without loading it, or
+    None where it cannot be read cheaply: read from ``config`` (the folder or repo id that describes a single-file
+    checkpoint) or ``source``, a local folder, or the hub cache for a repo id already downloaded (never from the
+    network)."""
     import json
 
-    from . import toy
-
-    if toy.is_toy_source(source):
-        return {**toy.SCHEDULER_CONFIG, "prediction_type": toy.parse_spec(source).prediction}
     where = source if config is None else config
     folder = Path(where).expanduser()
-    path: str | Path | None = folder / "scheduler" / "scheduler_config.json"
+    path: str | Path | None = folder / name
     if not folder.is_dir():
         if folder.exists() or where.count("/") != 1:  # a checkpoint file, or not a repo id
             return None
         from huggingface_hub import try_to_load_from_cache
 
         try:
-            path = try_to_load_from_cache(where, "scheduler/scheduler_config.json")
+            path = try_to_load_from_cache(where, name)
         except ValueError:  # not a valid repo id
             return None
         if not isinstance(path, str):
@@ -147,6 +141,16 @@ def scheduler_config_before_loading(source: str, config: str | None = None) -> d
     except (OSError, ValueError, RecursionError):
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def scheduler_config_before_loading(source: str, config: str | None = None) -> dict[str, Any] | None:
+    """The scheduler config of a model without loading it (see :func:`config_before_loading`); the toy model's
+    own."""
+    from . import toy
+
+    if toy.is_toy_source(source):
+        return {**toy.SCHEDULER_CONFIG, "prediction_type": toy.parse_spec(source).prediction}
+    return config_before_loading(source, "scheduler/scheduler_config.json", config)
 
 
 def load_model(

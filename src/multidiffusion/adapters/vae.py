@@ -29,6 +29,14 @@ and full agree to float rounding, so the threshold only trades the tiled path's 
 memory."""
 
 
+def decode_bytes_estimate(batch: int, height_px: int, width_px: int, channels: int, itemsize: int, tiled: bool) -> int:
+    """Estimated peak bytes of a decode of ``batch`` images of height_px × width_px by a VAE whose full-resolution
+    decoder stage has ``channels`` (c₀, ``block_out_channels[0]``) of ``itemsize`` bytes: a whole decode holds about
+    8 activations of that size at once (3.9 KB per pixel for SD's VAE in float32, docs/tiled_vae.md), a tiled one
+    parks about 4 canvases of it between tiles (docs/tiled_vae.md, "Limits")."""
+    return batch * height_px * width_px * (4 if tiled else 8) * channels * itemsize
+
+
 class VaeCodec:
     """Wraps a diffusers ``AutoencoderKL``.
 
@@ -118,14 +126,12 @@ class VaeCodec:
 
     def decode_bytes(self, batch: int, height_px: int, width_px: int) -> int:
         """Estimated peak bytes of a decode of ``batch`` images of height_px × width_px, where the canvas lives
-        (the host when decoding on an accelerator with tiles). The decoder's full-resolution stage has c₀ channels
-        (``block_out_channels[0]``): a whole decode holds about 8 activations of that size at once (3.9 KB per
-        pixel for SD's VAE in float32, docs/tiled_vae.md), a tiled one parks about 4 canvases of it between tiles
-        (docs/tiled_vae.md, "Limits")."""
+        (the host when decoding on an accelerator with tiles): :func:`decode_bytes_estimate` for this VAE."""
         c0 = int(self.vae.config.block_out_channels[0])
         itemsize = torch.finfo(self.vae.dtype).bits // 8
-        activations = 4 if self.uses_tiling(batch, height_px, width_px) else 8
-        return batch * height_px * width_px * activations * c0 * itemsize
+        return decode_bytes_estimate(
+            batch, height_px, width_px, c0, itemsize, self.uses_tiling(batch, height_px, width_px)
+        )
 
     def _encode(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in the VAE's dtype and device → the VAE's posterior mean (B, C, H/f, W/f)."""

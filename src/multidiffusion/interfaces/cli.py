@@ -174,6 +174,7 @@ def run_panorama(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
     check_canvas_pixels(args.height, args.width)
     outs = runs.check_common(args)
+    runs.check_memory_before_loading(args, args.height, args.width)
     sync = sync_kwargs(args)
     checkpoint = checkpoint_settings(args)
     if args.circular and args.tile not in (None, "x", "xy"):
@@ -212,6 +213,7 @@ def run_regions(args: argparse.Namespace) -> int:
             raise InvalidInputError("--segmentation must name a different file than --out")
     layout = load_layout(args.layout)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
+    runs.check_memory_before_loading(args, layout.height, layout.width)
     if layout.image is not None and checkpoint is not None:
         raise InvalidInputError("--checkpoint: a layout with an init_image cannot be checkpointed or resumed yet")
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)

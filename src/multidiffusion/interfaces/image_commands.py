@@ -190,6 +190,7 @@ def run_upscale(args: argparse.Namespace) -> int:
     image_height, image_width = _image_size(args.image)
     # the size step is known once the model is loaded: 1 px bounds the canvas now, the exact size is checked after
     check_canvas_pixels(*scaled_size(image_height, image_width, args.scale, 1))
+    runs.check_memory_before_loading(args, *scaled_size(image_height, image_width, args.scale, 1))
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_upscale(
         args.image,
@@ -213,7 +214,9 @@ def run_outpaint(args: argparse.Namespace) -> int:
         raise InvalidInputError("give at least one margin to outpaint: --left, --right, --top or --bottom (px)")
     outs, sync = _check_image_command(args, {"IMAGE": args.image})
     image_height, image_width = _image_size(args.image)
-    check_canvas_pixels(image_height + args.top + args.bottom, image_width + args.left + args.right)
+    height, width = image_height + args.top + args.bottom, image_width + args.left + args.right
+    check_canvas_pixels(height, width)
+    runs.check_memory_before_loading(args, height, width)
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_outpaint(args.image, feather=args.feather, **margins)
     return _run(args, pipe, start, outs, sync)
@@ -226,6 +229,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     outs, sync = _check_image_command(args, {"IMAGE": args.image, "--mask": args.mask})
     height, width = _image_size(args.image)
     check_something_to_redraw(read_known(args.mask, (height, width)))  # readable, a mask, the image's size
+    runs.check_memory_before_loading(args, height, width)
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_inpaint(args.image, args.mask, strength=args.strength, feather=args.feather)
     return _run(args, pipe, start, outs, sync)

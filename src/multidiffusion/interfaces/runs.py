@@ -74,6 +74,23 @@ def check_steps_before_loading(args: argparse.Namespace) -> None:
         check_scheduler_steps(name, config, args.steps)
 
 
+def check_memory_before_loading(args: argparse.Namespace, height_px: int, width_px: int) -> None:
+    """Refuse a canvas this machine cannot decode before the model loads, where its VAE config is on disk (each
+    image is made and decoded alone); the pipeline checks again, exactly, once it is loaded."""
+    from ..pipeline.memory import check_decode_memory_before_loading
+
+    check_decode_memory_before_loading(
+        args.model,
+        1,
+        height_px,
+        width_px,
+        config=args.config,
+        dtype=args.dtype,
+        device=args.device,
+        tiled=getattr(args, "tiled_vae", None),
+    )
+
+
 def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None, config: str | None = None) -> Any:
     """The pipeline, with a line before and after (loading a real model takes seconds to minutes)."""
     from ..pipeline import MultiDiffusionPipeline

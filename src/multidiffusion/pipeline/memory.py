@@ -47,7 +47,46 @@ def check_decode_memory(model: LoadedModel, images: int, height_px: int, width_p
     estimate = getattr(model.codec, "decode_bytes", None)
     if estimate is None:
         return
-    need = estimate(images, height_px, width_px) + images * height_px * width_px * IMAGE_BYTES_PER_PX
+    _refuse_past_free(estimate(images, height_px, width_px), images, height_px, width_px)
+
+
+def check_decode_memory_before_loading(
+    source: str,
+    images: int,
+    height_px: int,
+    width_px: int,
+    *,
+    config: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    tiled: bool | None = None,
+) -> None:
+    """The same refusal before a model loads, from its VAE config where that is on disk unloaded (a diffusers folder,
+    the ``config`` folder of a checkpoint file, a repo id in the hub cache; see
+    :func:`~multidiffusion.adapters.loading.config_before_loading`): a canvas too large to decode here is refused
+    without spending the minutes a large model takes to load. Nothing is checked where no VAE config can be read;
+    the check after loading still runs. Tiling is assumed possible in automatic mode (``tiled`` None)."""
+    from ..adapters.loading import config_before_loading, resolve_device, resolve_dtype
+    from ..adapters.vae import TILED_ABOVE_PX, decode_bytes_estimate
+
+    vae = config_before_loading(source, "vae/config.json", config)
+    try:
+        channels = int(vae["block_out_channels"][0]) if vae else 0
+    except (KeyError, TypeError, ValueError, IndexError):
+        return
+    if channels <= 0:
+        return
+    weights = resolve_dtype(dtype, resolve_device(device))
+    upcast = bool(vae.get("force_upcast", False)) and weights == torch.float16  # such VAEs decode in float32
+    itemsize = 4 if upcast else torch.finfo(weights).bits // 8
+    tiles = tiled if tiled is not None else images * height_px * width_px > TILED_ABOVE_PX
+    need = decode_bytes_estimate(images, height_px, width_px, channels, itemsize, tiles)
+    _refuse_past_free(need, images, height_px, width_px)
+
+
+def _refuse_past_free(decode_bytes: int, images: int, height_px: int, width_px: int) -> None:
+    """Raise when the decode's estimate plus the decoded image exceed the host's available memory."""
+    need = decode_bytes + images * height_px * width_px * IMAGE_BYTES_PER_PX
     free = host_available_bytes()
     if need <= free:
         return
