@@ -170,6 +170,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("out-is-a-folder", P(["--out", "{in}/dir.png"]), "is a folder"),
     ("out-missing-parent", P(["--out", "{in}/missing/x.png"]), "does not exist"),
     ("out-not-png", P(["--out", "{outdir}/x.jpg"]), "must end in .png"),
+    # a folder the OS will not let this process write, even as root (the suite runs as root, for whom chmod does
+    # not make a folder read-only; a write refused later is rescued: tests/test_output_rescue.py)
+    ("out-unwritable-folder", P(["--out", "/proc/1/x.png"]), "is not writable"),
     # models
     ("model-missing", P([], model="{in}/no-such-model"), "does not exist"),
     ("model-empty-folder", P([], model="{in}/empty"), "holds no diffusers model"),
