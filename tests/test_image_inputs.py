@@ -304,15 +304,18 @@ def test_a_16_bit_mask_is_scaled_not_clipped(toy: MultiDiffusionPipeline, tmp_pa
         toy.plan_inpaint(torch.rand(3, 16, 24), np.zeros((16, 24), np.uint8))
 
 
-def test_steps_run_counts_only_the_steps_an_image_start_takes(toy: MultiDiffusionPipeline) -> None:
+@pytest.mark.parametrize(("scheduler", "expected"), [("ddim", (0, 3, 6)), ("heun", (0, 5, 11))])
+def test_steps_run_counts_only_the_steps_an_image_start_takes(toy: MultiDiffusionPipeline, scheduler, expected) -> None:
+    """Heun's timesteps come doubled (11 for 6 steps); an image start skips first_step · order of them, as
+    diffusers' img2img does."""
     calls: list[int] = []
 
     def count(state):
         calls.append(state.step_index)
 
     image = torch.rand(3, 16, 16)
-    for strength, expected in ((0.0, 0), (0.5, 3), (1.0, 6)):
+    for strength, steps in zip((0.0, 0.5, 1.0), expected, strict=True):
         calls.clear()
         kwargs = {**run_kwargs(steps=6), "window": 16, "stride": 8}
-        out = toy.upscale(image, scale=1, strength=strength, callback_on_step_end=count, **kwargs)
-        assert out.steps_run == expected == len(calls)
+        out = toy.upscale(image, scale=1, strength=strength, scheduler=scheduler, callback_on_step_end=count, **kwargs)
+        assert out.steps_run == steps == len(calls)

@@ -196,8 +196,9 @@ class PreparedStart:
     hooks: list[Any]
 
 
-def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor) -> PreparedStart:
-    """Encode the image, pick the first step from the strength (``model.first_step``) and build the known-region
+def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor, num_steps: int) -> PreparedStart:
+    """Encode the image, pick the first of ``num_steps`` steps from the strength (``model.first_step``; times the
+    scheduler's order, as diffusers indexes second-order schedulers' doubled timesteps) and build the known-region
     hook.
 
     ``scheduler`` has its timesteps set; its begin index is set to the first step (where it has one), as
@@ -206,9 +207,9 @@ def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor) 
     f = model.codec.scale_factor
     with torch.no_grad():
         latents = model.codec.encode(start.image.to(model.device)).float().to(noise.device)
-    order = int(getattr(scheduler, "order", 1))
-    steps = len(scheduler.timesteps) // order
-    first = model.first_step(steps, start.strength) * order
+    first = min(
+        model.first_step(num_steps, start.strength) * int(getattr(scheduler, "order", 1)), len(scheduler.timesteps)
+    )
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(first)
     hooks: list[Any] = []

@@ -165,7 +165,7 @@ def generate(
     start = None
     skipped = 0  # steps an image start leaves out (its strength); not counted as run
     if image is not None:
-        prepared = prepare_start(model, image, scheduler, noise)
+        prepared = prepare_start(model, image, scheduler, noise, settings.num_inference_steps)
         # An inpainting model repaints from its own inputs (diffusers does not blend for it); others blend.
         post_step = [] if model.inpaint_channels else prepared.hooks
         if image.strength < 1 or image.noise_inversion_steps:
