@@ -195,7 +195,9 @@ def generate(
         recorder = Recorder(checkpoint, metadata.to_dict(), scheduler, generator, len(scheduler.timesteps))
 
     steps_run = 0 if start is None else start.step_index - skipped
-    bar = StepProgress(len(scheduler.timesteps), heavy_step, enabled=progress)
+    # The bar counts the steps this run takes: an image start's skipped steps are not part of it.
+    heavy = (lambda i: heavy_step(i + skipped)) if heavy_step is not None else None
+    bar = StepProgress(len(scheduler.timesteps) - skipped, heavy, enabled=progress)
 
     used_batch = view_batch_size
 
@@ -205,7 +207,7 @@ def generate(
         used_batch = state.view_batch_size
         if recorder is not None:
             recorder.step(steps_run, state.latents)
-        bar.step(state.step_index)
+        bar.step(state.step_index - skipped)
         return bool(callback_on_step_end(state)) if callback_on_step_end is not None else False
 
     try:
