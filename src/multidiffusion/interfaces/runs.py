@@ -60,7 +60,8 @@ def check_common(args: argparse.Namespace) -> list[str]:
 
 def check_steps_before_loading(args: argparse.Namespace) -> None:
     """The step count against the scheduler's limit, where the model's scheduler config is at hand unloaded
-    (the toy model, a diffusers folder); the pipeline checks it again once the model is loaded."""
+    (the toy model, a diffusers folder, a ``--config`` folder, a repo id in the hub cache); the pipeline checks it
+    again once the model is loaded."""
     from ..adapters.loading import scheduler_config_before_loading
     from ..adapters.schedulers import check_scheduler_steps, default_scheduler_for, is_flow_config
 

@@ -1,6 +1,7 @@
 """The image commands of the pipeline: upscale, outpaint, inpaint. Each builds an
 :class:`~multidiffusion.pipeline.image_start.ImageStart` and a canvas size, then makes the panorama call, so
-every option of a panorama (views, weights, schedulers, sync, checkpoints) works on images too."""
+every option of a panorama (views, weights, schedulers, sync, tiled VAE) works on images too; checkpoints do not
+yet (the input is not in the checkpoint)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def _input(image: Any) -> dict[str, Any] | None:
 
 
 def _check_multiple(size: tuple[int, int], granularity: int, what: str) -> None:
+    """An image kept as it is (outpaint, inpaint) must have sides in multiples of the model's granularity."""
     height, width = size
     if height % granularity or width % granularity:
         fit = (
@@ -45,6 +47,7 @@ def _check_multiple(size: tuple[int, int], granularity: int, what: str) -> None:
 
 
 def _margin(name: str, value: Any, granularity: int) -> int:
+    """An outpaint margin: a whole number of pixels ≥ 0, a multiple of the model's granularity."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidInputError(f"the {name} margin must be a whole number of pixels ≥ 0, got {value!r}")
     if value % granularity:
