@@ -179,6 +179,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("model-broken-index", P([], model="{in}/broken", loads=True), "model_index.json"),
     ("model-not-checkpoint", P([], model="{in}/notes.txt"), "is not a checkpoint"),
     ("model-garbage-checkpoint", P([], model="{in}/garbage.safetensors", loads=True), "garbage.safetensors"),
+    ("model-pickle-checkpoint", P([], model="{in}/model.ckpt"), "is a pickle file, which can run code"),
+    ("model-pickle-pt", UP([], model="{in}/model.pt"), "pass --allow-pickle"),
+    ("model-pickle-allowed-but-garbage", P(["--allow-pickle"], model="{in}/model.ckpt", loads=True), "model.ckpt"),
     ("model-toy-bad-option", P([], model="toy:ell=-1"), "toy"),
     (
         "model-unsupported-family",
@@ -358,6 +361,8 @@ def inputs(tmp_path: Path) -> Path:
     (folder / "bomb.png").write_bytes(png_claiming(20_000, 20_000))
     (folder / "notes.txt").write_text("not an image")
     (folder / "garbage.safetensors").write_bytes(b"not a checkpoint")
+    (folder / "model.ckpt").write_bytes(b"a pickle would be here")  # never opened: refused by its name
+    (folder / "model.pt").write_bytes(b"a pickle would be here")
     (folder / "empty").mkdir()
     (folder / "dir.png").mkdir()
     (folder / "broken").mkdir()

@@ -88,3 +88,29 @@ def test_scheduler_config_is_read_before_loading_from_folders_configs_and_the_hu
     assert scheduler_config_before_loading("someone/tiny-sd") == expected
     assert scheduler_config_before_loading("someone/not-downloaded") is None
     assert scheduler_config_before_loading("not a repo id") is None
+
+
+def test_pickled_weights_need_allow_pickle(tmp_path, small, small_pipe):
+    """A .ckpt/.pt/.pth/.bin checkpoint, or a folder whose parts are stored only as pickles, is refused before
+    anything is read unless allow_pickle=True; allowed, the pickled folder loads and runs as its safetensors twin."""
+    from diffusers import StableDiffusionPipeline
+
+    from multidiffusion.adapters.loading import check_model_source
+
+    for suffix in (".ckpt", ".pt", ".pth", ".bin"):
+        file = tmp_path / f"model{suffix}"
+        file.write_bytes(b"never unpickled")
+        with pytest.raises(InvalidInputError, match=r"is a pickle file, which can run code.*--allow-pickle"):
+            check_model_source(str(file))
+        check_model_source(str(file), allow_pickle=True)  # allowed: the name is fine (loading would read it)
+
+    folder = tmp_path / "pickled"
+    extras = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    StableDiffusionPipeline(**small, **extras).save_pretrained(folder, safe_serialization=False)
+    with pytest.raises(InvalidInputError, match=r"stores unet, vae only as pickle files.*--allow-pickle"):
+        MultiDiffusionPipeline.from_pretrained(str(folder))
+    pipe = MultiDiffusionPipeline.from_pretrained(str(folder), allow_pickle=True)
+    kwargs = dict(height=128, width=128, num_inference_steps=2, output_type="latent", progress=False)
+    out = pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs)
+    expected = small_pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(out.latents, expected.latents)

@@ -23,13 +23,26 @@ def pipeline_class(name: str) -> Any:
     return getattr(diffusers, name)
 
 
-def load_pretrained_pipeline(class_name: str, source: str, dtype: torch.dtype, **kwargs: Any) -> Any:
-    """``<class_name>.from_pretrained(source, dtype=dtype, **kwargs)``; failures as one line (InvalidInputError)."""
+def load_pretrained_pipeline(
+    class_name: str, source: str, dtype: torch.dtype, *, allow_pickle: bool = False, **kwargs: Any
+) -> Any:
+    """``<class_name>.from_pretrained(source, dtype=dtype, **kwargs)``; failures as one line (InvalidInputError).
+
+    Weights are read from ``.safetensors`` files only (``use_safetensors=True``) unless ``allow_pickle``: pickled
+    weights (``.bin``, ``.ckpt``) can run code when they are loaded."""
     try:
         with library_chatter_off():
-            return pipeline_class(class_name).from_pretrained(source, dtype=dtype, **kwargs)
+            return pipeline_class(class_name).from_pretrained(
+                source, dtype=dtype, use_safetensors=None if allow_pickle else True, **kwargs
+            )
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidInputError(explain_load_error(source, exc)) from exc
+        message = explain_load_error(source, exc)
+        if not allow_pickle and "safetensors" in str(exc).lower():
+            message = (
+                f"model {source!r} has no .safetensors weights for some part; pickled weights can run code when they "
+                "are loaded: pass --allow-pickle (allow_pickle=True) if you trust where it comes from"
+            )
+        raise InvalidInputError(message) from exc
 
 
 def load_single_file_pipeline(

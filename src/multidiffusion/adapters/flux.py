@@ -393,9 +393,11 @@ def from_pipeline(source: str, pipe: Any, device: torch.device, **kwargs: Any) -
     )
 
 
-def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def load_pretrained(
+    source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
+) -> LoadedModel:
     """Load a diffusers-format Flux model (``FluxPipeline``) from a hub repo id or a local folder."""
-    return from_pipeline(source, load_pretrained_pipeline(PIPELINE, source, dtype), device)
+    return from_pipeline(source, load_pretrained_pipeline(PIPELINE, source, dtype, allow_pickle=allow_pickle), device)
 
 
 def load_single_file(path: str, dtype: torch.dtype, device: torch.device, config: str | None = None) -> LoadedModel:

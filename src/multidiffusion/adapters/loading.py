@@ -21,7 +21,24 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
 }
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float16", "bfloat16")
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")  # torch.save files: loading them can run code
+
+
+ALLOW_PICKLE_HINT = "or pass --allow-pickle (allow_pickle=True) if you trust where it comes from"
+
+
+def pickled_parts(folder: Path) -> list[str]:
+    """The parts (subfolders) of a diffusers folder whose weights exist only as pickle files."""
+    parts = []
+    for part in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = [f.name for f in part.iterdir() if f.is_file()]
+        pickled = any(name.endswith(PICKLE_SUFFIXES) for name in files)
+        if pickled and not any(name.endswith(".safetensors") for name in files):
+            parts.append(part.name)
+    return parts
+
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
@@ -82,10 +99,11 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(_REPO_ID.match(source)) and ".." not in source
 
 
-def check_model_source(source: str, config: str | None = None) -> None:
+def check_model_source(source: str, config: str | None = None, allow_pickle: bool = False) -> None:
     """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or the
     Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here); ``config``
-    only with a checkpoint file, and naming a model folder or repo id."""
+    only with a checkpoint file, and naming a model folder or repo id. Without ``allow_pickle``, a pickled
+    checkpoint file or a folder with a part stored only as pickle files is refused."""
     from . import toy
     from .diffusers_pipeline import check_config_source
 
@@ -103,10 +121,21 @@ def check_model_source(source: str, config: str | None = None) -> None:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise InvalidInputError(f"model folder {source!r} holds no diffusers model (no model_index.json)")
+        pickled = [] if allow_pickle else pickled_parts(path)
+        if pickled:
+            raise InvalidInputError(
+                f"model folder {source!r} stores {', '.join(pickled)} only as pickle files, which can run code when "
+                f"they are loaded; convert them to .safetensors, {ALLOW_PICKLE_HINT}"
+            )
     elif path.is_file():
         if path.suffix not in CHECKPOINT_SUFFIXES:
             raise InvalidInputError(
                 f"model file {source!r} is not a checkpoint; expected one of: {', '.join(CHECKPOINT_SUFFIXES)}"
+            )
+        if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+            raise InvalidInputError(
+                f"model file {source!r} is a pickle file, which can run code when it is loaded; convert it to "
+                f".safetensors, {ALLOW_PICKLE_HINT}"
             )
     elif not looks_like_repo_id(source):
         raise InvalidInputError(
@@ -161,6 +190,7 @@ def load_model(
     channels_last: bool = False,
     compile: bool = False,
     config: str | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a model: a diffusers folder or repo id, a single-file checkpoint, or ``toy[:…]``.
 
@@ -171,14 +201,15 @@ def load_model(
     :func:`~multidiffusion.adapters.speed.apply_speed_settings`); they do not change the results beyond
     float rounding. ``config`` is, for a single-file checkpoint only, a diffusers model folder or repo id
     whose configs describe it (needed offline). A local model's weights are hashed (cached) for the
-    metadata.
+    metadata. Weights are read from ``.safetensors`` only, unless ``allow_pickle`` (pickled ``.ckpt``, ``.pt``,
+    ``.pth`` and ``.bin`` files can run code when they are loaded).
     """
     from . import toy
     from .families import family_of_checkpoint, family_of_model
     from .fingerprint import weights_sha256
     from .speed import apply_speed_settings
 
-    check_model_source(source, config)
+    check_model_source(source, config, allow_pickle)
     dev = resolve_device(device)
     if toy.is_toy_source(source):
         return toy.load(source, device=dev, dtype=None if dtype is None else resolve_dtype(dtype, dev))
@@ -189,7 +220,7 @@ def load_model(
         model = family_of_checkpoint(str(path)).adapter().load_single_file(str(path), dt, dev, config=config)
     else:
         where = str(path) if path.is_dir() else source
-        model = family_of_model(where).adapter().load_pretrained(where, dt, dev)
+        model = family_of_model(where).adapter().load_pretrained(where, dt, dev, allow_pickle=allow_pickle)
     if path.exists():
         model.weights_sha256 = weights_sha256(path)
     return apply_speed_settings(model, channels_last=channels_last, compile=compile)

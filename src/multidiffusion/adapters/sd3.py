@@ -337,11 +337,15 @@ def absent_components(index: Mapping[str, Any]) -> dict[str, None]:
     return absent
 
 
-def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def load_pretrained(
+    source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
+) -> LoadedModel:
     """Load a diffusers-format SD 3 / 3.5 model from a hub repo id or a local folder (T5 optional)."""
     from .families import model_index
 
-    pipe = load_pretrained_pipeline(PIPELINE, source, dtype, **absent_components(model_index(source)))
+    pipe = load_pretrained_pipeline(
+        PIPELINE, source, dtype, allow_pickle=allow_pickle, **absent_components(model_index(source))
+    )
     return from_pipeline(source, pipe, device)
 
 

@@ -320,9 +320,11 @@ def from_pipeline(source: str, pipe: Any, device: torch.device, crop_coords: str
 _NO_EXTRAS = {"image_encoder": None, "feature_extractor": None, "add_watermarker": False}
 
 
-def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def load_pretrained(
+    source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
+) -> LoadedModel:
     """Load a diffusers-format SDXL model (SDXL base, Turbo, Lightning, fine-tunes) from a repo id or folder."""
-    pipe = load_pretrained_pipeline(PIPELINE, source, dtype, **_NO_EXTRAS)
+    pipe = load_pretrained_pipeline(PIPELINE, source, dtype, allow_pickle=allow_pickle, **_NO_EXTRAS)
     return from_pipeline(source, pipe, device)
 
 

@@ -103,10 +103,18 @@ def from_pipeline(source: str, pipe: Any, device: torch.device) -> LoadedModel:
     return from_components(source, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config)
 
 
-def load_pretrained(source: str, dtype: torch.dtype, device: torch.device) -> LoadedModel:
+def load_pretrained(
+    source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
+) -> LoadedModel:
     """Load a diffusers-format SD 1.x/2.x model from a hub repo id or a local folder."""
     pipe = load_pretrained_pipeline(
-        PIPELINE, source, dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        PIPELINE,
+        source,
+        dtype,
+        allow_pickle=allow_pickle,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     return from_pipeline(source, pipe, device)
 

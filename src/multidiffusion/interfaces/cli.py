@@ -22,6 +22,7 @@ from ..pipeline.settings import default
 from . import runs
 from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
+    add_allow_pickle,
     add_canvas_wrap,
     add_checkpoint,
     add_guidance,
@@ -52,6 +53,7 @@ def _add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "") -
         f"{why_local})",
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_allow_pickle(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
 
@@ -262,7 +264,7 @@ def _load_recorded(args: argparse.Namespace, recipe: dict[str, Any], check: Call
 
     call_arguments(recipe)
     model = model_to_load(recipe, args.model)
-    check_model_source(model)
+    check_model_source(model, allow_pickle=args.allow_pickle)
     resolve_device(args.device)
     pipe = runs.load_pipeline(args, model, recipe.get("dtype"))
     if check is not None:

@@ -25,7 +25,8 @@ SYNC_OPTIONS: tuple[tuple[str, str], ...] = (
     ("--sync-checkpointing", "sync_checkpointing"),
 )
 MODEL_HELP = (
-    f"a hub repo id or diffusers folder, or a .safetensors/.ckpt checkpoint (with --config offline), of: "
+    f"a hub repo id or diffusers folder, or a .safetensors checkpoint (.ckpt with --allow-pickle; with --config "
+    "offline), of: "
     f"{'; '.join(f.title for f in FAMILIES)}; or 'toy': the exact Gaussian-field model that needs no weights "
     "(docs/theory.md) (default: %(default)s)"
 )
@@ -59,6 +60,16 @@ def anchor(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
 
 
+def add_allow_pickle(p: argparse.ArgumentParser) -> None:
+    """``--allow-pickle``: also load pickled weights (.ckpt, .pt, .pth, .bin), which can run code when loaded."""
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load pickled weights (.ckpt, .pt, .pth, .bin files), which can run code when loaded; only for "
+        "files you trust (default: .safetensors only)",
+    )
+
+
 def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
     """Options shared by every generating command."""
     from ..adapters.schedulers import SCHEDULER_HELP
@@ -78,6 +89,7 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         metavar="FOLDER_OR_REPO",
         help="for a single-file checkpoint: the diffusers model folder or repo id that describes it",
     )
+    add_allow_pickle(p)
     p.add_argument(
         "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
     )

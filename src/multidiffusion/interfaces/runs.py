@@ -53,7 +53,7 @@ def check_common(args: argparse.Namespace) -> list[str]:
     if getattr(args, "negative_prompt", None) is not None:
         check_text(args.negative_prompt, "negative prompt")
     resolve_device(args.device)
-    check_model_source(args.model, args.config)
+    check_model_source(args.model, args.config, args.allow_pickle)
     check_steps_before_loading(args)
     return outs
 
@@ -107,6 +107,7 @@ def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None
         channels_last=getattr(args, "channels_last", False),
         compile=getattr(args, "compile", False),
         config=config,
+        allow_pickle=getattr(args, "allow_pickle", False),
     )
     log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
     tiled = getattr(args, "tiled_vae", None)

@@ -62,6 +62,7 @@ class MultiDiffusionPipeline(ImageInputs):
         channels_last: bool = False,
         compile: bool = False,
         config: str | None = None,
+        allow_pickle: bool = False,
     ) -> MultiDiffusionPipeline:
         """Load a model: a hub repo id, a local diffusers folder, a single-file checkpoint or ``toy``.
 
@@ -76,10 +77,18 @@ class MultiDiffusionPipeline(ImageInputs):
             compile: ``torch.compile`` the denoiser network (slow first call per batch shape).
             config: For a single-file checkpoint: a diffusers folder or repo id whose configs describe it
                 (needed offline).
+            allow_pickle: Also load pickled weights (``.ckpt``, ``.pt``, ``.pth``, ``.bin``), which can run code
+                when loaded; by default only ``.safetensors`` are read.
         """
         return cls(
             load_model(
-                repo_or_folder, dtype=dtype, device=device, channels_last=channels_last, compile=compile, config=config
+                repo_or_folder,
+                dtype=dtype,
+                device=device,
+                channels_last=channels_last,
+                compile=compile,
+                config=config,
+                allow_pickle=allow_pickle,
             )
         )
 
@@ -90,6 +99,7 @@ class MultiDiffusionPipeline(ImageInputs):
         *,
         model: str | None = None,
         device: str | torch.device | None = None,
+        allow_pickle: bool = False,
     ) -> MultiDiffusionPipeline:
         """Load the model an image was made with, in the dtype it was made with.
 
@@ -99,9 +109,11 @@ class MultiDiffusionPipeline(ImageInputs):
             model: Where the model is; needed when the image was made with a local folder or file (the
                 metadata records only its name and weights hash). Default: the recorded repo id or spec.
             device: Default: CUDA when available, as for :meth:`from_pretrained`.
+            allow_pickle: As for :meth:`from_pretrained`.
         """
         recipe = read_recipe(metadata)
-        pipe = cls.from_pretrained(model_to_load(recipe, model), dtype=recipe.get("dtype"), device=device)
+        source = model_to_load(recipe, model)
+        pipe = cls.from_pretrained(source, dtype=recipe.get("dtype"), device=device, allow_pickle=allow_pickle)
         check_environment(recipe, pipe.model)
         return pipe
 
@@ -165,12 +177,14 @@ class MultiDiffusionPipeline(ImageInputs):
         config: str | None = None,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device | None = None,
+        allow_pickle: bool = False,
     ) -> MultiDiffusionPipeline:
-        """Load an original-format checkpoint (``.safetensors``/``.ckpt``) of any supported family (read from
-        its tensor names); ``config`` is a diffusers folder or repo id describing it (needed offline)."""
+        """Load an original-format checkpoint (``.safetensors``; ``.ckpt`` and other pickles with ``allow_pickle``)
+        of any supported family (read from its tensor names); ``config`` is a diffusers folder or repo id describing
+        it (needed offline)."""
         if not Path(path).expanduser().is_file():
             raise InvalidInputError(f"model file {path!r} does not exist")
-        return cls(load_model(path, dtype=dtype, device=device, config=config))
+        return cls(load_model(path, dtype=dtype, device=device, config=config, allow_pickle=allow_pickle))
 
     @property
     def native_window_px(self) -> int:
