@@ -2,7 +2,7 @@
 
 A folder or hub id names its pipeline in ``model_index.json`` (``_class_name``); a single-file checkpoint is
 recognised from its tensor names and shapes by diffusers' own ``infer_diffusers_model_type``. Each family
-is one adapter module with ``load_pretrained(source, dtype, device)`` and
+is one adapter module with ``load_pretrained(source, dtype, device, *, allow_pickle)`` and
 ``load_single_file(path, dtype, device, config)`` (docs/design.md §7).
 """
 
