@@ -9,16 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from multidiffusion import MultiDiffusionPipeline
 from multidiffusion.adapters.base import first_step_flow, first_step_truncating
 from multidiffusion.adapters.inversion import InvertingScheduler
+from multidiffusion.adapters.schedulers import make_scheduler
 from multidiffusion.core.channels import ConcatChannels, crop_window
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.guidance import ClassifierFreeGuidance, GuidedCondition
 from multidiffusion.core.known import KnownRegion, latent_mask
+from multidiffusion.core.noise import add_noise
 from multidiffusion.core.views import View
 from multidiffusion.pipeline.image_start import ImageStart
 from multidiffusion.pipeline.layout import load_layout
@@ -137,9 +139,20 @@ def oracle(prediction: str, x0: torch.Tensor, eps: torch.Tensor, inverter: Inver
     return call
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample", "flow"])
+@pytest.mark.parametrize(
+    ("prediction", "scheduler_name"),
+    [
+        ("epsilon", "euler"),
+        ("v_prediction", "euler"),
+        ("sample", "euler"),
+        ("epsilon", "dpmpp_2m"),
+        ("flow", "flow_euler"),
+        ("flow", "flow_dpmpp_2m"),  # DPM-Solver++ with flow sigmas: has add_noise, yet is flow matching
+        ("flow", "flow_unipc"),
+    ],
+)
 @pytest.mark.parametrize("steps", [1, 7])
-def test_inversion_is_exact_for_an_exact_model(prediction: str, steps: int) -> None:
+def test_inversion_is_exact_for_an_exact_model(prediction: str, scheduler_name: str, steps: int) -> None:
     """With the true x₀ and ε the inverted latent is the forward-noised one, a·x₀ + b·ε, in the denoising
     scheduler's own space (for Euler: x₀ + σ ε), for every parameterisation. (A run starts from the clean latent
     as level 0, whose ᾱ is the training table's first, 0.9991 for SD: the same approximation as DDIM inversion's.)"""
@@ -149,11 +162,10 @@ def test_inversion_is_exact_for_an_exact_model(prediction: str, steps: int) -> N
         torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64),
     )
     if prediction == "flow":
-        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-        config = dict(scheduler.config)
+        config = {**FlowMatchEulerDiscreteScheduler(shift=3.0).config, "_class_name": "FlowMatchEulerDiscreteScheduler"}
     else:
         config = {**SD_CONFIG, "prediction_type": prediction}
-        scheduler = EulerDiscreteScheduler.from_config(config)
+    scheduler = make_scheduler(scheduler_name, config, None)
     scheduler.set_timesteps(10)
     first = first_step_truncating(10, 0.6)
     scheduler.set_begin_index(first)
@@ -163,11 +175,7 @@ def test_inversion_is_exact_for_an_exact_model(prediction: str, steps: int) -> N
     x = float(inverter.a[0]) * x0 + float(inverter.b[0]) * eps  # level 0: ᾱ of t = 0 (σ = 0 for flow: x₀ itself)
     for t in inverter.timesteps:
         x = inverter.step(call(x, t, None), t, x).prev_sample
-    expected = (
-        scheduler.scale_noise(x0, target[None], eps)
-        if prediction == "flow"
-        else scheduler.add_noise(x0, eps, target[None])
-    )
+    expected = add_noise(scheduler, x0, eps, target[None])  # the scheduler's own noising (scale_noise for FlowMatch)
     torch.testing.assert_close(inverter.to_scheduler(x), expected.double(), rtol=1e-5, atol=1e-5)
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..core.noise import add_noise
+from .schedulers import is_flow_config
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
@@ -36,9 +37,11 @@ def _level(scheduler: Any, t: Tensor) -> tuple[float, float]:
 
 
 def is_flow(scheduler: Any) -> bool:
-    """Whether ``scheduler`` is flow matching: those noise with ``scale_noise``, x_σ = (1 − σ) x₀ + σ ε; diffusion
-    schedulers with ``add_noise``."""
-    return not hasattr(scheduler, "add_noise")
+    """Whether ``scheduler`` runs flow matching, x_σ = (1 − σ) x₀ + σ ε: FlowMatch schedulers, and DPM-Solver++ or
+    UniPC with flow sigmas (which noise with ``add_noise`` in that space, so the method alone does not tell)."""
+    return (
+        is_flow_config(dict(scheduler.config)) if hasattr(scheduler, "config") else not hasattr(scheduler, "add_noise")
+    )
 
 
 class InvertingScheduler:
