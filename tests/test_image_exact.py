@@ -71,13 +71,7 @@ DEFAULT_FEATHER = 4.0  # the outpaint default (pipeline.image_start.DEFAULT_FEAT
 SEED = 0  # known images: the first in-range draws from seed SEED on; outpaints of image i: seed SEED + i
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: one intra-op thread is fastest (conftest)
 
 
 @pytest.fixture(scope="module")
