@@ -39,9 +39,7 @@ def _level(scheduler: Any, t: Tensor) -> tuple[float, float]:
 def is_flow(scheduler: Any) -> bool:
     """Whether ``scheduler`` runs flow matching, x_σ = (1 − σ) x₀ + σ ε: FlowMatch schedulers, and DPM-Solver++ or
     UniPC with flow sigmas (which noise with ``add_noise`` in that space, so the method alone does not tell)."""
-    return (
-        is_flow_config(dict(scheduler.config)) if hasattr(scheduler, "config") else not hasattr(scheduler, "add_noise")
-    )
+    return is_flow_config(dict(scheduler.config))
 
 
 class InvertingScheduler:

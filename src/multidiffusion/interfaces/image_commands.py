@@ -25,6 +25,14 @@ from .options import (
 )
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What every image command takes from the panorama: guidance, wrap and view layout, model and sampling, sync."""
+    add_guidance(p)
+    add_canvas_wrap(p)
+    add_model_and_sampling(p, "a fresh one")
+    add_sync(p)
+
+
 def add_image_commands(sub: Any) -> None:
     """``upscale``, ``outpaint`` and ``inpaint``: the panorama's model, sampling, view and sync options on a canvas
     that starts from an image (no --checkpoint: runs that start from an image cannot be resumed yet)."""
@@ -71,10 +79,7 @@ def add_image_commands(sub: Any) -> None:
         help="how the image is enlarged before it is redrawn (default: %(default)s)",
     )
     add_image_prompts(u, "what the image shows", required=False)
-    add_guidance(u)
-    add_canvas_wrap(u)
-    add_model_and_sampling(u, "a fresh one")
-    add_sync(u)
+    _add_run_options(u)
 
     o = sub.add_parser(
         "outpaint",
@@ -88,10 +93,7 @@ def add_image_commands(sub: Any) -> None:
         o.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add on the {side} (default: 0)")
     add_image_prompts(o, "what the margins show (the image's scene, usually)", required=True)
     add_feather(o)
-    add_guidance(o)
-    add_canvas_wrap(o)
-    add_model_and_sampling(o, "a fresh one")
-    add_sync(o)
+    _add_run_options(o)
 
     i = sub.add_parser(
         "inpaint",
@@ -116,10 +118,7 @@ def add_image_commands(sub: Any) -> None:
         help="in [0, 1]: below 1 the white part starts from the image noised that far (default: %(default)s)",
     )
     add_feather(i)
-    add_guidance(i)
-    add_canvas_wrap(i)
-    add_model_and_sampling(i, "a fresh one")
-    add_sync(i)
+    _add_run_options(i)
 
 
 def _same_file(a: str, b: str) -> bool:
