@@ -77,6 +77,11 @@ def L(doc: Any, extra: list[str] = (), loads: bool = False) -> dict[str, Any]:
     return {"kind": "cli", "layout": doc, "argv": ["regions", "--layout", "{layout}", *TOY, *extra], "loads": loads}
 
 
+def INIT(init: Any) -> dict[str, Any]:
+    """A 64×32 px layout with a background and the given ``init_image`` (paths relative to the inputs folder)."""
+    return {"width": 64, "height": 32, "background": "sky", "init_image": init}
+
+
 def UP(extra: list[str], image: str = "{in}/photo.png", model: str = "toy", loads: bool = False) -> dict[str, Any]:
     """An upscale of a 48×32 px picture by 2 (``extra`` may give another --scale: the last one counts)."""
     return {"kind": "cli", "argv": ["upscale", image, *_base(model), "--scale", "2", *extra], "loads": loads}
@@ -230,6 +235,14 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mask-wrong-size", L(region(box=..., mask="small.png"), loads=True), "regions[0].mask is 10×10 px"),
     ("mask-all-zero", L(region(box=..., mask="zero.png"), loads=True), "regions[0]"),
     ("mask-not-image", L(region(box=..., mask="notes.txt")), "regions[0].mask: cannot read mask image"),
+    # a layout's init_image: read and placed before any model loads
+    ("init-image-missing", L(INIT("none.png")), "cannot read init_image image"),
+    ("init-image-not-image", L(INIT("notes.txt")), "cannot read init_image image"),
+    ("init-image-past-canvas", L(INIT({"path": "photo.png", "left": 40})), "past the 64×32 px canvas"),
+    ("init-image-unknown-key", L(INIT({"path": "photo.png", "zoom": 2})), "unknown key init_image.zoom"),
+    ("init-image-strength-2", L(INIT({"path": "photo.png", "strength": 2})), "strength must be in [0, 1]"),
+    ("init-image-mask-size", L(INIT({"path": "photo.png", "mask": "small.png"})), "init_image.mask is 10×10 px"),
+    ("init-image-checkpoint", L(INIT("photo.png"), ["--checkpoint", "{outdir}/c.ckpt"]), "cannot be checkpointed"),
     ("mask-bomb", L(region(box=..., mask="bomb.png")), "the limit is 134,217,728 px"),
     ("prompt-not-string", L(region(prompt=3)), "regions[0].prompt must be a string"),
     ("layout-prompt-nul", L(region(prompt="a\0")), "regions[0].prompt contains a NUL"),
