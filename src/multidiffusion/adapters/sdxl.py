@@ -55,6 +55,7 @@ from torch import Tensor
 from ..core.errors import InvalidInputError
 from ..core.views import View
 from .base import LoadedModel, PromptLimit
+from .control import controlled
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import check_scheduler_name, is_few_step_config
@@ -134,16 +135,12 @@ class SdxlDenoiser(SamplingDenoiser):
             crop = [float(view.top * f), float(view.left * f)]
         return size + crop + size  # original_size + crops_coords_top_left + target_size
 
-    def forward(
-        self,
-        x: Tensor,
-        t: Tensor,
-        conds: Sequence[SdxlCondition],
-        views: Sequence[View] | None = None,
-        *,
-        track_grad: bool = False,
-    ) -> Tensor:
-        """x: (len(conds)·N, 4, h, w) → the UNet's output, float32; ``track_grad`` follows the ambient grad mode."""
+    def network_inputs(
+        self, x: Tensor, conds: Sequence[SdxlCondition], views: Sequence[View] | None = None
+    ) -> dict[str, Any]:
+        """The UNet's keyword inputs besides (x, t) for this batch (x: (len(conds)·N, 4, h, w)):
+        ``encoder_hidden_states``, ``timestep_cond`` and ``added_cond_kwargs`` (pooled text, time ids). A
+        ControlNet takes the same (:mod:`~multidiffusion.adapters.control`)."""
         n = x.shape[0] // len(conds)
         if any(len(c) != n for c in conds) or n * len(conds) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries")
@@ -159,15 +156,27 @@ class SdxlDenoiser(SamplingDenoiser):
         if proj_dim is not None:  # diffusers: w = g − 1 for every row (no unconditional pass)
             w_rows = torch.tensor([(c.guidance if c.guidance is not None else 1.0) - 1.0 for c in conds])
             timestep_cond = guidance_embedding(w_rows.repeat_interleave(n), proj_dim).to(device, dtype)
+        return {
+            "encoder_hidden_states": embeds,
+            "timestep_cond": timestep_cond,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids},
+        }
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        conds: Sequence[SdxlCondition],
+        views: Sequence[View] | None = None,
+        *,
+        track_grad: bool = False,
+        residuals: dict[str, Any] | None = None,
+    ) -> Tensor:
+        """x: (len(conds)·N, 4, h, w) → the UNet's output, float32; ``track_grad`` follows the ambient grad mode;
+        ``residuals``: extra UNet inputs from control networks."""
+        inputs = self.network_inputs(x, conds, views)
         with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
-            out = self.unet(
-                x.to(dtype),
-                t,
-                encoder_hidden_states=embeds,
-                timestep_cond=timestep_cond,
-                added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-                return_dict=False,
-            )[0]
+            out = self.unet(x.to(self.unet.dtype), t, **inputs, **(residuals or {}), return_dict=False)[0]
         return out.float()
 
 
@@ -297,6 +306,7 @@ def from_components(
         prompt_limits=(PromptLimit.of("CLIP", tokenizers[0]),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
+        control=controlled(denoiser, codec.scale_factor),
     )
 
 

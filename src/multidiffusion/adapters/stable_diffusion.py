@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..core.views import View
 from .base import LoadedModel, PromptLimit
+from .control import controlled
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import default_scheduler_for, is_few_step_config
@@ -30,15 +31,30 @@ class UNetDenoiser(SamplingDenoiser):
     def __init__(self, unet: torch.nn.Module) -> None:
         self.unet = unet
 
-    def forward(
-        self, x: Tensor, t: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None, *, track_grad: bool
-    ) -> Tensor:
-        """x: (len(conds)·N, 4, h, w) → ε (or v), float32."""
+    def network_inputs(self, x: Tensor, conds: Sequence[Tensor], views: Sequence[View] | None = None) -> dict[str, Any]:
+        """The UNet's keyword inputs besides (x, t) for this batch: ``encoder_hidden_states`` (B, L, D) in the
+        UNet's dtype. A ControlNet takes the same (:mod:`~multidiffusion.adapters.control`)."""
         embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if embeddings.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
+        return {"encoder_hidden_states": embeddings}
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        conds: Sequence[Tensor],
+        views: Sequence[View] | None = None,
+        *,
+        track_grad: bool,
+        residuals: dict[str, Any] | None = None,
+    ) -> Tensor:
+        """x: (len(conds)·N, 4, h, w) → ε (or v), float32. ``residuals``: extra UNet inputs from control networks
+        (``down_block_additional_residuals``, ``mid_block_additional_residual``,
+        ``down_intrablock_additional_residuals``)."""
+        inputs = self.network_inputs(x, conds, views)
         with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
-            out = self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0]
+            out = self.unet(x.to(self.unet.dtype), t, **inputs, **(residuals or {}), return_dict=False)[0]
         return out.float()
 
 
@@ -94,6 +110,7 @@ def from_components(
         prompt_limits=(PromptLimit.of("CLIP", tokenizer),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
+        control=controlled(denoiser, codec.scale_factor),
     )
 
 

@@ -44,6 +44,10 @@ class Region:
         guidance_scale: Overrides the run's guidance scale for this region.
         weight: Multiplies the mask (how strongly the region claims its cells), > 0.
         name: Optional label, unique within a layout (for legends and error messages).
+        control: Control networks for this region's views only (the pipeline's
+            :class:`~multidiffusion.pipeline.control.ControlSpec`), on top of the run's own.
+        loras: LoRAs for this region's views only (:class:`~multidiffusion.adapters.lora.LoraSpec`), on top of the
+            run's own; views are batched by LoRA set.
     """
 
     prompt: str
@@ -53,6 +57,8 @@ class Region:
     guidance_scale: float | None = None
     weight: float = 1.0
     name: str | None = None
+    control: tuple[Any, ...] = ()
+    loras: tuple[Any, ...] = ()
 
     @property
     def label(self) -> str:

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..adapters import LoadedModel
+from ..adapters.base import PromptLimit
 from ..core import GuidedCondition
 
 
-def warn_long_prompts(model: LoadedModel, prompts: Sequence[str]) -> None:
+def warn_long_prompts(model: LoadedModel, prompts: Sequence[str], limits: Sequence[PromptLimit] | None = None) -> None:
     """One warning per prompt longer than a text encoder's limit, naming each encoder that cuts it and where
-    (SD 3: CLIP at 77 tokens, T5 at 256)."""
-    if not model.prompt_limits:
+    (SD 3: CLIP at 77 tokens, T5 at 256); ``limits``: those that apply (default: the model's)."""
+    limits = tuple(model.prompt_limits if limits is None else limits)
+    if not limits:
         return
     for text in dict.fromkeys(prompts):
         if not text:
             continue
-        cuts = [(limit, limit.count(text)) for limit in model.prompt_limits]
+        cuts = [(limit, limit.count(text)) for limit in limits]
         cuts = [(limit, count) for limit, count in cuts if count > limit.max_tokens]
         if not cuts:
             continue
         head = text if len(text) <= 40 else text[:37] + "…"
-        if len(model.prompt_limits) == 1:
+        if len(limits) == 1:
             limit, count = cuts[0]
             what = f"is {count} tokens; the text encoder reads the first {limit.max_tokens}"
         else:
@@ -40,22 +43,27 @@ def guided_condition(
     negative_prompts: Sequence[str],
     guidance_scale: float,
     guidance_rescale: float = 0.0,
+    *,
+    encode: Callable[[Sequence[str]], Any] | None = None,
+    limits: Sequence[PromptLimit] | None = None,
 ) -> GuidedCondition:
     """One condition holding N prompts (one per canvas) with its guidance.
 
     Classifier-free guidance (Ho & Salimans 2022) encodes the negative prompts only when g > 1: at g ≤ 1 the
     conditional output alone is used, one pass (diffusers' rule, what few-step models such as SD-Turbo run
     at). A guidance-distilled model (``model.embed_guidance``, e.g. Flux dev) takes g as an input of its
-    own and makes no unconditional pass at all.
+    own and makes no unconditional pass at all. ``encode`` replaces ``model.encode_prompts`` (prompt weighting);
+    ``limits``: the text-encoder limits that still cut prompts, for the warning (default: the model's).
     """
-    warn_long_prompts(model, [*prompts, *(negative_prompts if guidance_scale > 1.0 else [])])
-    positive = model.encode_prompts(list(prompts))
+    encode = model.encode_prompts if encode is None else encode
+    warn_long_prompts(model, [*prompts, *(negative_prompts if guidance_scale > 1.0 else [])], limits)
+    positive = encode(list(prompts))
     if model.embed_guidance is not None:
         return GuidedCondition(model.embed_guidance(positive, guidance_scale), None, guidance_scale, 0.0)
     guided = guidance_scale > 1.0
     return GuidedCondition(
         positive=positive,
-        negative=model.encode_prompts(list(negative_prompts)) if guided else None,
+        negative=encode(list(negative_prompts)) if guided else None,
         guidance_scale=guidance_scale,
         guidance_rescale=guidance_rescale,
     )

@@ -29,7 +29,7 @@ from .checks import (
     repeat_prompts,
     resolve_view_settings,
 )
-from .conditions import guided_condition
+from .customise import Customisation, Customised, guide_of
 from .image_methods import ImageInputs
 from .image_start import ImageStart, check_image_start
 from .layout import Background
@@ -281,6 +281,7 @@ class MultiDiffusionPipeline(ImageInputs):
         checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
         resume: Checkpoint | None = None,
         image: ImageStart | None = None,
+        customise: Customisation | None = None,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -333,6 +334,9 @@ class MultiDiffusionPipeline(ImageInputs):
                 (:meth:`resume` passes it); a checkpoint of another run raises InvalidInputError.
             image: Start from an image of the canvas size (:class:`~multidiffusion.pipeline.image_start.ImageStart`;
                 :meth:`upscale`, :meth:`outpaint` and :meth:`inpaint` build one); None: from noise.
+            customise: ControlNets, T2I-Adapters, LoRAs, embeddings and prompt weighting for every view
+                (:class:`~multidiffusion.pipeline.customise.Customisation`, docs/control.md); None: the model as
+                loaded, prompts weighted where the family supports it.
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
         check_generator(generator)
@@ -374,41 +378,49 @@ class MultiDiffusionPipeline(ImageInputs):
             tasks = panorama_tasks(
                 s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, wrap=wrap
             )
-        condition = guided_condition(m, s.prompt, s.negative_prompt, s.guidance_scale, s.guidance_rescale)
-        make_hooks = None
-        if s.sync:
-            request = SyncRequest(
-                True,
-                s.sync_weight,
-                s.sync_decay,
-                s.sync_stop_step,
-                s.sync_every,
-                s.sync_anchor,
-                s.sync_loss,
-                sync_chunk_size,
-                sync_checkpointing,
+        customise = customise if customise is not None else Customisation()
+        customised = Customised(m, customise, (), (s.height, s.width), guide_of(image), s.sync)
+        s = dataclasses.replace(s, customisation=customise.record())
+        try:
+            specs = [(s.prompt, s.negative_prompt, s.guidance_scale, s.guidance_rescale)]
+            condition = customised.conditions(specs)[0]
+            make_hooks = None
+            if s.sync:
+                request = SyncRequest(
+                    True,
+                    s.sync_weight,
+                    s.sync_decay,
+                    s.sync_stop_step,
+                    s.sync_every,
+                    s.sync_anchor,
+                    s.sync_loss,
+                    sync_chunk_size,
+                    sync_checkpointing,
+                )
+                make_hooks, fields = prepare_sync(m, request, tasks, [condition], (s.height // g, s.width // g))
+                s = dataclasses.replace(s, **fields)
+            return generate(
+                m,
+                settings=s,
+                mode=s.image["mode"] if s.image else "panorama",
+                tasks=tasks,
+                conditions=[condition],
+                canvas_cells=(len(s.prompt), s.height // g, s.width // g),
+                generator=generator,
+                output_type=output_type,
+                make_hooks=lambda: [make_hooks()] if make_hooks is not None else [],
+                callback_on_step_end=callback_on_step_end,
+                view_batch_size=view_batch_size,
+                progress=progress,
+                heavy_step=sync_steps(s) if s.sync else None,
+                wrap=wrap,
+                checkpoint=CheckpointSettings.of(checkpoint),
+                resume=resume,
+                image=image,
+                customised=customised,
             )
-            make_hooks, fields = prepare_sync(m, request, tasks, [condition], (s.height // g, s.width // g))
-            s = dataclasses.replace(s, **fields)
-        return generate(
-            m,
-            settings=s,
-            mode=s.image["mode"] if s.image else "panorama",
-            tasks=tasks,
-            conditions=[condition],
-            canvas_cells=(len(s.prompt), s.height // g, s.width // g),
-            generator=generator,
-            output_type=output_type,
-            make_hooks=lambda: [make_hooks()] if make_hooks is not None else [],
-            callback_on_step_end=callback_on_step_end,
-            view_batch_size=view_batch_size,
-            progress=progress,
-            heavy_step=sync_steps(s) if s.sync else None,
-            wrap=wrap,
-            checkpoint=CheckpointSettings.of(checkpoint),
-            resume=resume,
-            image=image,
-        )
+        finally:
+            customised.close()
 
     def check_regions(
         self, regions: Sequence[Region], background: str | Background | None = None, **kwargs: Any
@@ -470,6 +482,7 @@ class MultiDiffusionPipeline(ImageInputs):
         checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
         resume: Checkpoint | None = None,
         image: ImageStart | None = None,
+        customise: Customisation | None = None,
     ) -> MultiDiffusionOutput:
         """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
 
@@ -503,6 +516,8 @@ class MultiDiffusionPipeline(ImageInputs):
             checkpoint, resume: Checkpoints, as in ``__call__``.
             image: Start from an image and keep its known part (a layout's ``init_image``; see
                 :class:`~multidiffusion.pipeline.image_start.ImageStart`): outpaint a picture with region prompts.
+            customise: Control and customisation for every view, as in ``__call__``; a region's own ControlNets
+                and LoRAs are its ``control`` and ``loras`` (:class:`~multidiffusion.core.regions.Region`).
         """
         check_generator(generator)
         if generator is None:
@@ -546,4 +561,5 @@ class MultiDiffusionPipeline(ImageInputs):
             checkpoint=CheckpointSettings.of(checkpoint),
             resume=resume,
             image=image,
+            customise=customise,
         )

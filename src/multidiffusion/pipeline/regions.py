@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -32,7 +33,7 @@ from .checks import (
     check_view_count,
     resolve_view_settings,
 )
-from .conditions import guided_condition
+from .customise import Customisation, Customised, RegionExtras, guide_of
 from .image_start import ImageStart, check_image_start
 from .layout import Background
 from .masks import encode_mask
@@ -257,6 +258,7 @@ def generate_regions(
     checkpoint: CheckpointSettings | None = None,
     resume: Checkpoint | None = None,
     image: ImageStart | None = None,
+    customise: Customisation | None = None,
 ) -> MultiDiffusionOutput:
     """See :meth:`MultiDiffusionPipeline.regions`."""
     sync = sync or SyncRequest()
@@ -283,74 +285,80 @@ def generate_regions(
         negative_prompt=negative_prompt,
     )
     h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
-    conditions = [  # each prompt encoded once per run
-        guided_condition(model, [prompt], [negative_prompt if negative is None else negative], scale, guidance_rescale)
-        for prompt, negative, scale in plan.specs
-    ]
+    customise = customise if customise is not None else Customisation()
+    regional = [RegionExtras()] * plan.first_foreground + [RegionExtras(r.control, r.loras) for r in regions]
+    customised = Customised(model, customise, regional, (height, width), guide_of(image), sync.enabled)
+    with closing(customised):
+        # each prompt encoded once per run (with its LoRA set active), tagged with its own extras
+        specs = [([p], [negative_prompt if n is None else n], g_, guidance_rescale) for p, n, g_ in plan.specs]
+        conditions = customised.conditions(specs)
+        tasks = customised.order(tasks, conditions)
 
-    first_fg = plan.first_foreground
-    steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)
+        first_fg = plan.first_foreground
+        steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)
 
-    sync_fields = sync.settings_fields()
-    make_sync = None
-    if sync.enabled:
-        make_sync, sync_fields = prepare_sync(model, sync, tasks, conditions, (h, w))
+        sync_fields = sync.settings_fields()
+        make_sync = None
+        if sync.enabled:
+            make_sync, sync_fields = prepare_sync(model, sync, tasks, conditions, (h, w))
 
-    def make_hooks() -> list[ViewHook]:
-        hooks = make_bootstrap()
-        return [*hooks, make_sync()] if make_sync is not None else hooks
+        def make_hooks() -> list[ViewHook]:
+            hooks = make_bootstrap()
+            return [*hooks, make_sync()] if make_sync is not None else hooks
 
-    def make_bootstrap() -> list[ViewHook]:
-        foreground = [i for i, t in enumerate(tasks) if t.condition >= first_fg]
-        if steps == 0 or not foreground:
-            return []
-        view = tasks[0].view
-        index = view_indices([tasks[i].view for i in foreground], h, w, model.device)
-        region_masks = crop(masks[None], index, (view.height, view.width))  # (F, R', h, w)
-        task_masks = {i: region_masks[k, tasks[i].condition] for k, i in enumerate(foreground)}
-        backgrounds = constant_colour_latents(
-            model.codec, BOOTSTRAP_COLOURS, (view.height, view.width), generator, model.device
+        def make_bootstrap() -> list[ViewHook]:
+            foreground = [i for i, t in enumerate(tasks) if t.condition >= first_fg]
+            if steps == 0 or not foreground:
+                return []
+            view = tasks[0].view
+            index = view_indices([tasks[i].view for i in foreground], h, w, model.device)
+            region_masks = crop(masks[None], index, (view.height, view.width))  # (F, R', h, w)
+            task_masks = {i: region_masks[k, tasks[i].condition] for k, i in enumerate(foreground)}
+            backgrounds = constant_colour_latents(
+                model.codec, BOOTSTRAP_COLOURS, (view.height, view.width), generator, model.device
+            )
+            noise = initial_noise((1, model.codec.latent_channels, h, w), generator, model.device, model.dtype).float()
+            return [Bootstrap(tasks, task_masks, backgrounds, noise, steps, generator)]
+
+        settings = RegionSettings(
+            regions=tuple(_region_record(r) for r in regions),
+            background=asdict(background) if background is not None else None,
+            height=height,
+            width=width,
+            negative_prompt=(negative_prompt,),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=plan.guidance_scale,
+            guidance_rescale=guidance_rescale,
+            **scheduler_fields(scheduler),
+            window=plan.window_px,
+            stride=plan.stride_px,
+            weights=plan.weights,
+            bootstrap_fraction=bootstrap_fraction,
+            seed=seed,
+            circular=circular,
+            layout=layout,
+            **sync_fields,
         )
-        noise = initial_noise((1, model.codec.latent_channels, h, w), generator, model.device, model.dtype).float()
-        return [Bootstrap(tasks, task_masks, backgrounds, noise, steps, generator)]
-
-    settings = RegionSettings(
-        regions=tuple(_region_record(r) for r in regions),
-        background=asdict(background) if background is not None else None,
-        height=height,
-        width=width,
-        negative_prompt=(negative_prompt,),
-        num_inference_steps=num_inference_steps,
-        guidance_scale=plan.guidance_scale,
-        guidance_rescale=guidance_rescale,
-        **scheduler_fields(scheduler),
-        window=plan.window_px,
-        stride=plan.stride_px,
-        weights=plan.weights,
-        bootstrap_fraction=bootstrap_fraction,
-        seed=seed,
-        circular=circular,
-        layout=layout,
-        **sync_fields,
-    )
-    if image is not None:
-        settings = replace(settings, image=check_image_start(image, model, height, width, sync.enabled))
-    return generate(
-        model,
-        settings=settings,
-        mode="regions",
-        tasks=tasks,
-        conditions=conditions,
-        canvas_cells=(1, h, w),
-        generator=generator,
-        output_type=output_type,
-        make_hooks=make_hooks,
-        callback_on_step_end=callback_on_step_end,
-        view_batch_size=view_batch_size,
-        progress=progress,
-        heavy_step=sync_steps(settings) if sync.enabled else None,
-        wrap=resolve_wrap(circular=circular),
-        checkpoint=checkpoint,
-        resume=resume,
-        image=image,
-    )
+        if image is not None:
+            settings = replace(settings, image=check_image_start(image, model, height, width, sync.enabled))
+        settings = replace(settings, customisation=customise.record(regional))
+        return generate(
+            model,
+            settings=settings,
+            mode="regions",
+            tasks=tasks,
+            conditions=conditions,
+            canvas_cells=(1, h, w),
+            generator=generator,
+            output_type=output_type,
+            make_hooks=make_hooks,
+            callback_on_step_end=callback_on_step_end,
+            view_batch_size=view_batch_size,
+            progress=progress,
+            heavy_step=sync_steps(settings) if sync.enabled else None,
+            wrap=resolve_wrap(circular=circular),
+            checkpoint=checkpoint,
+            resume=resume,
+            image=image,
+            customised=customised,
+        )

@@ -20,6 +20,7 @@ from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
 from .checkpoint import Checkpoint, CheckpointSettings, Recorder
+from .customise import Customised
 from .image_start import ImageStart, PreparedStart, inpaint_channels, noised, prepare_start
 from .memory import check_decode_memory, device_free_bytes
 from .output import MultiDiffusionOutput, convert
@@ -103,6 +104,7 @@ def generate(
     checkpoint: CheckpointSettings | None = None,
     resume: Checkpoint | None = None,
     image: ImageStart | None = None,
+    customised: Customised | None = None,
 ) -> MultiDiffusionOutput:
     """Sample a canvas with the engine and turn it into the requested output.
 
@@ -131,6 +133,8 @@ def generate(
         image: Start from an image (see :class:`~multidiffusion.pipeline.image_start.ImageStart`): the encoded
             image noised to its strength (or inverted, with noise inversion), denoised from the step the strength
             selects; a known region is put back after every step. Its size must be the canvas's.
+        customised: The run's control, LoRA sets and tagged conditions (:class:`~multidiffusion.pipeline.customise.
+            Customised`): the denoiser is wrapped with them; None: the model as loaded.
     """
     n, h, w = canvas_cells
     if image is not None and (checkpoint is not None or resume is not None):
@@ -156,11 +160,17 @@ def generate(
     noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
     x_T = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at ε itself
     hooks = list(make_hooks()) if make_hooks is not None else []
-    denoiser = model.denoiser
+    extra = None
     if model.inpaint_channels:  # an inpainting model sees the mask and the masked image's latents, per view
         px = (h * model.codec.scale_factor, w * model.codec.scale_factor)
         extra = inpaint_channels(model, image.image if image else None, image.known if image else None, px)
-        denoiser = ConcatChannels(denoiser, extra.to(x_T.device))
+        extra = extra.to(x_T.device)
+
+    def with_inputs(denoiser: Any) -> Any:
+        """The run's own inputs around a denoiser: LoRA sets per batch, an inpainting model's extra channels."""
+        denoiser = customised.by_set(denoiser) if customised is not None else denoiser
+        return ConcatChannels(denoiser, extra) if extra is not None else denoiser
+
     post_step: list[Any] = []
     start = None
     skipped = 0  # steps an image start leaves out (its strength); not counted as run
@@ -169,11 +179,25 @@ def generate(
         # An inpainting model repaints from its own inputs (diffusers does not blend for it); others blend.
         post_step = [] if model.inpaint_channels else prepared.hooks
         if image.strength < 1 or image.noise_inversion_steps:
+            plain = customised.plain(model.denoiser) if customised is not None else model.denoiser
             first = start_canvas(
-                model, image, prepared, scheduler, noise, denoiser, tasks, conditions, view_batch_size, progress
+                model,
+                image,
+                prepared,
+                scheduler,
+                noise,
+                with_inputs(plain),
+                tasks,
+                conditions,
+                view_batch_size,
+                progress,
             )
             start = SamplerState(prepared.first_step, first)
             skipped = prepared.first_step
+    denoiser = model.denoiser
+    if customised is not None:  # control acts over the steps run (an image start's are the schedule's tail)
+        denoiser = customised.wrap(denoiser, scheduler.timesteps[skipped:])
+    denoiser = with_inputs(denoiser)
     metadata = GenerationMetadata(
         model=model.name,
         settings=settings,

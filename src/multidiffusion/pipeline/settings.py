@@ -47,6 +47,9 @@ class SamplingSettings:
             the input's file name and SHA-256 (None when it was not a file), ``strength``, ``feather`` and
             ``noise_inversion_steps``, and the command's own options (``scale``, ``resample``, margins); None:
             a text-only run.
+        customisation: What the run added to the model (ControlNets and their guide images' names, LoRAs,
+            embeddings, prompt weighting; :meth:`~multidiffusion.pipeline.customise.Customisation.record`); None:
+            nothing.
     """
 
     negative_prompt: tuple[str, ...] = ("",)
@@ -69,6 +72,7 @@ class SamplingSettings:
     sync_anchor: int | str = "center"
     sync_loss: str | None = None
     image: dict[str, Any] | None = None
+    customisation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists."""
