@@ -317,6 +317,90 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         INP(["--mask", "{in}/odd-mask.png"], image="{in}/odd.png", model=SMALL, loads=True),
         "this model needs sides in multiples of 8 px",
     ),
+    # control and customisation (docs/control.md)
+    ("controlnet-missing", P(["--controlnet", "{in}/none", "--control-image", "{in}/photo.png"]), "does not exist"),
+    ("controlnet-no-image", P(["--controlnet", "{in}/cn"]), "1 --controlnet but 0 --control-image"),
+    ("control-image-extra", P(["--control-image", "{in}/photo.png"]), "0 --controlnet but 1 --control-image"),
+    (
+        "control-image-missing",
+        P(["--controlnet", "{in}/cn", "--control-image", "{in}/none.png"]),
+        "cannot read control image",
+    ),
+    ("control-image-bomb", P(["--controlnet", "{in}/cn", "--control-image", "{in}/bomb.png"]), "the limit is"),
+    ("controlnet-no-config", P(["--controlnet", "{in}/kandinsky", "--control-image", "{in}/photo.png"]), "config.json"),
+    ("controlnet-a-pipeline", P(["--controlnet", "{in}/cn-pipe", "--control-image", "{in}/photo.png"]), "supported"),
+    ("controlnet-file", P(["--controlnet", "{in}/garbage.safetensors", "--control-image", "{in}/photo.png"]), "single"),
+    ("controlnet-pickled", P(["--controlnet", "{in}/cn-bin", "--control-image", "{in}/photo.png"]), "--allow-pickle"),
+    (
+        "control-scale-nan",
+        P(["--controlnet", "{in}/cn", "--control-image", "{in}/photo.png", "--control-scale", "nan"]),
+        "--control-scale must be a finite number",
+    ),
+    (
+        "control-start-after-end",
+        P(
+            [
+                "--controlnet",
+                "{in}/cn",
+                "--control-image",
+                "{in}/photo.png",
+                "--control-start",
+                ".9",
+                "--control-end",
+                ".1",
+            ]
+        ),
+        "start < end",
+    ),
+    (
+        "control-scale-count",
+        P(["--controlnet", "{in}/cn", "--control-image", "{in}/photo.png", *["--control-scale", "1"] * 2]),
+        "--control-scale is given 2 times for 1 --controlnet",
+    ),
+    (
+        "control-with-sync",
+        P(["--controlnet", "{in}/cn", "--control-image", "{in}/photo.png", "--sync"]),
+        "sync cannot be combined",
+    ),
+    (
+        "controlnet-on-toy",
+        P(["--controlnet", "{in}/cn", "--control-image", "{in}/photo.png"], loads=True),
+        "takes no ControlNet",
+    ),
+    ("lora-missing", P(["--lora", "{in}/none.safetensors"]), "does not exist"),
+    ("lora-pickled", P(["--lora", "{in}/model.ckpt"]), "--allow-pickle"),
+    ("lora-scale-nan", P(["--lora", "{in}/lora.safetensors:nan"]), "scale"),
+    ("lora-on-toy", P(["--lora", "{in}/lora.safetensors"], loads=True), "LoRA files load into models of the families"),
+    ("embedding-missing", P(["--embedding", "{in}/none.safetensors"]), "does not exist"),
+    ("embedding-pickled", P(["--embedding", "{in}/model.pt"]), "--allow-pickle"),
+    (
+        "layout-control-not-list",
+        L({**BASE_LAYOUT, "regions": [{"prompt": "r", "box": [0, 0, 32, 32], "control": 3}]}),
+        "regions[0].control must be a list",
+    ),
+    (
+        "layout-control-no-image",
+        L({**BASE_LAYOUT, "regions": [{"prompt": "r", "box": [0, 0, 32, 32], "control": [{"model": "m"}]}]}),
+        "regions[0].control[0].image is required",
+    ),
+    (
+        "layout-control-unknown-key",
+        L({**BASE_LAYOUT, "regions": [{"prompt": "r", "box": [0, 0, 32, 32], "control": [{"model": "m", "x": 1}]}]}),
+        "unknown key regions[0].control[0].x",
+    ),
+    (
+        "layout-lora-missing",
+        L({**BASE_LAYOUT, "regions": [{"prompt": "r", "box": [0, 0, 32, 32], "loras": ["{in}/none.safetensors"]}]}),
+        "does not exist",
+    ),
+    (
+        "layout-lora-with-sync",
+        L(
+            {**BASE_LAYOUT, "regions": [{"prompt": "r", "box": [0, 0, 32, 32], "loras": ["{in}/lora.safetensors"]}]},
+            ["--sync"],
+        ),
+        "sync cannot be combined",
+    ),
     # eval-coherence
     ("eval-missing", E("{in}/none.png"), "does not exist"),
     ("eval-not-image", E("{in}/notes.txt"), "cannot read image"),
@@ -383,6 +467,12 @@ def inputs(tmp_path: Path) -> Path:
     (folder / "kandinsky").mkdir()
     (folder / "kandinsky" / "model_index.json").write_text('{"_class_name": "KandinskyV22Pipeline"}')
     save_file({"lora_unet_down.alpha": torch.ones(1)}, str(folder / "lora.safetensors"))
+    for name, weights in (("cn", "diffusion_pytorch_model.safetensors"), ("cn-bin", "diffusion_pytorch_model.bin")):
+        (folder / name).mkdir()
+        (folder / name / "config.json").write_text('{"_class_name": "ControlNetModel"}')
+        (folder / name / weights).write_bytes(b"never read: refused or not needed before the model loads")
+    (folder / "cn-pipe").mkdir()
+    (folder / "cn-pipe" / "config.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     return folder
 
 
@@ -407,7 +497,7 @@ def _run_cli(case: dict[str, Any], inputs: Path, outdir: Path, request: pytest.F
             values["layout"] = _fill(doc, values)
         else:
             path = inputs / "layout.json"
-            path.write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+            path.write_bytes(doc if isinstance(doc, bytes) else _fill(json.dumps(doc), values).encode())
             values["layout"] = str(path)
     argv = [_fill(arg, values) for arg in case["argv"]]
     if not case.get("no_out") and "--out" not in argv:
@@ -453,8 +543,9 @@ def test_bad_input_is_one_line(case, message, inputs, tmp_path, capfd, request, 
 
 
 def test_a_long_prompt_is_cut_with_one_warning(small_folder, tmp_path):
+    """Read literally (prompt weighting off: with it, CLIP reads long prompts in 77-token chunks, uncut)."""
     out = tmp_path / "x.png"
-    argv = ["panorama", "word " * 20_000, "--model", str(small_folder), "--out", str(out)]
+    argv = ["panorama", "word " * 20_000, "--model", str(small_folder), "--out", str(out), "--no-prompt-weighting"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert main([*argv, "--height", "128", "--width", "128", "--steps", "1", "-q"]) == 0

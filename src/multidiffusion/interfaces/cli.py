@@ -201,6 +201,7 @@ def run_panorama(args: argparse.Namespace) -> int:
 
 def run_regions(args: argparse.Namespace) -> int:
     """``multidiffusion regions``: read the layout, check, load, generate, write (and the segmentation)."""
+    from ..pipeline.customise import RegionExtras
     from ..pipeline.layout import load_layout
     from ..pipeline.regions import check_regions
     from .png import check_output_path
@@ -215,6 +216,9 @@ def run_regions(args: argparse.Namespace) -> int:
             raise InvalidInputError("--segmentation must name a different file than --out")
     layout = load_layout(args.layout)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
+    regional = [RegionExtras(r.control, r.loras) for r in layout.regions]
+    args.customise.check(regional)
+    args.customise.refuse_sync(bool(args.sync), regional)
     runs.check_memory_before_loading(args, layout.height, layout.width)
     if layout.image is not None and checkpoint is not None:
         raise InvalidInputError("--checkpoint: a layout with an init_image cannot be checkpointed or resumed yet")

@@ -80,6 +80,7 @@ def add_image_commands(sub: Any) -> None:
     )
     add_image_prompts(u, "what the image shows", required=False)
     _add_run_options(u)
+    u.set_defaults(input_guide=True)  # --controlnet without --control-image: the enlargement guides it (tile)
 
     o = sub.add_parser(
         "outpaint",

@@ -73,6 +73,7 @@ def add_allow_pickle(p: argparse.ArgumentParser) -> None:
 def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
     """Options shared by every generating command."""
     from ..adapters.schedulers import SCHEDULER_HELP
+    from .customise_options import add_customisation
 
     p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
     p.add_argument(
@@ -90,6 +91,7 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         help="for a single-file checkpoint: the diffusers model folder or repo id that describes it",
     )
     add_allow_pickle(p)
+    add_customisation(p)
     p.add_argument(
         "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
     )

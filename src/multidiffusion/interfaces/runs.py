@@ -33,6 +33,7 @@ def check_common(args: argparse.Namespace) -> list[str]:
     from ..adapters.loading import check_model_source, resolve_device
     from ..adapters.schedulers import check_scheduler_name
     from ..pipeline.checks import check_layout_overrides, check_sampling, check_stride, check_text
+    from .customise_options import customisation
     from .png import check_output_path
 
     if not 1 <= args.num_images <= MAX_IMAGES:
@@ -55,6 +56,9 @@ def check_common(args: argparse.Namespace) -> list[str]:
     resolve_device(args.device)
     check_model_source(args.model, args.config, args.allow_pickle)
     check_steps_before_loading(args)
+    args.customise = customisation(args, getattr(args, "input_guide", False))
+    if args.customise.control and getattr(args, "sync", False):
+        args.customise.refuse_sync(True)
     return outs
 
 
@@ -169,8 +173,10 @@ def sampling_kwargs(args: argparse.Namespace, sync: dict[str, Any]) -> dict[str,
 
 
 def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keywords of a call that do not change the image: batching, progress and sync memory."""
+    """The keywords of a call besides its sampling settings: control and customisation (checked by
+    :func:`check_common`), batching, progress and sync memory."""
     return dict(
+        customise=args.customise,
         view_batch_size=args.view_batch_size,
         progress=not args.quiet,
         sync_chunk_size=args.sync_chunk,

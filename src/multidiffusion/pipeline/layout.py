@@ -10,7 +10,10 @@ Format (sizes in pixels; mask paths relative to the layout file)::
       "seed": 1,                                      # optional
       "regions": [
         {"name": "dog", "prompt": "a corgi", "box": [100, 200, 400, 500]},
-        {"prompt": "a red ball", "mask": "ball.png", "negative_prompt": "…", "guidance_scale": 9, "weight": 1.0}
+        {"prompt": "a red ball", "mask": "ball.png", "negative_prompt": "…", "guidance_scale": 9, "weight": 1.0},
+        {"prompt": "a castle", "box": [0, 0, 512, 512],
+         "control": [{"model": "controlnet-canny", "image": "edges.png", "scale": 0.8, "start": 0, "end": 1}],
+         "loras": [{"path": "castle-style.safetensors", "scale": 0.7}]}   # this region's views only
       ],
       "init_image": "photo.png"                       # optional: start from an image and keep it (outpainting);
                                                       # or {"path": …, "left": 0, "top": 0, "mask": "redraw.png",
@@ -32,9 +35,11 @@ from typing import Any
 
 import torch
 
+from ..adapters.lora import LoraSpec
 from ..core.errors import InvalidInputError
 from ..core.regions import Region, mask_tensor
 from .checks import MAX_REGIONS, check_canvas_pixels, check_text
+from .control import ControlSpec
 from .image_files import open_image
 from .image_start import DEFAULT_FEATHER_PX, ImageStart, file_record, place, read_image, read_known
 
@@ -43,7 +48,9 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
 
 TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions", "init_image"}
 INIT_IMAGE_KEYS = {"path", "left", "top", "mask", "strength", "feather"}
-REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight"}
+REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight", "control", "loras"}
+CONTROL_KEYS = {"model", "image", "scale", "start", "end", "resize"}
+LORA_KEYS = {"path", "scale"}
 BACKGROUND_KEYS = {"prompt", "negative_prompt", "guidance_scale"}
 
 
@@ -165,6 +172,8 @@ def parse_layout(data: Any, base: Path) -> Layout:
                 guidance_scale=_number(raw, "guidance_scale", where),
                 weight=1.0 if weight is None else weight,
                 name=_string(raw, "name", where),
+                control=_controls(raw.get("control"), base, f"{where}.control"),
+                loras=_loras(raw.get("loras"), base, f"{where}.loras"),
             )
         )
     image = _init_image(data.get("init_image"), base, height, width) if data.get("init_image") is not None else None
@@ -182,6 +191,62 @@ def parse_layout(data: Any, base: Path) -> Layout:
         source=data,
         image=image,
     )
+
+
+def _local(base: Path, path: str) -> str:
+    """A path relative to the layout file when it names something there, else as given (a hub id)."""
+    candidate = base / path
+    return str(candidate) if candidate.exists() else path
+
+
+def _items(raw: Any, where: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidInputError(f"{where} must be a list")
+    return raw
+
+
+def _controls(raw: Any, base: Path, where: str) -> tuple[ControlSpec, ...]:
+    """A region's ``control``: [{"model": folder or hub id, "image": guide image, "scale", "start", "end",
+    "resize"}], paths relative to the layout file."""
+    specs = []
+    for i, item in enumerate(_items(raw, where)):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"{at} must be an object with a model and an image")
+        _unknown(item, CONTROL_KEYS, at)
+        model = _string(item, "model", at, required=True) or ""
+        image = _string(item, "image", at, required=True) or ""
+        numbers = {k: _number(item, k, at) for k in ("scale", "start", "end")}
+        spec = ControlSpec(
+            _local(base, model),
+            str(base / image),
+            1.0 if numbers["scale"] is None else numbers["scale"],
+            0.0 if numbers["start"] is None else numbers["start"],
+            1.0 if numbers["end"] is None else numbers["end"],
+            _string(item, "resize", at) or "stretch",
+        )
+        spec.check(at)
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _loras(raw: Any, base: Path, where: str) -> tuple[LoraSpec, ...]:
+    """A region's ``loras``: [{"path": file, "scale": s}] or ["file[:scale]"], paths relative to the layout file."""
+    specs = []
+    for i, item in enumerate(_items(raw, where)):
+        at = f"{where}[{i}]"
+        if isinstance(item, str):
+            spec = LoraSpec.parse(item)
+        elif isinstance(item, dict):
+            _unknown(item, LORA_KEYS, at)
+            scale = _number(item, "scale", at)
+            spec = LoraSpec(_string(item, "path", at, required=True) or "", 1.0 if scale is None else scale)
+        else:
+            raise InvalidInputError(f"{at} must be a path or an object with a path and a scale")
+        specs.append(LoraSpec(_local(base, spec.path), spec.scale))
+    return tuple(specs)
 
 
 def _init_image(raw: Any, base: Path, height: int, width: int) -> ImageStart:

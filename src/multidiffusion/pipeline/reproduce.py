@@ -53,7 +53,15 @@ def read_recipe(source: str | Path | Mapping[str, Any] | GenerationMetadata) -> 
 
 def refuse_image_run(recipe: Mapping[str, Any]) -> None:
     """Raise for the recipe of a run that started from an image (upscale, outpaint, inpaint, a layout's
-    ``init_image``): its PNG does not hold the input, so it cannot be rerun from the recipe alone (yet)."""
+    ``init_image``) or used files besides the model (ControlNets and guide images, LoRAs, embeddings): its PNG does
+    not hold them, so it cannot be rerun from the recipe alone (yet)."""
+    custom = recipe.get("customisation")
+    if isinstance(custom, Mapping) and set(custom) - {"prompt_weighting"}:
+        raise InvalidInputError(
+            "this run used ControlNets, LoRAs or embeddings, whose files its PNG does not hold; run it again with the "
+            f"same --controlnet/--lora/--embedding files, --seed {recipe.get('seed')} and the settings its PNG records "
+            "(reproducing such runs is not supported yet)"
+        )
     image = recipe.get("image")
     if not image:
         return
@@ -159,6 +167,10 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     for key in ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss"):
         if key in r:
             kwargs[key] = r[key]
+    if (r.get("customisation") or {}).get("prompt_weighting") is False:  # the one customisation a recipe holds
+        from .customise import Customisation
+
+        kwargs["customise"] = Customisation(prompt_weighting=False)
     if r["mode"] == "panorama":
         kwargs.update(prompt=list(r["prompt"]), negative_prompt=list(r["negative_prompt"]))
         if r.get("tile") is not None:
