@@ -59,6 +59,21 @@ def nets(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict
     }
 
 
+def _reference_latents(ref: Any, image: Any, size: int, guidance_scale: float = 7.5, **settings: Any) -> torch.Tensor:
+    """diffusers' pipeline ``ref`` on one view of ``size`` px with the guide ``image`` (seed 3, as ours)."""
+    return ref(
+        PROMPT,
+        image=image,
+        height=size,
+        width=size,
+        num_inference_steps=STEPS,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator().manual_seed(3),
+        output_type="latent",
+        **settings,
+    ).images
+
+
 def _sd_reference(tiny: dict[str, Any], cls_name: str, **parts: Any) -> Any:
     import diffusers
 
@@ -79,19 +94,14 @@ def _sd_reference(tiny: dict[str, Any], cls_name: str, **parts: Any) -> Any:
 def test_one_view_matches_diffusers_controlnet_pipeline(tiny, tiny_pipe, nets):
     """Scale 0.8 acting from 25 % to 75 % of the steps: diffusers' conditioning scale and controlnet_keep."""
     image = guide_image(512, 512)
-    expected = _sd_reference(tiny, "StableDiffusionControlNetPipeline", controlnet=nets["first"])(
-        PROMPT,
-        image=image,
-        height=512,
-        width=512,
-        num_inference_steps=STEPS,
-        guidance_scale=7.5,
+    expected = _reference_latents(
+        _sd_reference(tiny, "StableDiffusionControlNetPipeline", controlnet=nets["first"]),
+        image,
+        512,
         controlnet_conditioning_scale=0.8,
         control_guidance_start=0.25,
         control_guidance_end=0.75,
-        generator=torch.Generator().manual_seed(3),
-        output_type="latent",
-    ).images
+    )
     custom = Customisation(control=(ControlSpec(str(nets["first_dir"]), image, 0.8, 0.25, 0.75),))
     ours = _one_view(tiny_pipe, 512, custom)
     plain = _one_view(tiny_pipe, 512, Customisation())
@@ -102,19 +112,14 @@ def test_one_view_matches_diffusers_controlnet_pipeline(tiny, tiny_pipe, nets):
 @pytest.mark.float_sensitive
 def test_two_controlnets_match_diffusers_multi_controlnet(tiny, tiny_pipe, nets):
     images = [guide_image(512, 512, seed=5), guide_image(512, 512, seed=6)]
-    expected = _sd_reference(tiny, "StableDiffusionControlNetPipeline", controlnet=[nets["first"], nets["second"]])(
-        PROMPT,
-        image=images,
-        height=512,
-        width=512,
-        num_inference_steps=STEPS,
-        guidance_scale=7.5,
+    expected = _reference_latents(
+        _sd_reference(tiny, "StableDiffusionControlNetPipeline", controlnet=[nets["first"], nets["second"]]),
+        images,
+        512,
         controlnet_conditioning_scale=[0.7, 1.3],
         control_guidance_start=[0.0, 0.5],
         control_guidance_end=[1.0, 1.0],
-        generator=torch.Generator().manual_seed(3),
-        output_type="latent",
-    ).images
+    )
     custom = Customisation(
         control=(
             ControlSpec(str(nets["first_dir"]), images[0], 0.7),
@@ -152,17 +157,12 @@ def test_one_view_matches_diffusers_t2i_adapter_pipeline(tiny, nets, tmp_path):
     unet = _adapter_unet()
     adapter_dir = save_network(nets["adapter"], tmp_path / "t2i")
     image = guide_image(128, 128, seed=7)
-    expected = _sd_reference({**tiny, "unet": unet}, "StableDiffusionAdapterPipeline", adapter=nets["adapter"])(
-        PROMPT,
-        image=image,
-        height=128,
-        width=128,
-        num_inference_steps=STEPS,
-        guidance_scale=7.5,
+    expected = _reference_latents(
+        _sd_reference({**tiny, "unet": unet}, "StableDiffusionAdapterPipeline", adapter=nets["adapter"]),
+        image,
+        128,
         adapter_conditioning_scale=0.9,
-        generator=torch.Generator().manual_seed(3),
-        output_type="latent",
-    ).images
+    )
     model = from_components("t2i", unet, tiny["vae"], tiny["text_encoder"], tiny["tokenizer"], tiny["scheduler"].config)
     pipe = MultiDiffusionPipeline(model)
     ours = _one_view(pipe, 128, Customisation(control=(ControlSpec(str(adapter_dir), image, 0.9),)))
@@ -183,17 +183,7 @@ def test_sdxl_one_view_matches_diffusers_sdxl_controlnet_pipeline(tmp_path):
     image = guide_image(128, 128, seed=8)
     ref = StableDiffusionXLControlNetPipeline(**c, controlnet=net, add_watermarker=False)
     ref.set_progress_bar_config(disable=True)
-    expected = ref(
-        PROMPT,
-        image=image,
-        height=128,
-        width=128,
-        num_inference_steps=STEPS,
-        guidance_scale=5.0,
-        controlnet_conditioning_scale=0.6,
-        generator=torch.Generator().manual_seed(3),
-        output_type="latent",
-    ).images
+    expected = _reference_latents(ref, image, 128, guidance_scale=5.0, controlnet_conditioning_scale=0.6)
     model = from_components(
         "tiny-sdxl", c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["text_encoder_2"], c["tokenizer_2"],
         c["scheduler"].config,
