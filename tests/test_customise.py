@@ -153,3 +153,18 @@ def test_sync_with_a_region_lora_is_refused(pipe, lora):
     regions = [Region("a barn", box=(0, 0, 128, 128), loras=(LoraSpec(lora),))]
     with pytest.raises(InvalidInputError, match="sync cannot be combined"):
         pipe.regions(regions, background="a meadow", sync=True, **KW)
+
+
+def test_a_region_lora_runs_on_a_family_without_control(tmp_path):
+    """SD 3 takes LoRAs but no ControlNet: a region's own LoRA set still batches by set (no control wrapper)."""
+    from test_lora import _family_model
+
+    model, file = _family_model("sd3", tmp_path)
+    pipe = MultiDiffusionPipeline(model)
+    kwargs = dict(height=128, width=256, num_inference_steps=1, output_type="latent", progress=False)
+    regions = [Region("a barn", box=(0, 0, 128, 128), loras=(LoraSpec(str(file), 0.8),))]
+    styled = pipe.regions(regions, background="a meadow", generator=torch.Generator().manual_seed(1), **kwargs)
+    plain = pipe.regions([Region("a barn", box=(0, 0, 128, 128))], background="a meadow",
+                         generator=torch.Generator().manual_seed(1), **kwargs)  # fmt: skip
+    assert not torch.equal(styled.latents, plain.latents)
+    assert styled.metadata.settings.customisation == {"region_loras": [[], ["sd3.safetensors:0.8"]]}

@@ -237,7 +237,7 @@ class Customised:
 
     def wrap(self, denoiser: Denoiser, timesteps: Sequence[Any]) -> Denoiser:
         """The model's denoiser with this run's control (acting over ``timesteps``, the steps run)."""
-        if self.units or self.tags:
+        if self.units or any(self.regional_units):  # ControlLoader refused families without control
             assert self.model.control is not None
             regional = [unit for units in self.regional_units for unit in units]
             controlled = self.model.control(self.units, regional)
