@@ -111,9 +111,9 @@ class LoadedModel:
             (:func:`first_step_truncating` for SD and SDXL, :func:`first_step_flow` for SD 3 and Flux).
         inpaint_channels: Extra input channels of an inpainting model (SD and SDXL 9-channel UNets: 5, the mask
             then the masked image's latents), concatenated after the latent per view; 0 for ordinary models.
-        control: For families whose network takes control residuals (SD 1.x/2.x, SDXL): ``control(units,
-            regional)`` → the denoiser with those ControlNets / T2I-Adapters (see
-            :mod:`~multidiffusion.adapters.control`), each checked against the model; None: no control.
+        control: For families whose network takes control residuals (SD 1.x/2.x and SDXL: ControlNets and
+            T2I-Adapters; SD 3 and Flux: their ControlNets): a :class:`~multidiffusion.adapters.control.FamilyControl`
+            that checks networks, prepares guides and makes the controlled denoiser; None: no control.
     """
 
     source: str
@@ -138,7 +138,7 @@ class LoadedModel:
     prompt_limits: tuple[PromptLimit, ...] = ()
     inpaint_channels: int = 0
     first_step: Callable[[int, float], int] = first_step_truncating
-    control: Callable[..., Any] | None = None
+    control: Any | None = None
 
     @property
     def name(self) -> str:

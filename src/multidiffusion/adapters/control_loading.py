@@ -9,12 +9,17 @@ from typing import Any
 import torch
 
 from ..core.errors import InvalidInputError
-from .control import CONTROLNET, T2I_ADAPTER
+from .control import CONTROLNET, FLUX_CONTROLNET, SD3_CONTROLNET, T2I_ADAPTER
 from .hub import explain_load_error
 from .loading import ALLOW_PICKLE_HINT, PICKLE_SUFFIXES, looks_like_repo_id
 from .quiet import library_chatter_off
 
-CONTROL_CLASSES = {"ControlNetModel": CONTROLNET, "T2IAdapter": T2I_ADAPTER}  # config.json _class_name → kind
+CONTROL_CLASSES = {  # config.json _class_name → kind
+    "ControlNetModel": CONTROLNET,
+    "T2IAdapter": T2I_ADAPTER,
+    "SD3ControlNetModel": SD3_CONTROLNET,
+    "FluxControlNetModel": FLUX_CONTROLNET,
+}
 
 
 def control_kind(source: str, allow_pickle: bool = False) -> str | None:
@@ -59,12 +64,18 @@ def control_kind(source: str, allow_pickle: bool = False) -> str | None:
 def load_control_network(
     source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
 ) -> tuple[Any, str]:
-    """(network, kind): a ``ControlNetModel`` or ``T2IAdapter`` from a folder or hub id, on ``device`` in ``dtype``."""
+    """(network, kind): a ``ControlNetModel``, ``T2IAdapter``, ``SD3ControlNetModel`` or ``FluxControlNetModel`` from a
+    folder or hub id, on ``device`` in ``dtype``."""
     import diffusers
 
     kind = control_kind(source, allow_pickle)
-    kinds = [kind] if kind is not None else [CONTROLNET, T2I_ADAPTER]
-    classes = {CONTROLNET: diffusers.ControlNetModel, T2I_ADAPTER: diffusers.T2IAdapter}
+    classes = {
+        CONTROLNET: diffusers.ControlNetModel,
+        T2I_ADAPTER: diffusers.T2IAdapter,
+        SD3_CONTROLNET: diffusers.SD3ControlNetModel,
+        FLUX_CONTROLNET: diffusers.FluxControlNetModel,
+    }
+    kinds = [kind] if kind is not None else list(classes)
     error: Exception | None = None
     for candidate in kinds:  # a hub id names no class until its config is read: try each
         try:

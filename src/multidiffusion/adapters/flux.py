@@ -67,6 +67,7 @@ from torch import Tensor
 from ..core.errors import InvalidInputError
 from ..core.views import View
 from .base import LoadedModel, PromptLimit, first_step_flow
+from .control import FLUX_CONTROLNET, ControlUnit, FamilyControl, check_transformer_control, take_rows
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import accepts, dynamic_shift
@@ -168,6 +169,32 @@ class FluxDenoiser(SamplingDenoiser):
         """Whether the transformer takes the guidance scale as an input (FLUX.1 dev)."""
         return bool(getattr(self.transformer.config, "guidance_embeds", False))
 
+    def network_inputs(self, x: Tensor, conds: Sequence[FluxCondition], views: Sequence[View] | None = None) -> dict:
+        """The transformer's inputs besides x and t for this batch: text states, pooled projections, and the
+        guidance per row (guidance-distilled models; else None)."""
+        n = x.shape[0] // len(conds)
+        embeds = torch.cat([c.prompt_embeds for c in conds]) if len(conds) > 1 else conds[0].prompt_embeds
+        pooled = torch.cat([c.pooled for c in conds]) if len(conds) > 1 else conds[0].pooled
+        if embeds.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} latents but {embeds.shape[0]} text embeddings")
+        guidance = None
+        if self.guidance_embeds:
+            if any(c.guidance is None for c in conds):
+                raise ValueError("this Flux transformer embeds the guidance scale; the condition carries none")
+            guidance = torch.tensor([c.guidance for c in conds], dtype=torch.float32, device=x.device)
+            guidance = guidance.repeat_interleave(n)
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled, "guidance": guidance}
+
+    def groups(self, rows: int, views: Sequence[View] | None, n: int) -> dict[tuple[int, int], list[int]]:
+        """Rows that share image ids, by the ids' offset (one group unless ``position_ids`` is ``"canvas"``)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in range(rows // n):
+            offset = (0, 0)
+            if self.position_ids == "canvas" and views is not None:
+                offset = (views[i].top, views[i].left)
+            groups.setdefault(offset, []).extend(range(i * n, (i + 1) * n))
+        return groups
+
     def forward(
         self,
         x: Tensor,
@@ -176,45 +203,23 @@ class FluxDenoiser(SamplingDenoiser):
         views: Sequence[View] | None = None,
         *,
         track_grad: bool = False,
+        residuals: dict[str, Any] | None = None,
     ) -> Tensor:
-        """x: (len(conds)·N, 64, h, w) → velocity of the same shape, float32 (see the class docstring)."""
+        """x: (len(conds)·N, 64, h, w) → velocity of the same shape, float32 (see the class docstring);
+        ``residuals``: ControlNet block samples, one row per x row."""
         rows = x.shape[0]
-        n = rows // len(conds)
-        embeds = torch.cat([c.prompt_embeds for c in conds]) if len(conds) > 1 else conds[0].prompt_embeds
-        pooled = torch.cat([c.pooled for c in conds]) if len(conds) > 1 else conds[0].pooled
-        if embeds.shape[0] != rows:
-            raise ValueError(f"{rows} latents but {embeds.shape[0]} text embeddings")
-        guidance = None
-        if self.guidance_embeds:
-            if any(c.guidance is None for c in conds):
-                raise ValueError("this Flux transformer embeds the guidance scale; the condition carries none")
-            guidance = torch.tensor([c.guidance for c in conds], dtype=torch.float32, device=x.device)
-            guidance = guidance.repeat_interleave(n)
+        inputs = self.network_inputs(x, conds, views)
         # Rows that share image ids go through the transformer together (its ids are per call, not per row).
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i in range(len(conds)):
-            offset = (0, 0)
-            if self.position_ids == "canvas" and views is not None:
-                offset = (views[i].top, views[i].left)
-            groups.setdefault(offset, []).extend(range(i * n, (i + 1) * n))
+        groups = self.groups(rows, views, rows // len(conds))
         with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
             if len(groups) == 1:
                 ((offset, _),) = groups.items()
-                return self._forward(x, t, embeds, pooled, guidance, offset)
+                return self._forward(x, t, inputs, offset, residuals)
             outputs, order = [], []
             for offset, members in groups.items():
                 index = torch.tensor(members, device=x.device)
-                part = None if guidance is None else guidance.index_select(0, index)
-                outputs.append(
-                    self._forward(
-                        x.index_select(0, index),
-                        t,
-                        embeds.index_select(0, index),
-                        pooled.index_select(0, index),
-                        part,
-                        offset,
-                    )
-                )
+                part = take_rows({"inputs": inputs, "residuals": residuals}, index, rows)
+                outputs.append(self._forward(x.index_select(0, index), t, part["inputs"], offset, part["residuals"]))
                 order += members
             inverse = torch.empty(rows, dtype=torch.long)
             inverse[torch.tensor(order)] = torch.arange(rows)
@@ -224,28 +229,100 @@ class FluxDenoiser(SamplingDenoiser):
         self,
         x: Tensor,
         t: Tensor,
-        embeds: Tensor,
-        pooled: Tensor,
-        guidance: Tensor | None,
+        inputs: dict[str, Any],
         offset: tuple[int, int],
+        residuals: dict[str, Any] | None = None,
     ) -> Tensor:
         """One transformer call for rows sharing the image ids of ``offset``; (B, 64, h, w) → float32."""
         transformer = self.transformer
         dtype = transformer.dtype
         b, _, height, width = x.shape
-        # FluxPipeline.__call__: timestep = t.expand(B).to(latents.dtype); the transformer gets timestep / 1000.
-        timestep = torch.as_tensor(t, device=x.device).expand(b).to(dtype)
+        embeds = inputs["encoder_hidden_states"]
         out = transformer(
             hidden_states=tokens(x).to(dtype),
-            timestep=timestep / 1000,
-            guidance=guidance,
-            pooled_projections=pooled.to(dtype),
+            timestep=flux_timestep(t, b, dtype, x.device),
+            guidance=inputs["guidance"],
+            pooled_projections=inputs["pooled_projections"].to(dtype),
             encoder_hidden_states=embeds.to(dtype),
             txt_ids=torch.zeros(embeds.shape[1], 3, dtype=torch.float32, device=x.device),
             img_ids=image_ids(height, width, *offset, device=x.device),
+            **(residuals or {}),
             return_dict=False,
         )[0]
         return untokens(out, height, width).float()
+
+
+def flux_timestep(t: Tensor, rows: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``FluxPipeline.__call__``'s timestep input: t.expand(B) in the latents' dtype, divided by 1000."""
+    return torch.as_tensor(t, device=device).expand(rows).to(dtype) / 1000
+
+
+class FluxControl(FamilyControl):
+    """Flux ControlNets (``FluxControlNetModel``), as ``FluxControlNetPipeline`` runs them. InstantX's read the guide
+    encoded by the VAE (its mean) and packed like the canvas; XLabs' (with an ``input_hint_block``) read the pixels
+    in [−1, 1], 16 per canvas cell. Each row gets its view's crop and its own text (with true classifier-free
+    guidance the negative rows too, where the pipeline reuses the positive samples); the samples go into the
+    transformer's double and single blocks."""
+
+    def __init__(self, base: FluxDenoiser, codec: Any) -> None:
+        super().__init__(base, (FLUX_CONTROLNET,))
+        self.codec = codec
+
+    def check(self, network: torch.nn.Module, kind: str, label: str) -> None:
+        super().check(network, kind, label)
+        check_transformer_control(network, self.base.transformer, label)  # type: ignore[attr-defined]
+        if getattr(network, "union", False):
+            raise InvalidInputError(f"ControlNet {label!r} is a union ControlNet (modes); those are not supported yet")
+
+    def guide(self, network: torch.nn.Module, kind: str, pixels: Tensor) -> tuple[Tensor, int]:
+        if network.input_hint_block is not None:  # XLabs: pixels, normalised as the VAE's input
+            return pixels * 2.0 - 1.0, self.codec.scale_factor
+        return self.codec.encode(pixels * 2.0 - 1.0), 1  # packed, (z − shift) · scale
+
+    def residuals(
+        self, unit: ControlUnit, x: Tensor, t: Tensor, inputs: dict[str, Any], crops: Tensor, views: Sequence[View]
+    ) -> dict:
+        net, base = unit.network, self.base
+        rows = x.shape[0]
+        hint = net.input_hint_block is not None
+        samples: list[Any] = []
+        order: list[int] = []
+        for offset, members in base.groups(rows, views, rows // len(views)).items():  # type: ignore[attr-defined]
+            index = torch.tensor(members, device=x.device)
+            part = take_rows(inputs, index, rows)
+            x_part, cond = x.index_select(0, index), crops.index_select(0, index)
+            b, _, height, width = x_part.shape
+            embeds = part["encoder_hidden_states"]
+            guidance = part["guidance"] if net.config.guidance_embeds else None
+            samples.append(
+                net(
+                    hidden_states=tokens(x_part).to(net.dtype),
+                    controlnet_cond=cond if hint else tokens(cond),
+                    conditioning_scale=unit.scale,
+                    timestep=flux_timestep(t, b, net.dtype, x.device),
+                    guidance=guidance,
+                    pooled_projections=part["pooled_projections"].to(net.dtype),
+                    encoder_hidden_states=embeds.to(net.dtype),
+                    txt_ids=torch.zeros(embeds.shape[1], 3, dtype=torch.float32, device=x.device),
+                    img_ids=image_ids(height, width, *offset, device=x.device),
+                    return_dict=False,
+                )
+            )
+            order += members
+        inverse = torch.empty(rows, dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(rows)
+        inverse = inverse.to(x.device)
+
+        def joined(k: int) -> list[Tensor] | None:
+            if samples[0][k] is None:
+                return None
+            return [torch.cat([s[k][j] for s in samples]).index_select(0, inverse) for j in range(len(samples[0][k]))]
+
+        return {
+            "controlnet_block_samples": joined(0),
+            "controlnet_single_block_samples": joined(1),
+            "controlnet_blocks_repeat": hint,
+        }
 
 
 class FluxTextEncoder:
@@ -362,6 +439,7 @@ def from_components(
         timestep_options=timestep_options,
         embed_guidance=embed_guidance if distilled else None,
         first_step=first_step_flow,  # FluxImg2ImgPipeline.get_timesteps
+        control=FluxControl(denoiser, codec),
         # T5 carries the prompt (CLIP gives only the pooled vector): warn where T5 cuts it
         prompt_limits=(PromptLimit.of("T5", tokenizer_2, encoder.max_sequence_length),),
         extra={

@@ -40,6 +40,7 @@ from torch import Tensor
 from ..core.errors import InvalidInputError
 from ..core.views import View
 from .base import LoadedModel, PromptLimit, first_step_flow
+from .control import SD3_CONTROLNET, ControlUnit, FamilyControl, check_transformer_control
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .flow import dynamic_shift
@@ -97,9 +98,10 @@ class Sd3Denoiser(SamplingDenoiser):
         views: Sequence[View] | None = None,
         *,
         track_grad: bool = False,
+        residuals: dict[str, Any] | None = None,
     ) -> Tensor:
         """x: (len(conds)·N, 16·p², h, w) → the transformer's output, float32; ``track_grad`` follows the ambient
-        grad mode (SyncDiffusion's gradient), else no graph is built."""
+        grad mode (SyncDiffusion's gradient), else no graph is built; ``residuals``: ControlNet block samples."""
         n = x.shape[0] // len(conds)
         if any(len(c) != n for c in conds) or n * len(conds) != x.shape[0]:
             raise ValueError(f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries")
@@ -110,19 +112,69 @@ class Sd3Denoiser(SamplingDenoiser):
                 f"a view of {h * f}×{w * f} px exceeds this model's positional table of {m}×{m} latent cells "
                 f"({m * f} px); use a smaller window (--window)"
             )
-        dtype, device = self.transformer.dtype, x.device
-        embeds = torch.cat([c.prompt_embeds for c in conds]).to(device, dtype)
-        pooled = torch.cat([c.pooled for c in conds]).to(device, dtype)
-        timestep = torch.as_tensor(t, device=device).reshape(()).expand(x.shape[0])  # the pipeline's t.expand(B)
+        inputs = self.network_inputs(x, conds, views)
+        timestep = torch.as_tensor(t, device=x.device).reshape(()).expand(x.shape[0])  # the pipeline's t.expand(B)
         with torch.set_grad_enabled(track_grad and torch.is_grad_enabled()):
             out = self.transformer(
-                hidden_states=unpack(x, self.patch).to(dtype),
+                hidden_states=unpack(x, self.patch).to(self.transformer.dtype),
                 timestep=timestep,
-                encoder_hidden_states=embeds,
-                pooled_projections=pooled,
+                **inputs,
+                **(residuals or {}),
                 return_dict=False,
             )[0]
         return pack(out.float(), self.patch)
+
+    def network_inputs(self, x: Tensor, conds: Sequence[Sd3Condition], views: Sequence[View] | None = None) -> dict:
+        """The transformer's text inputs for this batch: ``encoder_hidden_states`` and ``pooled_projections``."""
+        dtype, device = self.transformer.dtype, x.device
+        return {
+            "encoder_hidden_states": torch.cat([c.prompt_embeds for c in conds]).to(device, dtype),
+            "pooled_projections": torch.cat([c.pooled for c in conds]).to(device, dtype),
+        }
+
+
+class Sd3Control(FamilyControl):
+    """SD 3 ControlNets (``SD3ControlNetModel``), as ``StableDiffusion3ControlNetPipeline`` runs them: the guide is
+    encoded by the VAE (its mean; the pipeline samples it) and packed like the canvas, each row gets its view's crop,
+    and the block samples go into the transformer's blocks. InstantX's ControlNets (``force_zeros_for_pooled_
+    projection``) see their guide without the VAE's shift and zero pooled projections, as the pipeline gives them."""
+
+    def __init__(self, base: Sd3Denoiser, codec: Any) -> None:
+        super().__init__(base, (SD3_CONTROLNET,))
+        self.codec = codec
+
+    def check(self, network: torch.nn.Module, kind: str, label: str) -> None:
+        super().check(network, kind, label)
+        transformer = self.base.transformer  # type: ignore[attr-defined]
+        check_transformer_control(network, transformer, label)
+        if getattr(network.config, "use_pos_embed", True) is False:  # SD 3.5 8b: shares the transformer's table
+            network.pos_embed = network._get_pos_embed_from_transformer(transformer).to(network.device, network.dtype)
+
+    def guide(self, network: torch.nn.Module, kind: str, pixels: Tensor) -> tuple[Tensor, int]:
+        latents = self.codec.encode(pixels * 2.0 - 1.0)  # packed, (z − shift) · scale
+        if getattr(network.config, "force_zeros_for_pooled_projection", False):  # InstantX: z · scale
+            inner = self.codec.inner
+            latents = latents + inner.shift_factor * inner.scaling_factor
+        return latents, 1
+
+    def residuals(
+        self, unit: ControlUnit, x: Tensor, t: Tensor, inputs: dict[str, Any], crops: Tensor, views: Sequence[View]
+    ) -> dict:
+        net, patch = unit.network, self.base.patch  # type: ignore[attr-defined]
+        pooled = inputs["pooled_projections"]
+        if getattr(net.config, "force_zeros_for_pooled_projection", False):
+            pooled = torch.zeros_like(pooled)
+        text = inputs["encoder_hidden_states"] if net.config.joint_attention_dim is not None else None
+        samples = net(
+            hidden_states=unpack(x, patch).to(net.dtype),
+            timestep=torch.as_tensor(t, device=x.device).reshape(()).expand(x.shape[0]),
+            encoder_hidden_states=text,
+            pooled_projections=pooled,
+            controlnet_cond=unpack(crops, patch),
+            conditioning_scale=unit.scale,
+            return_dict=False,
+        )[0]
+        return {"block_controlnet_hidden_states": list(samples)}
 
 
 class Sd3TextEncoder:
@@ -295,6 +347,7 @@ def from_components(
         noise_patch=patch,
         timestep_options=make_timestep_options(scheduler_config),
         first_step=first_step_flow,  # StableDiffusion3Img2ImgPipeline.get_timesteps
+        control=Sd3Control(denoiser, codec),
         # Both CLIP encoders read the first 77 tokens (pooled and per-token); T5, where present, 256.
         prompt_limits=(
             PromptLimit.of("CLIP", tokenizer),

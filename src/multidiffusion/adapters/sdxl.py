@@ -55,7 +55,7 @@ from torch import Tensor
 from ..core.errors import InvalidInputError
 from ..core.views import View
 from .base import LoadedModel, PromptLimit
-from .control import controlled
+from .control import UNetControl
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import check_scheduler_name, is_few_step_config
@@ -306,7 +306,7 @@ def from_components(
         prompt_limits=(PromptLimit.of("CLIP", tokenizers[0]),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
-        control=controlled(denoiser, codec.scale_factor),
+        control=UNetControl(denoiser, codec.scale_factor),
     )
 
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..core.views import View
 from .base import LoadedModel, PromptLimit
-from .control import controlled
+from .control import UNetControl
 from .differentiable import SamplingDenoiser, differentiable_parts
 from .diffusers_pipeline import load_pretrained_pipeline, load_single_file_pipeline, to_device
 from .schedulers import default_scheduler_for, is_few_step_config
@@ -110,7 +110,7 @@ def from_components(
         prompt_limits=(PromptLimit.of("CLIP", tokenizer),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
-        control=controlled(denoiser, codec.scale_factor),
+        control=UNetControl(denoiser, codec.scale_factor),
     )
 
 

@@ -30,7 +30,8 @@ class ControlSpec:
     """One ControlNet or T2I-Adapter and its guide image.
 
     Attributes:
-        model: A diffusers folder (``config.json`` naming ``ControlNetModel`` or ``T2IAdapter``) or a hub id.
+        model: A diffusers folder (``config.json`` naming ``ControlNetModel``, ``T2IAdapter``, ``SD3ControlNetModel``
+            or ``FluxControlNetModel``) or a hub id.
         image: The guide image for the whole canvas: a path, PIL image, uint8 array (H, W, 3) or float tensor
             (3, H, W) in [0, 1]; None: the run's input image (an upscale's: ControlNet tile).
         scale: Conditioning scale, ≥ 0 (diffusers' ``controlnet_conditioning_scale``).
@@ -126,20 +127,25 @@ class ControlLoader:
     def __init__(self, model: LoadedModel, allow_pickle: bool) -> None:
         if model.control is None:
             raise InvalidInputError(
-                f"the {model.family} model takes no ControlNet or T2I-Adapter here (SD 1.x/2.x and SDXL do)"
+                f"the {model.family} model takes no ControlNet or T2I-Adapter (SD 1.x/2.x, SDXL, SD 3 and Flux do)"
             )
         self.model = model
         self.allow_pickle = allow_pickle
         self.networks: dict[str, tuple[Any, str]] = {}
 
     def unit(self, spec: ControlSpec, height: int, width: int, fallback: Any = None) -> ControlUnit:
-        """The spec as a :class:`ControlUnit` on the canvas of height × width px."""
+        """The spec as a :class:`ControlUnit` on the canvas of height × width px (its guide prepared once)."""
         key = str(spec.model)
+        label = Path(key).name or key
         if key not in self.networks:
-            self.networks[key] = load_control_network(
+            network, kind = load_control_network(
                 key, self.model.dtype, self.model.device, allow_pickle=self.allow_pickle
             )
+            self.model.control.check(network, kind, label)
+            self.networks[key] = (network, kind)
         network, kind = self.networks[key]
-        image = guide_tensor(spec, network, height, width, fallback).to(self.model.device, network.dtype)
-        label = Path(key).name or key
-        return ControlUnit(network, kind, image, float(spec.scale), float(spec.start), float(spec.end), label)
+        pixels = guide_tensor(spec, network, height, width, fallback).to(self.model.device)
+        with torch.no_grad():
+            guide, factor = self.model.control.guide(network, kind, pixels)
+        image = guide.to(self.model.device, network.dtype)
+        return ControlUnit(network, kind, image, float(spec.scale), float(spec.start), float(spec.end), label, factor)
