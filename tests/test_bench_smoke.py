@@ -45,3 +45,10 @@ def test_gpu_benchmark_code_path_on_the_cpu(tmp_path):
     assert len({r["unet_rows"] for r in rows}) == 1
     assert all(r["flop_floor_fraction"] > 0 for r in rows)
     assert "| method |" in (tmp_path / "performance_gpu.md").read_text()
+
+
+def test_control_cost_smoke(tmp_path):
+    """The control cost table (FLOPs on the meta device) for a tiny UNet: the UNet's row and both control networks."""
+    run_script(str(ROOT / "bench" / "control_cost.py"), "--smoke", "--out-dir", str(tmp_path))
+    text = (tmp_path / "control_cost.md").read_text()
+    assert "| UNet | " in text and "| ControlNet | " in text and "| T2I-Adapter | " in text
