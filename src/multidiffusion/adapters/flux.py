@@ -96,6 +96,24 @@ POSITION_IDS: tuple[str, ...] = ("local", "canvas")
 # text tokens): 28.4 D (D = 768) and 24.5 D (D = 1536) elements per image token; 32 D leaves a margin. For
 # FLUX.1 (D = 3072, bf16): ≈ 197 KB per token, ≈ 0.8 GB per 1024² view row (4096 tokens), next to 24 GB of weights.
 ACTIVATION_HIDDEN_MULTIPLE = 32
+DENOISER = "transformer"  # the denoising network's folder in a diffusers model
+
+
+def view_cell_bytes(config: Any, itemsize: int) -> int:
+    """Rough peak activation bytes per canvas cell (image token) of one transformer row (see above)."""
+    get = config.__getitem__ if isinstance(config, dict) else lambda key: getattr(config, key)
+    return ACTIVATION_HIDDEN_MULTIPLE * int(get("num_attention_heads")) * int(get("attention_head_dim")) * itemsize
+
+
+def native_cells(config: Any) -> int:
+    """The default image's size in canvas cells (``FluxPipeline.default_sample_size`` / 2: no config field has it)."""
+    return DEFAULT_SAMPLE_SIZE // PATCH
+
+
+def cell_px(vae_config: Any, config: Any) -> int:
+    """Pixels per canvas cell: the VAE's downsampling times the 2 × 2 packing (16)."""
+    get = vae_config.__getitem__ if isinstance(vae_config, dict) else lambda key: getattr(vae_config, key)
+    return 2 ** (len(get("block_out_channels")) - 1) * PATCH
 
 
 @dataclass(frozen=True)
@@ -415,7 +433,6 @@ def from_components(
     dtype = transformer.dtype
     itemsize = torch.finfo(dtype).bits // 8
     config = transformer.config
-    hidden = int(config.num_attention_heads) * int(config.attention_head_dim)
     distilled = bool(getattr(config, "guidance_embeds", False))
     # A scheduler built in code has no _class_name in its config (one read from a folder has): FluxPipeline's
     # is a FlowMatchEulerDiscreteScheduler, and the class decides how runs treat the model (flow matching).
@@ -431,7 +448,7 @@ def from_components(
         native_window=sample_size // PATCH,
         device=transformer.device,
         dtype=dtype,
-        bytes_per_view_cell=ACTIVATION_HIDDEN_MULTIPLE * hidden * itemsize,
+        bytes_per_view_cell=view_cell_bytes(config, itemsize),
         default_guidance_scale=DEV_GUIDANCE if distilled else 1.0,
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, transformer, vae),
         default_scheduler=str(scheduler_config["_class_name"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from pathlib import Path
@@ -170,6 +171,50 @@ def config_before_loading(source: str, name: str, config: str | None = None) -> 
     except (OSError, ValueError, RecursionError):
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def folder_before_loading(source: str, config: str | None = None) -> Path | None:
+    """The diffusers folder of a model without loading it: ``config`` or ``source`` when it is a local folder, or
+    the hub cache's snapshot of a repo id whose ``model_index.json`` was downloaded (never the network); else None."""
+    where = source if config is None else config
+    folder = Path(where).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or where.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(where, "model_index.json")
+    except ValueError:
+        return None
+    return Path(path).parent if isinstance(path, str) else None
+
+
+def weights_bytes_before_loading(folder: Path, itemsize: int) -> int:
+    """Bytes the weights in a diffusers folder take once loaded with floating-point tensors of ``itemsize`` bytes,
+    read from the ``.safetensors`` headers (no tensor is read). A part with several weight files counts its plain
+    ones, not its ``.fp16``-style variants; pickled parts are not counted (their headers cannot be read safely)."""
+    from safetensors import safe_open
+
+    total = 0
+    for part in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = sorted(part.glob("*.safetensors"))
+        plain = [f for f in files if len(f.name.split(".")) == 2]
+        for file in plain or files[:1]:
+            try:
+                with safe_open(str(file), framework="pt") as handle:
+                    for key in handle.keys():
+                        piece = handle.get_slice(key)
+                        count = math.prod(piece.get_shape())
+                        floating = piece.get_dtype() in ("F64", "F32", "F16", "BF16")
+                        total += count * (itemsize if floating else _STORED_BYTES.get(piece.get_dtype(), 4))
+            except (OSError, RuntimeError, ValueError):  # unreadable: loading will say why
+                continue
+    return total
+
+
+_STORED_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def scheduler_config_before_loading(source: str, config: str | None = None) -> dict[str, Any] | None:

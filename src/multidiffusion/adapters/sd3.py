@@ -55,6 +55,40 @@ MAX_SEQUENCE_LENGTH = 256  # T5 tokens, StableDiffusion3Pipeline.__call__'s defa
 OPTIONAL_TEXT = ("text_encoder_3", "tokenizer_3")  # may be null in model_index.json: then T5 is zeros
 
 
+DENOISER = "transformer"  # the denoising network's folder in a diffusers model
+
+
+def view_cell_bytes(config: Any, itemsize: int) -> int:
+    """Rough peak activation bytes per canvas cell of one transformer row (``config``: the transformer's)."""
+    # One canvas cell is one image token of width D = heads · head_dim (SD 3 medium 1536, 3.5 large 2432).
+    # Inference keeps no activations between blocks; inside a joint block the live tensors per image token
+    # are the residual stream and its modulated norm, q, k, v with their head-split and image‖text copies,
+    # the attention output, or in the feed-forward its 4D hidden layer and GELU: about 12–16 D. Attention
+    # runs as SDPA (flash or memory-efficient on GPUs, flash on CPUs), never holding the token² scores.
+    # Measured (peak RSS growth of one forward, float32 CPU, SD 3 medium width, 64 × 64 cells + 333 text
+    # tokens): 14 D per cell; with SD 3.5's dual attention and RMS q/k norms 16 D. 32 D · itemsize is that
+    # with a 2× margin: SD 3 medium in float16 ≈ 98 KB per cell, 0.4 GB per 1024² view row.
+    return 32 * _hidden(config) * itemsize
+
+
+def native_cells(config: Any) -> int:
+    """The training resolution in canvas cells: ``sample_size`` is in VAE cells (128 → 64 cells, 1024 px)."""
+    return int(_get(config, "sample_size")) // int(_get(config, "patch_size"))
+
+
+def cell_px(vae_config: Any, config: Any) -> int:
+    """Pixels per canvas cell: the VAE's downsampling times the transformer's patch (16)."""
+    return 2 ** (len(_get(vae_config, "block_out_channels")) - 1) * int(_get(config, "patch_size"))
+
+
+def _hidden(config: Any) -> int:
+    return int(_get(config, "num_attention_heads")) * int(_get(config, "attention_head_dim"))
+
+
+def _get(config: Any, key: str) -> Any:
+    return config[key] if isinstance(config, dict) else getattr(config, key)
+
+
 @dataclass(frozen=True)
 class Sd3Condition:
     """N prompts encoded for the SD 3 transformer.
@@ -310,7 +344,6 @@ def from_components(
         int(transformer.config.joint_attention_dim),
     )
     config = transformer.config
-    hidden = int(config.num_attention_heads) * int(config.attention_head_dim)
     itemsize = torch.finfo(transformer.dtype).bits // 8
     return LoadedModel(
         source=source,
@@ -319,18 +352,10 @@ def from_components(
         codec=codec,
         encode_prompts=encoder,
         scheduler_config=dict(scheduler_config),
-        native_window=int(config.sample_size) // patch,  # sample_size is in VAE cells: 128 → 64 cells, 1024 px
+        native_window=native_cells(config),
         device=transformer.device,
         dtype=transformer.dtype,
-        # One canvas cell is one image token of width D = heads · head_dim (SD 3 medium 1536, 3.5 large 2432).
-        # Inference keeps no activations between blocks; inside a joint block the live tensors per image token
-        # are the residual stream and its modulated norm, q, k, v with their head-split and image‖text copies,
-        # the attention output, or in the feed-forward its 4D hidden layer and GELU: about 12–16 D. Attention
-        # runs as SDPA (flash or memory-efficient on GPUs, flash on CPUs), never holding the token² scores.
-        # Measured (peak RSS growth of one forward, float32 CPU, SD 3 medium width, 64 × 64 cells + 333 text
-        # tokens): 14 D per cell; with SD 3.5's dual attention and RMS q/k norms 16 D. 32 D · itemsize is that
-        # with a 2× margin: SD 3 medium in float16 ≈ 98 KB per cell, 0.4 GB per 1024² view row.
-        bytes_per_view_cell=32 * hidden * itemsize,
+        bytes_per_view_cell=view_cell_bytes(config, itemsize),
         default_guidance_scale=DEFAULT_GUIDANCE_SCALE,
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, transformer, vae),
         extra={

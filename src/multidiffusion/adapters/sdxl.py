@@ -54,6 +54,7 @@ from torch import Tensor
 
 from ..core.errors import InvalidInputError
 from ..core.views import View
+from . import stable_diffusion
 from .base import LoadedModel, PromptLimit
 from .control import UNetControl
 from .differentiable import SamplingDenoiser, differentiable_parts
@@ -65,6 +66,23 @@ FAMILY = "sdxl"
 PIPELINE = "StableDiffusionXLPipeline"
 CROP_COORDS: tuple[str, ...] = ("zero", "offset")
 DEFAULT_GUIDANCE_SCALE = 5.0  # StableDiffusionXLPipeline.__call__'s default
+DENOISER = "unet"  # the denoising network's folder in a diffusers model
+native_cells = stable_diffusion.native_cells  # the UNet's sample_size, as for SD 1.x/2.x
+cell_px = stable_diffusion.cell_px  # the VAE's downsampling, as for SD 1.x/2.x
+
+
+def view_cell_bytes(config: Any, itemsize: int) -> int:
+    """Rough peak activation bytes per latent cell of one SDXL UNet row (``config``: the UNet's)."""
+    # Peak live activations of one UNet row, per latent cell, ∝ the first block's width c₀ (320 for SDXL) and
+    # the item size. Counted for SDXL base's UNet config at its native 128² cells in float16 (live tensor
+    # storage through diffusers' forward on the meta device, weights excluded): 9.8 KiB per cell when attention
+    # stores no scores (CUDA's flash / mem-efficient SDPA), 45 KiB where attention materialises its
+    # 4096² scores (AttnProcessor), 88 KiB with PyTorch's math SDPA fallback (scores and softmax copies).
+    # 144 · c₀ · itemsize = 90 KiB per cell (1.4 GiB per 1024² row) covers the worst of them; the scores
+    # term grows with the window (per cell ∝ tokens), so windows above native need more.
+    return 144 * int(stable_diffusion._get(config, "block_out_channels")[0]) * itemsize
+
+
 LCM_GUIDANCE_SCALE = 8.0  # latent-consistency/lcm-sdxl's model card
 
 
@@ -282,14 +300,7 @@ def from_components(
         native_window=int(unet.config.sample_size),
         device=unet.device,
         dtype=unet.dtype,
-        # Peak live activations of one UNet row, per latent cell, ∝ the first block's width c₀ (320 for SDXL) and
-        # the item size. Counted for SDXL base's UNet config at its native 128² cells in float16 (live tensor
-        # storage through diffusers' forward on the meta device, weights excluded): 9.8 KiB per cell when attention
-        # stores no scores (CUDA's flash / mem-efficient SDPA), 45 KiB where attention materialises its
-        # 4096² scores (AttnProcessor), 88 KiB with PyTorch's math SDPA fallback (scores and softmax copies).
-        # 144 · c₀ · itemsize = 90 KiB per cell (1.4 GiB per 1024² row) covers the worst of them; the scores
-        # term grows with the window (per cell ∝ tokens), so windows above native need more.
-        bytes_per_view_cell=144 * int(unet.config.block_out_channels[0]) * itemsize,
+        bytes_per_view_cell=view_cell_bytes(unet.config, itemsize),
         # LCM-distilled UNets embed g (their cards use 8); other few-step models run unguided.
         default_guidance_scale=LCM_GUIDANCE_SCALE if guidance_embedded else 1.0 if few_step else DEFAULT_GUIDANCE_SCALE,
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, unet, vae),

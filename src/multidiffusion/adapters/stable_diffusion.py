@@ -19,6 +19,29 @@ from .vae import VaeCodec
 FAMILY = "stable-diffusion"
 PIPELINE = "StableDiffusionPipeline"
 
+DENOISER = "unet"  # the denoising network's folder in a diffusers model
+
+
+def view_cell_bytes(config: Any, itemsize: int) -> int:
+    """Rough peak activation bytes per latent cell of one UNet row (``config``: the UNet's, a dict or its config)."""
+    # Peak activations of an SD UNet row scale with its first block's width; 128 bytes·channel per latent cell is a
+    # rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
+    return 128 * int(_get(config, "block_out_channels")[0]) * itemsize
+
+
+def native_cells(config: Any) -> int:
+    """The UNet's training resolution in latent cells (its ``sample_size``)."""
+    return int(_get(config, "sample_size"))
+
+
+def cell_px(vae_config: Any, config: Any) -> int:
+    """Pixels per latent cell: the VAE's downsampling, 2^(levels − 1) (8)."""
+    return 2 ** (len(_get(vae_config, "block_out_channels")) - 1)
+
+
+def _get(config: Any, key: str) -> Any:
+    return config[key] if isinstance(config, dict) else getattr(config, key)
+
 
 class UNetDenoiser(SamplingDenoiser):
     """A diffusers ``UNet2DConditionModel`` as a :class:`~multidiffusion.core.types.Denoiser`.
@@ -99,9 +122,7 @@ def from_components(
         native_window=int(unet.config.sample_size),
         device=unet.device,
         dtype=unet.dtype,
-        # Peak activations of an SD UNet row scale with its first block's width; 128 bytes·channel per
-        # latent cell is a rough, conservative fit (≈ 170 MB per 64×64 fp16 row for SD 2).
-        bytes_per_view_cell=128 * int(unet.config.block_out_channels[0]) * itemsize,
+        bytes_per_view_cell=view_cell_bytes(unet.config, itemsize),
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, unet, vae),
         # Few-step models (SD-Turbo, LCM) run their own scheduler without guidance; others DDIM, as the paper.
         default_scheduler=default_scheduler_for(scheduler_config, "ddim"),

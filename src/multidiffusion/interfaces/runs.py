@@ -80,10 +80,14 @@ def check_steps_before_loading(args: argparse.Namespace) -> None:
 
 
 def check_memory_before_loading(args: argparse.Namespace, height_px: int, width_px: int) -> None:
-    """Refuse a canvas this machine cannot decode before the model loads, where its VAE config is on disk (each
-    image is made and decoded alone); the pipeline checks again, exactly, once it is loaded."""
-    from ..pipeline.memory import check_decode_memory_before_loading
+    """Refuse, before the model loads, a run whose weights and one view do not fit in the device's memory, and a
+    canvas this machine cannot decode, where the model's configs are on disk (each image is made and decoded alone);
+    the pipeline checks again once it is loaded."""
+    from ..pipeline.memory import check_decode_memory_before_loading, check_model_memory_before_loading
 
+    check_model_memory_before_loading(
+        args.model, config=args.config, dtype=args.dtype, device=args.device, window_px=args.window
+    )
     check_decode_memory_before_loading(
         args.model,
         1,

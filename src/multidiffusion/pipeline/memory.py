@@ -98,3 +98,103 @@ def _refuse_past_free(decode_bytes: int, images: int, height_px: int, width_px: 
         f"{free / 2**30:.1f} GiB is available here; make the canvas smaller (about {fit_w}×{fit_h} px fits), or ask "
         "for latents (output_type='latent') and decode them elsewhere"
     )
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def model_memory_advice(
+    weights: int, row: int, free: int, itemsize: int, window_px: int, cell_px: int, where: str
+) -> str | None:
+    """None when ``weights`` plus one view row's activations (``row``: the smallest batch a run can take) fit in
+    ``free`` bytes; else one line with the estimate and the setting that would make it fit: half precision, a
+    smaller window, or another device when even the weights do not fit.
+
+    Args:
+        weights: Bytes of the weights still to be placed on the device (0 once loaded).
+        row: Activation bytes of one denoiser row at ``window_px``.
+        free: What the device has free.
+        itemsize: Bytes per weight and activation element now (4 for float32).
+        window_px: The view size the estimate is for.
+        cell_px: Pixels per latent cell (windows are whole cells; a smaller window is suggested in 64-px steps).
+        where: The device, for the message (``cuda:0``, ``this machine``).
+    """
+    need = weights + row
+    if need <= free:
+        return None
+    parts = f"{_gib(weights)} of weights and " if weights else ""
+    head = f"this run needs about {_gib(need)} ({parts}{_gib(row)} for one {window_px}-px view) and {where} has "
+    head += f"{_gib(free)} free"
+    if itemsize == 4 and need // 2 <= free:
+        return f"{head}; in half precision it needs about {_gib(need // 2)}: pass --dtype bfloat16 (dtype=)"
+    room = free - weights
+    if room > 0:
+        side = int(window_px * (room / row) ** 0.5) // 64 * 64
+        if side >= max(64, 8 * cell_px):
+            fits = weights + row * (side / window_px) ** 2
+            return f"{head}; a smaller view fits: pass --window {side} (window={side}; about {_gib(fits)})"
+    return f"{head}; the weights alone leave no room for one view: use a device with more memory (or --device cpu)"
+
+
+def check_model_memory_before_loading(
+    source: str,
+    *,
+    config: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    window_px: int | None = None,
+) -> None:
+    """Refuse, before a model loads, a run whose weights plus one view row's activations exceed the device's free
+    memory, with the estimate and the setting that would make it fit (:func:`model_memory_advice`). Needs the model's
+    configs on disk unloaded (a diffusers folder, a ``config`` folder, a repo id in the hub cache); nothing is checked
+    otherwise, and the pipeline checks the view again once the model is loaded (:func:`check_view_memory`)."""
+    from ..adapters.families import family_of_pipeline
+    from ..adapters.loading import (
+        config_before_loading,
+        folder_before_loading,
+        resolve_device,
+        resolve_dtype,
+        weights_bytes_before_loading,
+    )
+
+    index = config_before_loading(source, "model_index.json", config)
+    try:
+        module = family_of_pipeline(str(index["_class_name"]), source).adapter() if index else None
+    except (InvalidInputError, KeyError, TypeError):
+        return  # loading says what is wrong with it
+    denoiser = config_before_loading(source, f"{getattr(module, 'DENOISER', '')}/config.json", config)
+    vae = config_before_loading(source, "vae/config.json", config)
+    if module is None or not denoiser or not vae or not hasattr(module, "view_cell_bytes"):
+        return
+    target = resolve_device(device)
+    itemsize = torch.finfo(resolve_dtype(dtype, target)).bits // 8
+    try:
+        cell = module.cell_px(vae, denoiser)
+        window = window_px or module.native_cells(denoiser) * cell
+        row = module.view_cell_bytes(denoiser, itemsize) * (window // cell) ** 2
+    except (KeyError, TypeError, ValueError, IndexError):
+        return
+    folder = folder_before_loading(source, config)
+    weights = weights_bytes_before_loading(folder, itemsize) if folder is not None else 0
+    where = str(target) if target.type == "cuda" else "this machine"
+    advice = model_memory_advice(weights, row, device_free_bytes(target), itemsize, window, cell, where)
+    if advice is not None:
+        raise InvalidInputError(advice)
+
+
+def check_view_memory(model: LoadedModel, view_cells: tuple[int, int]) -> None:
+    """Refuse, before any step, a view whose single denoiser row cannot fit in the device's free memory (the view
+    batch backs off to one row when memory runs out, but no further)."""
+    if model.bytes_per_view_cell <= 0:
+        return
+    height, width = view_cells
+    row = model.bytes_per_view_cell * height * width
+    cell = model.granularity_px
+    itemsize = torch.finfo(model.dtype).bits // 8
+    where = str(model.device) if model.device.type == "cuda" else "this machine"
+    advice = model_memory_advice(
+        0, row, device_free_bytes(model.device), itemsize, max(height, width) * cell, cell, where
+    )
+    if advice is not None:
+        raise InvalidInputError(advice)

@@ -22,7 +22,7 @@ from ..core.views import Wrap, resolve_wrap
 from .checkpoint import Checkpoint, CheckpointSettings, Recorder
 from .customise import Customised
 from .image_start import ImageStart, PreparedStart, inpaint_channels, noised, prepare_start
-from .memory import check_decode_memory, device_free_bytes
+from .memory import check_decode_memory, check_view_memory, device_free_bytes
 from .output import MultiDiffusionOutput, convert
 from .progress import Phase, StepProgress
 from .settings import GenerationMetadata
@@ -151,6 +151,7 @@ def generate(
     else:
         first, count = tasks, len(tasks)
     view = first[0].view
+    check_view_memory(model, (view.height, view.width))  # one row must fit: the batch backs off no further
     if view_batch_size is None:
         guided = any(c.guided for c in conditions)
         view_batch_size = auto_view_batch_size(model, view.height * view.width, n * (2 if guided else 1), count)
