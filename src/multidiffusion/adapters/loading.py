@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -55,10 +56,16 @@ def available_devices() -> list[str]:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None → CUDA when available, else CPU. Raises for devices this machine does not have (naming those it has);
-    ``meta`` and other devices without memory are refused."""
+    """None → CUDA when available (under ``torchrun``, this process's GPU: ``cuda:LOCAL_RANK``), else CPU. Raises for
+    devices this machine does not have (naming those it has); ``meta`` and other devices without memory are
+    refused."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK")
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and local is not None and local.isdigit():
+            return torch.device("cuda", int(local) % torch.cuda.device_count())
+        return torch.device("cuda")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:

@@ -51,7 +51,8 @@ class Bootstrap:
         backgrounds: (K, C, h, w) encoded constant-colour images to choose from.
         noise: (N, C, H, W) fixed canvas noise used to noise the backgrounds (cropped per view).
         steps: Bootstrap while ``step_index < steps``.
-        generator: Chooses a background per (step, task), in task order.
+        generator: Chooses a background per (step, task), in task order, at the start of each step (every rank
+            draws the same choices, whichever tasks it runs).
     """
 
     def __init__(
@@ -70,6 +71,14 @@ class Bootstrap:
         self.generator = generator
         _, _, height, width = noise.shape
         self.index = view_indices([t.view for t in tasks], height, width, noise.device)
+        self.choices: dict[int, int] = {}  # this step's background per foreground task
+
+    def begin_step(self, canvas: Tensor, step_index: int, t: Tensor, scheduler: object, shard: object) -> None:
+        """Draw this step's background for every foreground task, in task order (called on every rank)."""
+        self.choices = {}
+        if step_index < self.steps:
+            for task_index in sorted(self.masks):
+                self.choices[task_index] = int(torch.randint(len(self.backgrounds), (1,), generator=self.generator))
 
     def __call__(self, x: Tensor, context: HookContext) -> Tensor:
         if context.step_index >= self.steps:
@@ -81,7 +90,9 @@ class Bootstrap:
             mask = self.masks.get(task_index)
             if mask is None:
                 continue
-            choice = int(torch.randint(len(self.backgrounds), (1,), generator=self.generator))
+            choice = self.choices.get(task_index)
+            if choice is None:  # a loop that does not call begin_step: draw in call order, as one process does
+                choice = int(torch.randint(len(self.backgrounds), (1,), generator=self.generator))
             view = context.tasks[j].view
             size = (view.height, view.width)
             noise = crop(self.noise, self.index[task_index : task_index + 1], size)  # (N, C, h, w)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .errors import InvalidInputError, NonFiniteError
 from .fusion import FusionPlan
+from .shards import Shard
 from .tasks import TaskSchedule
 from .types import Denoiser, HookContext, PostStepHook, SamplerState, StepState, ViewHook, ViewTask
 
@@ -44,12 +45,12 @@ def scale_model_input(scheduler: Any, x: Tensor, t: Tensor) -> Tensor:
     return x if scale is None else scale(x, t)
 
 
-def batches(count: int, size: int | None) -> list[slice]:
-    """Split ``range(count)`` into consecutive slices of at most ``size`` (None: one slice)."""
+def batches(count: int, size: int | None, start: int = 0) -> list[slice]:
+    """Split ``range(start, count)`` into consecutive slices of at most ``size`` (None: one slice)."""
     if size is not None and (not isinstance(size, int) or size < 1):
         raise InvalidInputError(f"view batch size must be a positive integer, got {size!r}")
-    size = count if size is None else size
-    return [slice(i, min(i + size, count)) for i in range(0, count, size)]
+    size = max(count - start, 1) if size is None else size
+    return [slice(i, min(i + size, count)) for i in range(start, count, size)]
 
 
 class _Plans:
@@ -62,10 +63,12 @@ class _Plans:
         tasks: Sequence[ViewTask] | TaskSchedule,
         shape: tuple[int, int, torch.device],
         num_steps: int,
-        num_conditions: int,
+        conditions: Sequence[Any],
         view_batch_size: int | None,
+        shard: Shard,
     ) -> None:
-        self.shape, self.num_conditions, self.view_batch_size = shape, num_conditions, view_batch_size
+        self.shape, self.conditions, self.view_batch_size = shape, conditions, view_batch_size
+        self.num_conditions, self.shard = len(conditions), shard
         schedule = tasks if isinstance(tasks, TaskSchedule) else TaskSchedule.fixed(tasks)
         self.keys: list[Hashable] = [schedule.key(i) for i in range(num_steps)] or [schedule.key(0)]
         self.cache: dict[Hashable, tuple[FusionPlan, list[slice]]] = {}
@@ -78,21 +81,30 @@ class _Plans:
         for task in plan.tasks:
             if not 0 <= task.condition < self.num_conditions:
                 raise ValueError(f"task condition {task.condition} out of range for {self.num_conditions} conditions")
-        return plan, batches(len(plan), self.view_batch_size)
+        return plan, self._local_batches(plan)
+
+    def _local_batches(self, plan: FusionPlan) -> list[slice]:
+        """This rank's tasks of ``plan`` in view batches (all of them for one process)."""
+        start, stop = self.shard.span(self.costs(plan))
+        return batches(stop, self.view_batch_size, start)
+
+    def costs(self, plan: FusionPlan) -> list[float]:
+        """Denoiser rows per task: 2 for a guided condition (its ``guided`` attribute), else 1."""
+        return [2.0 if getattr(self.conditions[t.condition], "guided", False) else 1.0 for t in plan.tasks]
 
     def at(self, step_index: int) -> tuple[FusionPlan, list[slice]]:
         """(plan, view batches) of step ``step_index``."""
         return self.cache[self.keys[step_index]]
 
     def largest_batch(self, step_index: int) -> int:
-        """The most tasks in one view batch of step ``step_index``."""
-        return max(g.stop - g.start for g in self.at(step_index)[1])
+        """The most tasks in one view batch of step ``step_index`` (0 when this rank has none)."""
+        return max((g.stop - g.start for g in self.at(step_index)[1]), default=0)
 
     def rebatch(self, view_batch_size: int) -> None:
         """Split every plan's tasks into batches of at most ``view_batch_size`` from now on."""
         self.view_batch_size = view_batch_size
         for key, (plan, _) in self.cache.items():
-            self.cache[key] = (plan, batches(len(plan), view_batch_size))
+            self.cache[key] = (plan, self._local_batches(plan))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -176,6 +188,22 @@ def _denoise_step_backing_off(
                 generator.set_state(state)
 
 
+def _sum_over_ranks(
+    shard: Shard, model_sum: Tensor, crop_sum: Tensor | None, changed: bool
+) -> tuple[Tensor, Tensor | None, bool]:
+    """Each rank's partial sums added over all ranks, in one collective (packed with the hook flag)."""
+    parts = [model_sum.reshape(-1)]
+    if crop_sum is not None:
+        parts.append(crop_sum.reshape(-1))
+    flag = torch.tensor([1.0 if changed else 0.0], device=model_sum.device)
+    packed = shard.sum_(torch.cat([*parts, flag]))
+    total = model_sum.numel()
+    model_sum = packed[:total].reshape(model_sum.shape)
+    if crop_sum is not None:
+        crop_sum = packed[total : 2 * total].reshape(crop_sum.shape)
+    return model_sum, crop_sum, bool(packed[-1] > 0)
+
+
 def sample(
     denoiser: Denoiser,
     scheduler: Any,
@@ -189,6 +217,7 @@ def sample(
     generator: torch.Generator | None = None,
     start: SamplerState | None = None,
     post_step: Sequence[PostStepHook] = (),
+    shard: Shard | None = None,
 ) -> Tensor:
     """Run the MultiDiffusion reverse process on a canvas.
 
@@ -203,7 +232,9 @@ def sample(
             :class:`~multidiffusion.core.tasks.TaskSchedule`: a layout that changes from step to step
             (shifted windows); each distinct layout gets one fusion plan, built the first time it is used.
         conditions: What ``ViewTask.condition`` indexes; handed to the denoiser unchanged.
-        hooks: Per-view hooks, applied in order to each batch of crops before denoising.
+        hooks: Per-view hooks, applied in order to each batch of crops before denoising. A hook with a
+            ``begin_step(x, step_index, t, scheduler, shard)`` method has it called at the start of every step, on
+            every rank (SyncDiffusion shares its anchor image there).
         callback: Called after each step with a :class:`StepState`; return True to stop early.
         view_batch_size: Tasks per denoiser call (None: all at once). Does not change the result
             beyond float rounding. When a call runs out of memory the batch halves and the step is redone
@@ -215,6 +246,10 @@ def sample(
             way: at the step their strength selects, from the encoded image noised to it.
         post_step: Hooks applied in order to the canvas after each scheduler step, before the finiteness check
             and the callback (known regions: :class:`~multidiffusion.core.known.KnownRegion`).
+        shard: Several processes on one canvas (:class:`~multidiffusion.core.shards.Shard`): this one denoises its
+            span of each step's tasks, and the partial sums of Eq. 5 are added over the ranks once per step before
+            every rank takes the same scheduler step. None: one process. Every rank must start from the same
+            ``x_T`` and generator state.
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
@@ -226,7 +261,8 @@ def sample(
         raise ValueError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
     n, _, height, width = x_T.shape
     timesteps = scheduler.timesteps
-    plans = _Plans(tasks, (height, width, x_T.device), len(timesteps), len(conditions), view_batch_size)
+    shard = shard if shard is not None else Shard()
+    plans = _Plans(tasks, (height, width, x_T.device), len(timesteps), conditions, view_batch_size, shard)
     step_kwargs = _step_kwargs(scheduler, generator)
     first = 0 if start is None else start.step_index
     if start is not None and (tuple(start.x.shape) != tuple(x_T.shape) or not 0 <= first <= len(timesteps)):
@@ -236,6 +272,10 @@ def sample(
         if step_index < first:  # taken before the checkpoint
             continue
         plan = plans.at(step_index)[0]
+        for hook in hooks:  # on every rank, whether or not it has tasks this step (collectives need all)
+            begin = getattr(hook, "begin_step", None)
+            if begin is not None:
+                begin(x, step_index, t, scheduler, shard)
         run = functools.partial(
             _denoise_groups,
             denoiser,
@@ -249,6 +289,8 @@ def sample(
             n=n,
         )
         model_sum, crop_sum, changed = _denoise_step_backing_off(run, plans, step_index, generator)
+        if not shard.alone:  # the partial numerators of Eq. 5 (and of X) summed over the ranks: one all-reduce
+            model_sum, crop_sum, changed = _sum_over_ranks(shard, model_sum, crop_sum, changed)
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x

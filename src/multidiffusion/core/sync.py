@@ -30,6 +30,7 @@ from .crop import crop, view_indices
 from .errors import InvalidInputError
 from .foresee import foresee_x0
 from .sampling import scale_model_input
+from .shards import Shard
 from .types import Denoiser, HookContext, ViewTask
 from .views import View
 
@@ -178,13 +179,30 @@ class SyncDiffusion:
         x0 = foresee_x0(context.scheduler, self.denoiser(model_in, t, conds, views=views), x, t)
         return self.decode(x0).float().clamp(-1, 1)  # the official code clamps the decoded image too
 
+    def _compute_anchor(self, canvas: Tensor, t: Tensor, scheduler: Any, step_index: int) -> Tensor:
+        x = crop(canvas, self._anchor_index.to(canvas.device), self._anchor_size)
+        context = HookContext(step_index, t, [], [], canvas.shape[0], scheduler, canvas)
+        with torch.no_grad():
+            anchor = self.tasks[self.anchor]
+            return self._foresee_image(x, context, [self.conditions[anchor.condition]], [anchor.view])
+
+    def begin_step(self, canvas: Tensor, step_index: int, t: Tensor, scheduler: Any, shard: Shard) -> None:
+        """Called by the engine on every rank at the start of each step: on a synchronised step with several
+        ranks, rank 0 computes the anchor image and broadcasts it, so it is computed once (alone, it is computed
+        when first needed)."""
+        if shard.alone or self.settings.step_size(step_index) == 0.0:
+            return
+        image = self._compute_anchor(canvas, t, scheduler, step_index) if shard.rank == 0 else None
+        shape = torch.tensor(list(image.shape) if image is not None else [0, 0, 0, 0], device=canvas.device)
+        shard.share(shape)
+        if image is None:
+            image = torch.empty(*(int(v) for v in shape), device=canvas.device)
+        self._cached = (step_index, shard.share(image.contiguous()))
+
     def anchor_image(self, context: HookContext) -> Tensor:
         """D(x̂₀) of the anchor view at this step, (N, 3, H, W), no gradient; computed once per step."""
         if self._cached is None or self._cached[0] != context.step_index:
-            x = crop(context.canvas, self._anchor_index.to(context.canvas.device), self._anchor_size)
-            with torch.no_grad():
-                anchor = self.tasks[self.anchor]
-                image = self._foresee_image(x, context, [self.conditions[anchor.condition]], [anchor.view])
+            image = self._compute_anchor(context.canvas, context.timestep, context.scheduler, context.step_index)
             self._cached = (context.step_index, image)
         return self._cached[1]
 

@@ -16,8 +16,11 @@ from .options import MAX_IMAGES, MAX_SEED, RANDOM_SEED
 
 
 def logger(args: argparse.Namespace) -> Callable[..., None]:
-    """Messages on stderr, silent with ``-q``."""
-    return (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    """Messages on stderr, silent with ``-q`` and on every process but the first under ``torchrun``."""
+    from ..pipeline.distributed import is_main_process
+
+    quiet = args.quiet or not is_main_process()
+    return (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
 def output_paths(out: str, count: int) -> list[str]:
@@ -155,6 +158,8 @@ def each_image(
         log(f"{prefix}seed: {s}")
         start = time.perf_counter()
         result = make(torch.Generator().manual_seed(s))
+        if result.images is None:  # another process than rank 0 under torchrun: rank 0 writes the file
+            continue
         save_result(result, 0, out)
         log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,11 +17,13 @@ from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sampl
 from ..core.channels import ConcatChannels
 from ..core.decoding import decode_wrapped
 from ..core.errors import InvalidInputError
+from ..core.shards import Shard, imbalance
 from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
 from ..core.views import Wrap, resolve_wrap
 from .checkpoint import Checkpoint, CheckpointSettings, Recorder
 from .customise import Customised
+from .distributed import process_shard
 from .image_start import ImageStart, PreparedStart, inpaint_channels, noised, prepare_start
 from .memory import check_decode_memory, check_view_memory, device_free_bytes
 from .output import MultiDiffusionOutput, convert
@@ -57,6 +60,7 @@ def start_canvas(
     conditions: Sequence[GuidedCondition],
     view_batch_size: int | None,
     progress: bool,
+    shard: Shard | None = None,
 ) -> torch.Tensor:
     """The canvas at the first step of an image start (strength < 1, or noise inversion): the encoded image itself
     at strength 0, else noised to the first step's level with the canvas's noise, or inverted to it through the
@@ -79,6 +83,7 @@ def start_canvas(
             unguided,
             callback=lambda state: bar.step(state.step_index),
             view_batch_size=view_batch_size,
+            shard=shard,
         )
     finally:
         bar.close()
@@ -158,6 +163,17 @@ def generate(
     scheduler = make_scheduler(settings.scheduler, model.scheduler_config, settings.scheduler_config)
     model.set_timesteps(scheduler, settings.num_inference_steps, (view.height, view.width))
     shape = (n, model.codec.latent_channels, h, w)
+    shard = process_shard(model.device)  # under torchrun: this rank's share of every step's views
+    shard.share_generator(generator, model.device)  # rank 0's state: the same noise, hooks and steps everywhere
+    if not shard.alone:
+        progress = progress and shard.rank == 0  # one progress display, rank 0's
+        if progress:
+            costs = [2.0 if conditions[t.condition].guided else 1.0 for t in first]
+            print(
+                f"{shard.world} processes share {len(first)} view tasks per step; the busiest does "
+                f"{imbalance(costs, shard.world):.2f}× the mean work",
+                file=sys.stderr,
+            )
     noise = initial_noise(shape, generator, model.device, model.dtype, patch=model.noise_patch)
     x_T = noise * getattr(scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at ε itself
     hooks = list(make_hooks()) if make_hooks is not None else []
@@ -192,6 +208,7 @@ def generate(
                 conditions,
                 view_batch_size,
                 progress,
+                shard,
             )
             start = SamplerState(prepared.first_step, first)
             skipped = prepared.first_step
@@ -216,7 +233,7 @@ def generate(
         generator.set_state(resume.generator_state)
         start = SamplerState(resume.step, resume.latents.to(x_T.device))
     recorder = None
-    if checkpoint is not None:
+    if checkpoint is not None and shard.rank == 0:  # rank 0 writes checkpoints, as it writes images
         recorder = Recorder(checkpoint, metadata.to_dict(), scheduler, generator, len(scheduler.timesteps))
 
     steps_run = 0 if start is None else start.step_index - skipped
@@ -249,11 +266,14 @@ def generate(
                 generator=generator,
                 start=start,
                 post_step=post_step,
+                shard=shard,
             )
         finally:
             bar.close()
         if output_type == "latent":
             images: Any = latents
+        elif shard.rank != 0:  # rank 0 alone decodes (and writes): the others hold the same latents
+            images = None
         else:
             with Phase("decoding", enabled=progress):
                 wrap = resolve_wrap(wrap)

@@ -1,0 +1,68 @@
+"""The process group a run shares under ``torchrun`` (docs/distributed.md).
+
+Under ``torchrun --nproc-per-node N`` every process runs the same call; the library joins the group ``torchrun``
+describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR`` …: NCCL on GPUs, gloo on CPUs), or uses one the caller made
+with ``torch.distributed.init_process_group``. A single process, with or without ``torchrun``, runs alone.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+
+from ..core.shards import Shard
+
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # a rank that died leaves the others waiting at most this long
+
+
+def world_size() -> int:
+    """Processes in the run: the initialised group's size, else ``WORLD_SIZE`` (1 without torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def local_device() -> str | None:
+    """The CUDA device of this process under torchrun (``cuda:LOCAL_RANK``), else None (the default device)."""
+    if world_size() > 1 and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return None
+
+
+def process_shard(device: torch.device) -> Shard:
+    """This process's :class:`~multidiffusion.core.shards.Shard`: the group's rank and collectives, joining the
+    group ``torchrun`` describes on first use (NCCL for CUDA devices, gloo otherwise); a lone shard for one
+    process."""
+    import torch.distributed as dist
+
+    if world_size() <= 1 or not dist.is_available():
+        return Shard()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    if dist.get_world_size() <= 1:
+        return Shard()
+
+    def all_sum(tensor: torch.Tensor) -> None:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+    def broadcast(tensor: torch.Tensor, src: int) -> None:
+        dist.broadcast(tensor, src)
+
+    return Shard(dist.get_rank(), dist.get_world_size(), all_sum, broadcast)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes files and prints (rank 0, or the only process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0") or 0) == 0
