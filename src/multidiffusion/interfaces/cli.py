@@ -20,6 +20,7 @@ from ..core.errors import InvalidInputError, NonFiniteError, OutputError
 from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
 from . import runs
+from .batch import add_batch, run_batch
 from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
     add_allow_pickle,
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crop", type=int, default=None, metavar="PX", help="crop side (default: the image height)")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
+    add_batch(sub)
     return parser
 
 
@@ -334,6 +336,7 @@ COMMANDS = {
     "reproduce": run_reproduce,
     "resume": run_resume,
     "eval-coherence": run_eval_coherence,
+    "batch": run_batch,
 }
 
 

@@ -8,6 +8,8 @@ with ``torch.distributed.init_process_group``. A single process, with or without
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -36,10 +38,34 @@ def local_device() -> str | None:
     return None
 
 
+_alone = False  # set by alone(): this process runs its run by itself, even inside a group
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Runs inside run on this process only, even when it belongs to a group (``multidiffusion batch`` gives small
+    canvases to one rank each)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
 def process_shard(device: torch.device) -> Shard:
     """This process's :class:`~multidiffusion.core.shards.Shard`: the group's rank and collectives, joining the
     group ``torchrun`` describes on first use (NCCL for CUDA devices, gloo otherwise); a lone shard for one
     process."""
+    import torch.distributed as dist
+
+    if _alone or world_size() <= 1 or not dist.is_available():
+        return Shard()
+    return group_shard(device)
+
+
+def group_shard(device: torch.device) -> Shard:
+    """The group's shard (joining the group ``torchrun`` describes on first use), whatever :func:`alone` says."""
     import torch.distributed as dist
 
     if world_size() <= 1 or not dist.is_available():
