@@ -121,7 +121,11 @@ def test_long_prompts_are_chunked_not_cut_with_weighting(pipe):
     assert not torch.equal(cut.latents, chunked.latents)
 
 
-def test_embedding_through_the_api_loads_once_and_changes_only_prompts_with_its_token(pipe, tmp_path):
+def test_embedding_through_the_api_loads_once_and_changes_only_prompts_with_its_token(tmp_path):
+    """On components of its own: an embedding stays in the tokenizer and text encoder it was loaded into."""
+    from tiny_models import make_components
+
+    pipe = MultiDiffusionPipeline(loaded(make_components(tmp_path / "own", sample_size=16, seed=1)))
     dim = pipe.model.extra["text_encoder"].config.hidden_size
     path = save_embedding(tmp_path / "shiny-style.safetensors", 2, dim, seed=3)
     custom = Customisation(embeddings=(EmbeddingSpec(str(path)),))
