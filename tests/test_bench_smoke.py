@@ -52,3 +52,11 @@ def test_control_cost_smoke(tmp_path):
     run_script(str(ROOT / "bench" / "control_cost.py"), "--smoke", "--out-dir", str(tmp_path))
     text = (tmp_path / "control_cost.md").read_text()
     assert "| UNet | " in text and "| ControlNet | " in text and "| T2I-Adapter | " in text
+
+
+def test_distributed_benchmark_smoke(tmp_path):
+    """1 and 2 gloo processes, one step each: the table has a row per world size and the 2-process all-reduce time."""
+    run_script(str(ROOT / "bench" / "distributed_cpu.py"), "--smoke", "--out-dir", str(tmp_path))
+    rows = json.loads((tmp_path / "distributed_cpu.json").read_text())["rows"]
+    assert [r["processes"] for r in rows] == [1, 2]
+    assert rows[1]["allreduce_8MB_ms"] > 0 and all(r["s_per_step"] > 0 for r in rows)
