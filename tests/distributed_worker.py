@@ -1,7 +1,8 @@
 """Run under ``torchrun`` by tests/test_distributed.py: the same calls as a single process, on several.
 
 Usage: ``torchrun --nproc-per-node N tests/distributed_worker.py MODEL_FOLDER OUT_DIR [--fail-rank R]``. Every rank
-makes a panorama, a region layout and a synchronised panorama with the tiny SD model; rank 0 saves each run's
+makes a panorama, a region layout, a synchronised panorama, an outpainting and an upscale with noise inversion with
+the tiny SD model; rank 0 saves each run's
 latents as ``OUT_DIR/<run>.pt``. With ``--fail-rank R`` rank R's denoiser raises at its third call instead.
 """
 
@@ -17,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RUNS = ("panorama", "regions", "sync")
+RUNS = ("panorama", "regions", "sync", "outpaint", "upscale")
 
 
 def runs(pipe: Any) -> dict[str, Any]:
@@ -25,6 +26,7 @@ def runs(pipe: Any) -> dict[str, Any]:
     from multidiffusion.core.regions import Region
 
     common = dict(num_inference_steps=3, output_type="latent", progress=False, view_batch_size=2)
+    picture = torch.linspace(0, 1, 3 * 128 * 128).reshape(3, 128, 128)  # a smooth stand-in photo in [0, 1]
     return {
         "panorama": lambda: pipe(
             "a mountain lake", height=128, width=384, generator=torch.Generator().manual_seed(1), **common
@@ -44,6 +46,18 @@ def runs(pipe: Any) -> dict[str, Any]:
             sync=True,
             sync_loss="builtin",
             generator=torch.Generator().manual_seed(3),
+            **common,
+        ),
+        "outpaint": lambda: pipe.outpaint(
+            picture, "a mountain lake", left=128, right=128, generator=torch.Generator().manual_seed(4), **common
+        ),
+        "upscale": lambda: pipe.upscale(
+            picture,
+            2,
+            "a mountain lake",
+            strength=0.6,
+            noise_inversion_steps=2,
+            generator=torch.Generator().manual_seed(5),
             **common,
         ),
     }

@@ -17,8 +17,8 @@ from numerics import assert_close_scaled
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 # Relative to max|expected| (tests/numerics.py): the ranks' partial sums of Eq. 5 are added in another order than one
-# process adds them (3 steps of the tiny UNet with CFG; latents |x| ≈ 4–13). Worst measured 1.2e-6 (panorama, regions
-# and sync on 2 and 3 ranks); the bound leaves more than 10×.
+# process adds them (3 steps of the tiny UNet with CFG; latents |x| ≈ 4–13). Worst measured 1.2e-6 (panorama, regions,
+# sync, outpaint and upscale on 2 and 3 ranks); the bound leaves more than 10×.
 REL_RANKS = 2e-5
 
 
