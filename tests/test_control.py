@@ -317,6 +317,14 @@ def test_fit_modes_keep_the_canvas_size_and_aspect():
     assert torch.all(padded[..., :8, :] == -1) and torch.all(padded[..., 24:, :] == -1)
 
 
+def _refused(pipe: MultiDiffusionPipeline, spec: ControlSpec, message: str) -> None:
+    """One 128-px step with ``spec`` raises the project's input error: one line matching ``message``."""
+    with pytest.raises(InvalidInputError, match=message) as info:
+        pipe(PROMPT, height=128, width=128, num_inference_steps=1, progress=False,
+             customise=Customisation(control=(spec,)))  # fmt: skip
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -327,16 +335,7 @@ def test_fit_modes_keep_the_canvas_size_and_aspect():
     ],
 )
 def test_bad_settings_are_one_line(small_pipe, nets_small, spec, message):
-    with pytest.raises(InvalidInputError, match=message) as info:
-        small_pipe(
-            PROMPT,
-            height=128,
-            width=128,
-            num_inference_steps=1,
-            progress=False,
-            customise=Customisation(control=(ControlSpec(str(nets_small), guide_image(128, 128), **spec),)),
-        )
-    assert "\n" not in str(info.value)
+    _refused(small_pipe, ControlSpec(str(nets_small), guide_image(128, 128), **spec), message)
 
 
 def test_bad_networks_are_one_line(small_pipe, tmp_path, tiny):
@@ -351,16 +350,7 @@ def test_bad_networks_are_one_line(small_pipe, tmp_path, tiny):
         str(other): "made for another model",
     }
     for source, message in cases.items():
-        with pytest.raises(InvalidInputError, match=message) as info:
-            small_pipe(
-                PROMPT,
-                height=128,
-                width=128,
-                num_inference_steps=1,
-                progress=False,
-                customise=Customisation(control=(ControlSpec(source, image),)),
-            )
-        assert "\n" not in str(info.value)
+        _refused(small_pipe, ControlSpec(source, image), message)
 
 
 def test_pickled_control_network_needs_allow_pickle(small_pipe, small, tmp_path):

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..core.errors import InvalidInputError
 from . import runs
+from .options import add_recorded_run_options
 
 VIEWS_PER_RANK = 4  # a canvas with fewer views than this per rank is made by one rank: sharing it would idle them
 MAX_JOBS_BYTES = 64 * 2**20
@@ -152,12 +153,4 @@ def add_batch(sub: Any) -> None:
         "ones are shared by all ranks (docs/distributed.md).",
     )
     b.add_argument("jobs", metavar="JOBS.jsonl", help='one job per line: a recipe JSON with an "out" PNG path')
-    b.add_argument(
-        "--model",
-        default=None,
-        metavar="MODEL",
-        help="the model for every job (needed for local models: a recipe records a folder by its name only)",
-    )
-    b.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    b.add_argument("--allow-pickle", action="store_true", help="also load pickled weights (only files you trust)")
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+    add_recorded_run_options(b, ": each job's recipe records a local folder by its name only", out=False)

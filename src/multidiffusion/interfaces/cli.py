@@ -23,11 +23,11 @@ from . import runs
 from .batch import add_batch, run_batch
 from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
-    add_allow_pickle,
     add_canvas_wrap,
     add_checkpoint,
     add_guidance,
     add_model_and_sampling,
+    add_recorded_run_options,
     add_sync,
     checkpoint_settings,
     sync_kwargs,
@@ -41,21 +41,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "") -> None:
-    """--out, --model, --device and -q of the commands that rerun a recorded run (reproduce, resume)."""
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="MODEL",
-        help="where the model is (default: the recorded repo id; a local folder or file must be given again"
-        f"{why_local})",
-    )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    add_allow_pickle(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "records. Bit-identical on the same weights, dtype and device type.",
     )
     rp.add_argument("image", metavar="IMAGE.png", help="a PNG written by multidiffusion")
-    _add_recorded_run_options(rp, ", since the image records only its name and weights hash")
+    add_recorded_run_options(rp, ", since the image records only its name and weights hash")
 
     rs = sub.add_parser(
         "resume",
@@ -148,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoints this tool wrote (they are unpickled).",
     )
     rs.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written with --checkpoint")
-    _add_recorded_run_options(rs)
+    add_recorded_run_options(rs)
     add_checkpoint(rs, resuming=True)
 
     e = sub.add_parser(

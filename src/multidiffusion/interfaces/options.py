@@ -356,3 +356,20 @@ def checkpoint_settings(args: argparse.Namespace, path: str | None = None) -> An
     if out is not None and Path(out).expanduser().resolve() == settings.path.resolve():
         raise InvalidInputError("--checkpoint must name a different file than --out")
     return settings
+
+
+def add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "", out: bool = True) -> None:
+    """--out (unless ``out`` is False), --model, --device, --allow-pickle and -q of the commands that rerun recorded
+    runs (reproduce, resume, batch)."""
+    if out:
+        p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="where the model is (default: the recorded repo id; a local folder or file must be given again"
+        f"{why_local})",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_allow_pickle(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
