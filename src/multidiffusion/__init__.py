@@ -10,11 +10,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MultiDiffusionOutput", "MultiDiffusionPipeline", "__version__"]
+_PIPELINE_NAMES = (
+    "ControlSpec",
+    "Customisation",
+    "EmbeddingSpec",
+    "LoraSpec",
+    "MultiDiffusionOutput",
+    "MultiDiffusionPipeline",
+)
+__all__ = [*_PIPELINE_NAMES, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("MultiDiffusionPipeline", "MultiDiffusionOutput"):
+    if name in _PIPELINE_NAMES:
         from . import pipeline
 
         return getattr(pipeline, name)
