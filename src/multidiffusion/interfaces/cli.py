@@ -21,6 +21,7 @@ from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
 from . import runs
 from .batch import add_batch, run_batch
+from .evaluate import add_eval, run_eval
 from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
     add_canvas_wrap,
@@ -32,6 +33,7 @@ from .options import (
     checkpoint_settings,
     sync_kwargs,
 )
+from .ui import add_ui, run_ui
 
 EXIT_BAD_INPUT = 2
 
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
     add_batch(sub)
+    add_eval(sub)
+    add_ui(sub)
     return parser
 
 
@@ -322,6 +326,8 @@ COMMANDS = {
     "resume": run_resume,
     "eval-coherence": run_eval_coherence,
     "batch": run_batch,
+    "eval": run_eval,
+    "ui": run_ui,
 }
 
 

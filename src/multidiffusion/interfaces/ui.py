@@ -1,0 +1,254 @@
+"""``multidiffusion ui``: a Gradio page for panoramas and painted regions (extra ``[ui]``; docs/ui.md).
+
+Gradio is the web framework; this module only lays out the form and hands each run to
+:class:`~multidiffusion.interfaces.ui_session.UiSession`, which does the work one run at a time. Errors show as a
+message in the page (``gr.Error``), never a traceback. Bound to 127.0.0.1 unless ``--host`` says otherwise; no
+public share link unless ``--share``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InvalidInputError
+from .ui_session import PAINT_COLOURS, TOY, Cancelled, UiSession, painted_masks
+
+SIZE_PRESETS = {"2:1 (512 × 1024)": (512, 1024), "4:1 (512 × 2048)": (512, 2048), "360° (512 × 4096)": (512, 4096)}
+MAX_UPLOAD = "20mb"
+
+
+def _error(exc: BaseException) -> Exception:
+    import gradio as gr
+
+    return gr.Error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, print_exception=False)
+
+
+def _guidance(value: float | None) -> float | None:
+    """The form's guidance: 0 or empty means the model's own default."""
+    return None if not value else float(value)
+
+
+def _seed(value: float | None) -> Any:
+    import torch
+
+    if value is None or int(value) < 0:
+        return None  # the pipeline draws one and records it
+    return torch.Generator().manual_seed(int(value))
+
+
+def build_app(session: UiSession) -> Any:
+    """The Gradio Blocks app of ``session`` (not launched)."""
+    import gradio as gr
+
+    from ..adapters import SCHEDULER_NAMES
+    from ..core import WEIGHT_KINDS
+
+    def panorama(model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular,
+                 batch, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
+        try:
+            pipe = session.pipeline(model)
+            path = session.run(
+                pipe.__call__,
+                lambda i, n: progress((i, n), desc="denoising"),
+                prompt=prompt,
+                negative_prompt=negative or None,
+                height=int(height),
+                width=int(width),
+                num_inference_steps=int(steps),
+                scheduler=scheduler or None,
+                guidance_scale=_guidance(guidance),
+                generator=_seed(seed),
+                weights=weights,
+                sync=bool(sync),
+                circular=bool(circular),
+                view_batch_size=int(batch) if batch else None,
+            )
+        except Cancelled as exc:
+            raise _error(exc) from None
+        except (InvalidInputError, ValueError, RuntimeError) as exc:
+            raise _error(exc) from None
+        return path, path, session.images
+
+    def regions(model, paint, background, steps, guidance, seed, *prompts, progress=gr.Progress()):  # noqa: B008  # fmt: skip
+        from ..core.regions import Region
+
+        try:
+            layer = _painting(paint)
+            masks = painted_masks(layer)
+            chosen = [(name, prompts[i]) for i, (name, _) in enumerate(PAINT_COLOURS) if name in masks and prompts[i]]
+            if not chosen:
+                raise InvalidInputError("paint at least one region and give its colour a prompt")
+            height, width = layer.shape[:2]
+            pipe = session.pipeline(model)
+            g = pipe.model.granularity_px
+            if height % g or width % g:
+                raise InvalidInputError(f"the canvas must be a multiple of {g} px each way, got {width}×{height}")
+            regs = [Region(text, mask=masks[name].astype(np.float32), name=name) for name, text in chosen]
+            path = session.run(
+                pipe.regions,
+                lambda i, n: progress((i, n), desc="denoising"),
+                regions=regs,
+                background=background or None,
+                height=height,
+                width=width,
+                num_inference_steps=int(steps),
+                guidance_scale=_guidance(guidance),
+                generator=_seed(seed),
+            )
+        except Cancelled as exc:
+            raise _error(exc) from None
+        except (InvalidInputError, ValueError, RuntimeError) as exc:
+            raise _error(exc) from None
+        return path, path, session.images
+
+    def fill_from_png(file):  # a PNG made here: its recipe fills the panorama form
+        from ..pipeline.reproduce import read_recipe
+
+        if file is None:
+            return [gr.update()] * 10
+        try:
+            r = read_recipe(file if isinstance(file, str) else file.name)
+        except InvalidInputError as exc:
+            raise _error(exc) from None
+        prompt = r.get("prompt", [""])
+        negative = r.get("negative_prompt", [""])
+        return (
+            prompt[0] if isinstance(prompt, list) else prompt,
+            negative[0] if isinstance(negative, list) else negative,
+            r.get("height"),
+            r.get("width"),
+            r.get("num_inference_steps"),
+            r.get("scheduler"),
+            r.get("guidance_scale"),
+            r.get("seed"),
+            r.get("weights", "uniform"),
+            bool(r.get("sync", False)),
+        )
+
+    with gr.Blocks(title="multidiffusion") as app:
+        gr.Markdown("# multidiffusion\nPanoramas and painted regions from a diffusion model (docs/ui.md).")
+        model = gr.Dropdown(session.choices(), value=session.default_model, label="model", elem_id="model")
+        with gr.Tab("Panorama", elem_id="tab-panorama"):
+            with gr.Row():
+                with gr.Column():
+                    prompt = gr.Textbox(label="prompt", elem_id="prompt")
+                    negative = gr.Textbox(label="negative prompt", elem_id="negative")
+                    preset = gr.Radio(list(SIZE_PRESETS), label="size preset", elem_id="preset")
+                    with gr.Row():
+                        height = gr.Number(512, label="height (px)", precision=0, elem_id="height")
+                        width = gr.Number(2048, label="width (px)", precision=0, elem_id="width")
+                    with gr.Row():
+                        steps = gr.Number(30, label="steps", precision=0, elem_id="steps")
+                        scheduler = gr.Dropdown(["", *SCHEDULER_NAMES], value="", label="scheduler", elem_id="sched")
+                        guidance = gr.Number(0, label="guidance (0: the model's)", elem_id="guidance")
+                        seed = gr.Number(-1, label="seed (-1: random)", precision=0, elem_id="seed")
+                    with gr.Row():
+                        weights = gr.Dropdown(list(WEIGHT_KINDS), value="uniform", label="weights", elem_id="weights")
+                        sync = gr.Checkbox(label="SyncDiffusion", elem_id="sync")
+                        circular = gr.Checkbox(label="360° (circular)", elem_id="circular")
+                        batch = gr.Number(0, label="views per model call (0: automatic)", precision=0, elem_id="batch")
+                    with gr.Row():
+                        go = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop = gr.Button("Cancel", elem_id="cancel")
+                    drop = gr.File(label="drop a PNG made here to fill the form", file_types=[".png"], elem_id="drop")
+                with gr.Column():
+                    image = gr.Image(label="result", type="filepath", elem_id="result")
+                    download = gr.File(label="download (PNG with its recipe)", elem_id="download")
+        with gr.Tab("Regions", elem_id="tab-regions"):
+            with gr.Row():
+                with gr.Column():
+                    brush = gr.Brush(colors=[f"rgb{c}" for _, c in PAINT_COLOURS], color_mode="fixed")
+                    paint = gr.ImageEditor(
+                        value=_blank(256, 512),
+                        brush=brush,
+                        canvas_size=(512, 256),
+                        fixed_canvas=True,
+                        type="numpy",
+                        label="paint regions (one colour per prompt)",
+                        elem_id="paint",
+                    )
+                    colour_prompts = [
+                        gr.Textbox(label=f"{name} region prompt", elem_id=f"prompt-{name}") for name, _ in PAINT_COLOURS
+                    ]
+                    background = gr.Textbox(label="background prompt", elem_id="background")
+                    with gr.Row():
+                        r_steps = gr.Number(30, label="steps", precision=0, elem_id="r-steps")
+                        r_guidance = gr.Number(0, label="guidance (0: the model's)", elem_id="r-guidance")
+                        r_seed = gr.Number(-1, label="seed", precision=0, elem_id="r-seed")
+                    with gr.Row():
+                        r_go = gr.Button("Generate regions", variant="primary", elem_id="r-generate")
+                        r_stop = gr.Button("Cancel", elem_id="r-cancel")
+                with gr.Column():
+                    r_image = gr.Image(label="result", type="filepath", elem_id="r-result")
+                    r_download = gr.File(label="download", elem_id="r-download")
+        gallery = gr.Gallery(label="this session", columns=6, height=220, elem_id="gallery")
+
+        preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(), gr.update()), preset, [height, width])
+        fields = [prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular, batch]
+        run = go.click(panorama, [model, *fields], [image, download, gallery], concurrency_limit=1)
+        stop.click(session.cancel, None, None, queue=False)
+        r_inputs = [model, paint, background, r_steps, r_guidance, r_seed, *colour_prompts]
+        r_run = r_go.click(regions, r_inputs, [r_image, r_download, gallery], concurrency_limit=1)
+        r_stop.click(session.cancel, None, None, queue=False)
+        drop.upload(fill_from_png, drop, fields[:10])
+        del run, r_run
+    return app
+
+
+def _blank(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 3), 255, dtype=np.uint8)
+
+
+def _painting(value: Any) -> np.ndarray:
+    """The painted layers of an ImageEditor value, merged: (H, W, 4) uint8 (transparent where nothing is painted)."""
+    layers = value.get("layers") if isinstance(value, dict) else None
+    if not layers:
+        raise InvalidInputError("paint at least one region on the canvas")
+    merged = np.zeros((*np.asarray(layers[0]).shape[:2], 4), dtype=np.uint8)
+    for layer in layers:
+        layer = np.asarray(layer)
+        if layer.shape[2] == 3:
+            layer = np.concatenate([layer, np.full((*layer.shape[:2], 1), 255, dtype=np.uint8)], axis=2)
+        painted = layer[..., 3] > 0
+        merged[painted] = layer[painted]
+    return merged
+
+
+def add_ui(sub: Any) -> None:
+    """The ``ui`` subcommand's parser."""
+    u = sub.add_parser(
+        "ui",
+        help="a web page for panoramas and painted regions (needs the ui extra: pip install 'multidiffusion[ui]')",
+        description="Serve a Gradio page on 127.0.0.1 (docs/ui.md): panoramas, regions painted in colours, cancel, "
+        "the session's images. --model toy needs no weights.",
+    )
+    u.add_argument("--model", default=TOY, help="the model selected at start (default: toy, which needs no weights)")
+    u.add_argument("--models-dir", default=None, metavar="DIR", help="diffusers model folders to offer in the picker")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    u.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    u.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    u.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    """``multidiffusion ui``: build the app and serve it until interrupted."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InvalidInputError("the web UI needs Gradio: pip install 'multidiffusion[ui]'") from None
+    if not 0 < args.port < 65536:
+        raise InvalidInputError(f"--port must be in 1…65535, got {args.port}")
+    session = UiSession(default_model=args.model, models_dir=args.models_dir, device=args.device)
+    app = build_app(session)
+    app.queue(default_concurrency_limit=1)
+    app.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=MAX_UPLOAD,
+        allowed_paths=[str(session.out_dir)],
+    )
+    return 0

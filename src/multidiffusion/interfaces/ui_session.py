@@ -1,0 +1,125 @@
+"""What the web UI does between a form and the engine, without any web framework: the models it offers, one
+generation at a time with cancel, the session's images, and the masks painted in colours (docs/ui.md)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InvalidInputError
+
+TOY = "toy"
+MAX_SESSION_IMAGES = 64  # the gallery keeps the newest ones
+PAINT_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (230, 40, 40)),
+    ("green", (40, 180, 60)),
+    ("blue", (40, 80, 230)),
+    ("yellow", (235, 210, 40)),
+)
+COLOUR_TOLERANCE = 60  # max |Δ| per channel of a painted pixel from its brush colour (antialiased edges are left out)
+
+
+class Cancelled(Exception):
+    """The run was cancelled from the page; nothing was written."""
+
+
+def model_choices(models_dir: str | None, default: str) -> list[str]:
+    """The models the picker offers: the toy model, the default one, and every diffusers folder (one with a
+    ``model_index.json``) directly under ``models_dir``."""
+    choices = [TOY]
+    if default not in choices:
+        choices.append(default)
+    if models_dir:
+        root = Path(models_dir).expanduser()
+        if root.is_dir():
+            for folder in sorted(p for p in root.iterdir() if (p / "model_index.json").is_file()):
+                if str(folder) not in choices:
+                    choices.append(str(folder))
+    return choices
+
+
+def painted_masks(layer: np.ndarray) -> dict[str, np.ndarray]:
+    """Paint (H, W, 3 or 4) uint8 → {colour name: (H, W) bool mask} for each brush colour used (alpha > 0)."""
+    if layer.ndim != 3 or layer.shape[2] not in (3, 4):
+        raise InvalidInputError(f"the painted layer must be an RGB or RGBA image, got shape {layer.shape}")
+    rgb = layer[..., :3].astype(np.int16)
+    opaque = layer[..., 3] > 0 if layer.shape[2] == 4 else np.ones(layer.shape[:2], dtype=bool)
+    masks = {}
+    for name, colour in PAINT_COLOURS:
+        mask = opaque & (np.abs(rgb - np.array(colour, dtype=np.int16)).max(axis=2) <= COLOUR_TOLERANCE)
+        if mask.any():
+            masks[name] = mask
+    return masks
+
+
+@dataclass
+class UiSession:
+    """One UI server's state: loaded pipelines by model, the cancel flag of the run in progress, the images made.
+
+    Args:
+        default_model: What the picker shows first.
+        models_dir: Folders of diffusers models offered in the picker.
+        device: Where models run (None: CUDA if available).
+        out_dir: Where generated PNGs are written for download (a temporary folder by default).
+    """
+
+    default_model: str = TOY
+    models_dir: str | None = None
+    device: str | None = None
+    out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="multidiffusion-ui-")))
+    images: list[str] = field(default_factory=list)
+    _pipes: dict[str, Any] = field(default_factory=dict)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def choices(self) -> list[str]:
+        return model_choices(self.models_dir, self.default_model)
+
+    def pipeline(self, model: str) -> Any:
+        """The pipeline of ``model`` (one of :meth:`choices`), loaded on first use; one model in memory at a time."""
+        from ..pipeline import MultiDiffusionPipeline
+
+        if model not in self.choices():
+            raise InvalidInputError(f"unknown model {model!r}; choose one of the list")
+        if model not in self._pipes:
+            self._pipes.clear()
+            self._pipes[model] = MultiDiffusionPipeline.from_pretrained(model, device=self.device)
+        return self._pipes[model]
+
+    def cancel(self) -> None:
+        """Ask the run in progress to stop at its next step."""
+        self._cancel.set()
+
+    def run(self, call: Callable[..., Any], progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> str:
+        """Run ``call(**kwargs, callback_on_step_end=…)`` (a pipeline method), one at a time; write its image as a
+        PNG with its recipe and return the file's path. Raises :class:`Cancelled` when cancelled (nothing written)."""
+        from ..pipeline.settings import METADATA_KEY
+        from .png import save_png
+
+        if not self._lock.acquire(blocking=False):
+            raise InvalidInputError("a generation is already running; wait for it or cancel it")
+        try:
+            self._cancel.clear()
+
+            def on_step(state: Any) -> bool:
+                if progress is not None:
+                    progress(state.step_index + 1, state.num_steps)
+                return self._cancel.is_set()
+
+            result = call(**kwargs, callback_on_step_end=on_step, progress=False)
+            if self._cancel.is_set():
+                raise Cancelled("cancelled: nothing was written")
+            path = self.out_dir / f"multidiffusion-{len(self.images) + 1:03d}-{os.getpid()}.png"
+            meta = result.metadata
+            save_png(result.images[0], str(path), {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json(0)})
+            self.images = [*self.images, str(path)][-MAX_SESSION_IMAGES:]
+            return str(path)
+        finally:
+            self._lock.release()

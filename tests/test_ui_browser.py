@@ -1,0 +1,178 @@
+"""The web UI in a real browser: Playwright drives Debian's headless Chromium against the Gradio server on a free
+localhost port, with the weight-free toy model. Skipped (with the reason) where Gradio, Playwright or Chromium is
+missing; .ci/run installs all three."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio", reason="the ui extra (gradio) is not installed")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("MULTIDIFFUSION_REQUIRE_BROWSER"):  # CI installs it: missing is a failure
+    raise RuntimeError("MULTIDIFFUSION_REQUIRE_BROWSER is set but no chromium is on PATH (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+
+MODEL = "toy:sigma=0.15"  # the toy field with less texture, so a pixel's colour names its region (test_toy_layouts)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, list[dict[str, np.ndarray]]]]:
+    """(url, session, painted masks the server saw) of a UI served in this process."""
+    from multidiffusion.interfaces import ui
+    from multidiffusion.interfaces.ui_session import UiSession
+
+    seen: list[dict[str, np.ndarray]] = []
+    original = ui.painted_masks
+
+    def recording(layer: np.ndarray) -> dict[str, np.ndarray]:
+        masks = original(layer)
+        seen.append(masks)
+        return masks
+
+    ui.painted_masks = recording
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    session = UiSession(default_model=MODEL, out_dir=tmp_path_factory.mktemp("ui-out"))
+    app = ui.build_app(session)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", session, seen
+    finally:
+        app.close()
+        ui.painted_masks = original
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Any, server: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(server[0])
+    page.wait_for_selector("#generate")
+    yield page
+    context.close()
+
+
+def _fill(page: Any, elem_id: str, value: Any) -> None:
+    field = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def _value(page: Any, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first.input_value()
+
+
+def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_path):
+    _fill(page, "prompt", "a red ball")
+    _fill(page, "height", 64)
+    _fill(page, "width", 256)
+    _fill(page, "steps", 4)
+    _fill(page, "seed", 7)
+    page.click("#generate")
+    link = page.locator("#download a").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download() as info:
+        link.click()
+    png = tmp_path / "downloaded.png"
+    info.value.save_as(png)
+    from cli_helpers import recipe
+
+    assert recipe(png)["prompt"] == ["a red ball"] and recipe(png)["seed"] == 7
+    page.reload()
+    page.wait_for_selector("#generate")
+    page.locator("#drop input[type=file]").set_input_files(str(png))
+    page.wait_for_function("document.querySelector('#prompt textarea').value === 'a red ball'", timeout=30_000)
+    assert (_value(page, "height"), _value(page, "width"), _value(page, "steps"), _value(page, "seed")) == (
+        "64",
+        "256",
+        "4",
+        "7",
+    )
+    page.screenshot(path=str(tmp_path / "panorama.png"))
+
+
+def _stroke(page: Any, canvas: Any, rows: range, x0: float, x1: float) -> None:
+    """Brush strokes across the canvas (fractions of its width) at each row fraction in ``rows`` (per mille)."""
+    box = canvas.bounding_box()
+    for r in rows:
+        y = box["y"] + box["height"] * r / 1000
+        page.mouse.move(box["x"] + box["width"] * x0, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * x1, y, steps=3)
+        page.mouse.up()
+
+
+def _pick_colour(page: Any, index: int) -> None:
+    page.click("#paint button[aria-label='Color']")
+    page.locator("#paint menu.swatch button.color").nth(index).click()
+    page.click("#paint button[aria-label='Brush']")
+
+
+def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
+    """Red strokes on the left, blue on the right, prompts "a red ball" / "a blue box" on "green grass": each output
+    pixel is classified by its nearest vocabulary colour; IoU against the masks the server received ≥ 0.9."""
+    from PIL import Image
+
+    from multidiffusion.core.gaussian_field import prompt_colour
+
+    page.get_by_role("tab", name="Regions").click()
+    canvas = page.locator("#paint canvas").first
+    canvas.wait_for()
+    _stroke(page, canvas, range(300, 720, 30), 0.25, 0.42)  # red: the first brush colour
+    _pick_colour(page, 2)  # blue
+    _stroke(page, canvas, range(300, 720, 30), 0.60, 0.78)
+    _fill(page, "prompt-red", "a red ball")
+    _fill(page, "prompt-blue", "a blue box")
+    _fill(page, "background", "green grass")
+    _fill(page, "r-steps", 20)
+    _fill(page, "r-seed", 0)
+    page.click("#r-generate")
+    page.locator("#r-download a").first.wait_for(timeout=120_000)
+    _url, session, seen = server
+    masks = seen[-1]
+    assert set(masks) == {"red", "blue"}
+    out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    palette = np.array([prompt_colour(w) for w in ("grass", "red", "blue")], dtype=np.float32)
+    label = ((out[:, :, None, :] - palette) ** 2).sum(-1).argmin(-1)
+    scores = {}
+    for k, name in ((1, "red"), (2, "blue")):
+        got, wanted = label == k, masks[name]
+        scores[name] = float((got & wanted).sum() / (got | wanted).sum())
+    page.screenshot(path=str(tmp_path / "regions.png"))
+    assert min(scores.values()) >= 0.9, scores
+
+
+def test_cancel_stops_the_run_and_writes_nothing(page, server):
+    _url, session, _ = server
+    before = list(session.images)
+    files = set(Path(session.out_dir).iterdir())
+    _fill(page, "prompt", "a red ball")
+    _fill(page, "height", 256)
+    _fill(page, "width", 2048)
+    _fill(page, "steps", 400)
+    page.click("#generate")
+    page.wait_for_selector("#result .progress-text, .progress-level, .eta-bar", timeout=60_000)
+    time.sleep(0.5)
+    page.click("#cancel")
+    page.wait_for_selector("text=cancelled", timeout=60_000)
+    assert session.images == before and set(Path(session.out_dir).iterdir()) == files
