@@ -407,6 +407,18 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("eval-1x1", E("{in}/one.png"), "need at least 2"),
     ("eval-bomb", E("{in}/bomb.png"), "the limit is 134,217,728 px"),
     ("eval-crop-0", E("{in}/small.png", extra=["--crop", "0"]), "--crop must be a positive number"),
+    # eval (the papers' metrics) and the web UI
+    (
+        "eval-metrics-missing",
+        {"kind": "cli", "argv": ["eval", "{in}/none.png", "-q"], "no_out": True},
+        "does not exist",
+    ),
+    (
+        "eval-metrics-empty-reference",
+        {"kind": "cli", "argv": ["eval", "{in}/photo.png", "--reference", "{in}/empty", "-q"], "no_out": True},
+        "reference",
+    ),
+    ("ui-port-0", {"kind": "cli", "argv": ["ui", "--port", "0"], "no_out": True}, "--port must be in 1…65535"),
     # the API
     ("api-generator-int", A(lambda p: _panorama(p, "sky", generator=42)), "use torch.Generator().manual_seed(42)"),
     ("api-prompt-none", A(lambda p: _panorama(p, None)), "prompt is required"),
