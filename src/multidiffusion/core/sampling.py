@@ -294,7 +294,8 @@ def sample(
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
-        x = scheduler.step(fused_output, t, fused_x, **step_kwargs).prev_sample.to(torch.float32)
+        stepped = scheduler.step(fused_output, t, fused_x, **step_kwargs)
+        x = stepped.prev_sample.to(torch.float32)
         for hook in post_step:
             x = hook(x, step_index, scheduler).to(torch.float32)
         if not bool(torch.isfinite(x).all()):  # a NaN never recovers: stop now rather than decode a black image
@@ -302,6 +303,8 @@ def sample(
                 f"the canvas became non-finite at step {step_index + 1} of {len(timesteps)}; in half precision try "
                 "bfloat16 (or float32), and lower the guidance scale or sync weight if they are large"
             )
-        if callback is not None and callback(StepState(step_index, len(timesteps), t, x, plans.view_batch_size)):
+        denoised = getattr(stepped, "pred_original_sample", None)  # x̂₀, where the scheduler reports it
+        state = StepState(step_index, len(timesteps), t, x, plans.view_batch_size, denoised)
+        if callback is not None and callback(state):
             break
     return x

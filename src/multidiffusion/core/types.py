@@ -111,6 +111,8 @@ class StepState:
         latents: The canvas x_{t−1}, (N, C, H, W); do not modify.
         view_batch_size: Tasks per denoiser call now: the one asked for (None: all), or less after an
             out-of-memory back-off.
+        denoised: The fused x̂₀ the step predicted (the scheduler's ``pred_original_sample``), (N, C, H, W), for
+            previews; None for schedulers that do not report it (the multistep ones).
     """
 
     step_index: int
@@ -118,6 +120,7 @@ class StepState:
     timestep: Tensor
     latents: Tensor
     view_batch_size: int | None = None
+    denoised: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,12 @@ def build_app(session: UiSession) -> Any:
 
     def panorama(model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular,
                  batch, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
-        try:
+        def job(preview):
             pipe = session.pipeline(model)
-            path = session.run(
+            return session.run(
                 pipe.__call__,
                 lambda i, n: progress((i, n), desc="denoising"),
+                preview,
                 prompt=prompt,
                 negative_prompt=negative or None,
                 height=int(height),
@@ -66,11 +67,8 @@ def build_app(session: UiSession) -> Any:
                 circular=bool(circular),
                 view_batch_size=int(batch) if batch else None,
             )
-        except Cancelled as exc:
-            raise _error(exc) from None
-        except (InvalidInputError, ValueError, RuntimeError) as exc:
-            raise _error(exc) from None
-        return path, path, session.images
+
+        yield from _streamed(session, model, job)
 
     def regions(model, paint, background, steps, guidance, seed, *prompts, progress=gr.Progress()):  # noqa: B008  # fmt: skip
         from ..core.regions import Region
@@ -87,9 +85,14 @@ def build_app(session: UiSession) -> Any:
             if height % g or width % g:
                 raise InvalidInputError(f"the canvas must be a multiple of {g} px each way, got {width}×{height}")
             regs = [Region(text, mask=masks[name].astype(np.float32), name=name) for name, text in chosen]
-            path = session.run(
+        except (InvalidInputError, ValueError, RuntimeError) as exc:
+            raise _error(exc) from None
+
+        def job(preview):
+            return session.run(
                 pipe.regions,
                 lambda i, n: progress((i, n), desc="denoising"),
+                preview,
                 regions=regs,
                 background=background or None,
                 height=height,
@@ -98,11 +101,8 @@ def build_app(session: UiSession) -> Any:
                 guidance_scale=_guidance(guidance),
                 generator=_seed(seed),
             )
-        except Cancelled as exc:
-            raise _error(exc) from None
-        except (InvalidInputError, ValueError, RuntimeError) as exc:
-            raise _error(exc) from None
-        return path, path, session.images
+
+        yield from _streamed(session, model, job)
 
     def fill_from_png(file):  # a PNG made here: its recipe fills the panorama form
         from ..pipeline.reproduce import read_recipe
@@ -155,6 +155,7 @@ def build_app(session: UiSession) -> Any:
                         stop = gr.Button("Cancel", elem_id="cancel")
                     drop = gr.File(label="drop a PNG made here to fill the form", file_types=[".png"], elem_id="drop")
                 with gr.Column():
+                    preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="preview")
                     image = gr.Image(label="result", type="filepath", elem_id="result")
                     download = gr.File(label="download (PNG with its recipe)", elem_id="download")
         with gr.Tab("Regions", elem_id="tab-regions"):
@@ -182,20 +183,51 @@ def build_app(session: UiSession) -> Any:
                         r_go = gr.Button("Generate regions", variant="primary", elem_id="r-generate")
                         r_stop = gr.Button("Cancel", elem_id="r-cancel")
                 with gr.Column():
+                    r_preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="r-preview")
                     r_image = gr.Image(label="result", type="filepath", elem_id="r-result")
                     r_download = gr.File(label="download", elem_id="r-download")
         gallery = gr.Gallery(label="this session", columns=6, height=220, elem_id="gallery")
 
         preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(), gr.update()), preset, [height, width])
         fields = [prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular, batch]
-        run = go.click(panorama, [model, *fields], [image, download, gallery], concurrency_limit=1)
+        run = go.click(panorama, [model, *fields], [preview, image, download, gallery], concurrency_limit=1)
         stop.click(session.cancel, None, None, queue=False)
         r_inputs = [model, paint, background, r_steps, r_guidance, r_seed, *colour_prompts]
-        r_run = r_go.click(regions, r_inputs, [r_image, r_download, gallery], concurrency_limit=1)
+        r_run = r_go.click(regions, r_inputs, [r_preview, r_image, r_download, gallery], concurrency_limit=1)
         r_stop.click(session.cancel, None, None, queue=False)
         drop.upload(fill_from_png, drop, fields[:10])
         del run, r_run
     return app
+
+
+def _streamed(session: UiSession, model: str, job: Any) -> Any:
+    """Run ``job(preview)`` (a :meth:`UiSession.run` call) in a thread and yield the page's updates: a live preview
+    each time the run reports one, then (preview, result, download, gallery). Errors become one message."""
+    import queue
+    import threading
+
+    import gradio as gr
+
+    updates: queue.Queue[Any] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["path"] = job(lambda latents: updates.put(session.preview_image(model, latents)))
+        except BaseException as exc:  # shown in the page by the handler below
+            outcome["error"] = exc
+        finally:
+            updates.put(None)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (picture := updates.get()) is not None:
+        yield picture, gr.update(), gr.update(), gr.update()
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, (Cancelled, InvalidInputError, ValueError, RuntimeError)):
+            raise _error(error) from None
+        raise error
+    yield gr.update(), outcome["path"], outcome["path"], session.images
 
 
 def _blank(height: int, width: int) -> np.ndarray:

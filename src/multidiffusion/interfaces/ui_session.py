@@ -17,6 +17,7 @@ from ..core.errors import InvalidInputError
 
 TOY = "toy"
 MAX_SESSION_IMAGES = 64  # the gallery keeps the newest ones
+PREVIEW_EVERY = 2  # steps between live previews
 PAINT_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("red", (230, 40, 40)),
     ("green", (40, 180, 60)),
@@ -76,6 +77,7 @@ class UiSession:
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="multidiffusion-ui-")))
     images: list[str] = field(default_factory=list)
     _pipes: dict[str, Any] = field(default_factory=dict)
+    _previews: dict[str, Any] = field(default_factory=dict)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,16 +92,42 @@ class UiSession:
             raise InvalidInputError(f"unknown model {model!r}; choose one of the list")
         if model not in self._pipes:
             self._pipes.clear()
+            self._previews.clear()
             self._pipes[model] = MultiDiffusionPipeline.from_pretrained(model, device=self.device)
         return self._pipes[model]
+
+    def preview_image(self, model: str, latents: Any) -> Any:
+        """A PIL picture of ``latents`` (N, C, h, w) of ``model``'s canvas: its latent-to-RGB map
+        (:mod:`~multidiffusion.adapters.preview`, fitted on first use), one pixel per latent cell, enlarged to
+        about 768 px wide."""
+        from PIL import Image
+
+        from ..adapters.preview import fit_preview
+
+        pipe = self.pipeline(model)
+        if model not in self._previews:
+            self._previews[model] = fit_preview(pipe.model.codec, pipe.model.device)
+        rgb = self._previews[model](latents[:1])[0]  # (3, h, w) in [0, 1]
+        pixels = (rgb.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        image = Image.fromarray(pixels)
+        factor = max(1, 768 // max(1, image.width))
+        return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
     def cancel(self) -> None:
         """Ask the run in progress to stop at its next step."""
         self._cancel.set()
 
-    def run(self, call: Callable[..., Any], progress: Callable[[int, int], None] | None = None, **kwargs: Any) -> str:
+    def run(
+        self,
+        call: Callable[..., Any],
+        progress: Callable[[int, int], None] | None = None,
+        preview: Callable[[Any], None] | None = None,
+        **kwargs: Any,
+    ) -> str:
         """Run ``call(**kwargs, callback_on_step_end=…)`` (a pipeline method), one at a time; write its image as a
-        PNG with its recipe and return the file's path. Raises :class:`Cancelled` when cancelled (nothing written)."""
+        PNG with its recipe and return the file's path. ``progress(step, steps)`` after every step; ``preview(x)``
+        every :data:`PREVIEW_EVERY` steps with the step's x̂₀ (or its latents where the scheduler reports no x̂₀).
+        Raises :class:`Cancelled` when cancelled (nothing written)."""
         from ..pipeline.settings import METADATA_KEY
         from .png import save_png
 
@@ -111,6 +139,8 @@ class UiSession:
             def on_step(state: Any) -> bool:
                 if progress is not None:
                     progress(state.step_index + 1, state.num_steps)
+                if preview is not None and (state.step_index + 1) % PREVIEW_EVERY == 0:
+                    preview(state.denoised if state.denoised is not None else state.latents)
                 return self._cancel.is_set()
 
             result = call(**kwargs, callback_on_step_end=on_step, progress=False)
