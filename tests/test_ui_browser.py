@@ -94,6 +94,13 @@ def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_p
         link.click()
     png = tmp_path / "downloaded.png"
     info.value.save_as(png)
+    shown = page.locator("#result img").get_attribute("src")
+    page.click("#views")  # the result with its views outlined replaces it
+    page.wait_for_function(
+        "(before) => { const img = document.querySelector('#result img'); return img && img.src !== before; }",
+        arg=shown,
+        timeout=30_000,
+    )
     from cli_helpers import recipe
 
     assert recipe(png)["prompt"] == ["a red ball"] and recipe(png)["seed"] == 7
@@ -145,6 +152,8 @@ def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
     _fill(page, "background", "green grass")
     _fill(page, "r-steps", 20)
     _fill(page, "r-seed", 0)
+    page.click("#r-segmentation")
+    page.wait_for_selector("#r-seg img", timeout=30_000)
     page.click("#r-generate")
     page.locator("#r-download a").first.wait_for(timeout=120_000)
     _url, session, seen = server

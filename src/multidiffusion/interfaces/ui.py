@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidInputError
-from .ui_session import PAINT_COLOURS, TOY, Cancelled, UiSession, painted_masks
+from .ui_session import PAINT_COLOURS, TOY, Cancelled, UiSession, outline_views, painted_masks
 
 SIZE_PRESETS = {"2:1 (512 × 1024)": (512, 1024), "4:1 (512 × 2048)": (512, 2048), "360° (512 × 4096)": (512, 4096)}
 MAX_UPLOAD = "20mb"
@@ -104,6 +104,34 @@ def build_app(session: UiSession) -> Any:
 
         yield from _streamed(session, model, job)
 
+    def show_views(path):  # the result with its views outlined
+        if not path:
+            raise _error(InvalidInputError("make an image first"))
+        try:
+            return outline_views(path)
+        except InvalidInputError as exc:
+            raise _error(exc) from None
+
+    def segmentation(paint, background, *prompts):  # what each pixel will follow: the painted regions' legend
+        from ..core.regions import Region
+        from ..pipeline.layout import Background
+        from .segmentation import segmentation_image
+
+        try:
+            masks = painted_masks(_painting(paint))
+            regs = [
+                Region(prompts[i] or name, mask=masks[name].astype(np.float32), name=name)
+                for i, (name, _) in enumerate(PAINT_COLOURS)
+                if name in masks
+            ]
+            if not regs:
+                raise InvalidInputError("paint at least one region first")
+            height, width = next(iter(masks.values())).shape
+            image, _ = segmentation_image(regs, Background(background) if background else None, height, width)
+        except InvalidInputError as exc:
+            raise _error(exc) from None
+        return image
+
     def fill_from_png(file):  # a PNG made here: its recipe fills the panorama form
         from ..pipeline.reproduce import read_recipe
 
@@ -153,6 +181,7 @@ def build_app(session: UiSession) -> Any:
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Cancel", elem_id="cancel")
+                        views = gr.Button("Outline the views", elem_id="views")
                     drop = gr.File(label="drop a PNG made here to fill the form", file_types=[".png"], elem_id="drop")
                 with gr.Column():
                     preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="preview")
@@ -182,8 +211,10 @@ def build_app(session: UiSession) -> Any:
                     with gr.Row():
                         r_go = gr.Button("Generate regions", variant="primary", elem_id="r-generate")
                         r_stop = gr.Button("Cancel", elem_id="r-cancel")
+                        r_seg = gr.Button("Preview the segmentation", elem_id="r-segmentation")
                 with gr.Column():
                     r_preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="r-preview")
+                    r_segmentation = gr.Image(label="segmentation (who paints each pixel)", elem_id="r-seg")
                     r_image = gr.Image(label="result", type="filepath", elem_id="r-result")
                     r_download = gr.File(label="download", elem_id="r-download")
         gallery = gr.Gallery(label="this session", columns=6, height=220, elem_id="gallery")
@@ -196,6 +227,8 @@ def build_app(session: UiSession) -> Any:
         r_run = r_go.click(regions, r_inputs, [r_preview, r_image, r_download, gallery], concurrency_limit=1)
         r_stop.click(session.cancel, None, None, queue=False)
         drop.upload(fill_from_png, drop, fields[:10])
+        views.click(show_views, download, image)
+        r_seg.click(segmentation, [paint, background, *colour_prompts], r_segmentation)
         del run, r_run
     return app
 

@@ -153,3 +153,30 @@ class UiSession:
             return str(path)
         finally:
             self._lock.release()
+
+
+def outline_views(path: str, outline: tuple[int, int, int] = (255, 255, 255)) -> Any:
+    """The image at ``path`` (a PNG made here) with the views of its run outlined, from its recipe: window, stride
+    and wrap in pixels (views that wrap around a 360° canvas are drawn in two parts). A PIL image."""
+    from PIL import Image, ImageDraw
+
+    from ..core import layout_views
+    from ..pipeline.reproduce import read_recipe
+
+    recipe = read_recipe(path)
+    image = Image.open(path).convert("RGB")
+    window, stride = recipe.get("window"), recipe.get("stride")
+    if not window or not stride:
+        raise InvalidInputError("this image's recipe has no fixed window and stride to outline")
+    height, width = image.height, image.width
+    wrap_x = bool(recipe.get("circular")) or "x" in str(recipe.get("tile") or "")
+    cell = int(np.gcd.reduce([int(window), int(stride), height, width]))
+    views = layout_views(height // cell, width // cell, int(window) // cell, int(stride) // cell, circular=wrap_x)
+    draw = ImageDraw.Draw(image)
+    for view in views:
+        top, left = view.top * cell, view.left * cell
+        bottom, right = top + view.height * cell - 1, left + view.width * cell - 1
+        for x0, x1 in ((left, min(right, width - 1)), (0, right - width)) if right >= width else ((left, right),):
+            if x1 >= x0:
+                draw.rectangle((x0, top, x1, bottom), outline=outline)
+    return image
