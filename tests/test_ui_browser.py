@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
         return masks
 
     ui.painted_masks = recording
+    split = ui._picture_and_mask
+
+    def recording_mask(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        picture, mask = split(value)
+        if mask is not None:
+            seen.append({"inpaint": mask > 0})
+        return picture, mask
+
+    ui._picture_and_mask = recording_mask
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -51,6 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
     finally:
         app.close()
         ui.painted_masks = original
+        ui._picture_and_mask = split
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +194,68 @@ def test_live_preview_then_cancel_stops_the_run_and_writes_nothing(page, server)
     page.click("#cancel")
     page.wait_for_selector("text=cancelled", timeout=60_000)
     assert session.images == before and set(Path(session.out_dir).iterdir()) == files
+
+
+def _upload_picture(page: Any, path: Path) -> None:
+    page.get_by_role("tab", name="Image").click()
+    page.locator("#i-image input[type=file]").set_input_files(str(path))
+    page.locator("#i-image canvas").first.wait_for()
+    time.sleep(1)  # the editor draws the picture
+
+
+@pytest.fixture()
+def picture(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    path = tmp_path / "photo.png"
+    Image.fromarray(small).resize((128, 64), Image.BICUBIC).save(path)
+    return path
+
+
+def test_outpaint_from_the_image_tab_keeps_the_picture_and_adds_the_margins(page, server, picture):
+    from PIL import Image
+
+    _upload_picture(page, picture)
+    page.locator("#i-mode label", has_text="outpaint").click()
+    _fill(page, "i-prompt", "green grass")
+    _fill(page, "i-left", 32)
+    _fill(page, "i-right", 32)
+    _fill(page, "i-steps", 6)
+    _fill(page, "i-seed", 1)
+    page.click("#i-generate")
+    page.locator("#i-download a").first.wait_for(timeout=120_000)
+    session = server[1]
+    out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
+    assert out.shape == (64, 192, 3)
+    # the picture is kept exactly beyond the feathering (4 px): compare its interior, 8 px in from each side
+    assert np.abs(out[8:-8, 40:152] - original[8:-8, 8:120]).max() <= 1
+
+
+def test_inpaint_redraws_only_what_was_painted(page, server, picture):
+    """A stroke across the picture's middle is redrawn; everything more than the feathering (4 px) plus the brush's
+    soft edge away from the painted mask stays as it was."""
+    from PIL import Image
+
+    _upload_picture(page, picture)
+    page.locator("#i-mode label", has_text="inpaint").click()
+    canvas = page.locator("#i-image canvas").first
+    _stroke(page, canvas, range(480, 540, 20), 0.40, 0.60)
+    _fill(page, "i-prompt", "a blue box")
+    _fill(page, "i-steps", 6)
+    _fill(page, "i-seed", 2)
+    page.click("#i-generate")
+    page.locator("#i-download a").first.wait_for(timeout=120_000)
+    session = server[1]
+    out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.int16)
+    original = np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
+    import torch
+
+    mask = server[2][-1]["inpaint"]
+    assert out.shape == original.shape and 0 < mask.mean() < 0.5
+    near = torch.nn.functional.max_pool2d(torch.tensor(mask, dtype=torch.float32)[None, None], 17, 1, 8)[0, 0] > 0
+    changed = np.abs(out - original).max(axis=2) > 1
+    assert not changed[~near.numpy()].any()  # kept exactly more than 8 px (twice the feathering) from the mask
+    assert changed[mask].mean() > 0.5  # most of the painted part was redrawn

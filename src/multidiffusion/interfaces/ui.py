@@ -104,6 +104,32 @@ def build_app(session: UiSession) -> Any:
 
         yield from _streamed(session, model, job)
 
+    def image_run(model, mode, edited, prompt, steps, seed, scale, strength, left, right, top, bottom,
+                  progress=gr.Progress()):  # noqa: B008  # fmt: skip
+        try:
+            picture, mask = _picture_and_mask(edited)
+            common = dict(num_inference_steps=int(steps), generator=_seed(seed))
+            if mode == "upscale":
+                call, kwargs = "upscale", dict(image=picture, scale=float(scale), prompt=prompt or "",
+                                                strength=float(strength))  # fmt: skip
+            elif mode == "outpaint":
+                margins = dict(left=int(left), right=int(right), top=int(top), bottom=int(bottom))
+                call, kwargs = "outpaint", dict(image=picture, prompt=prompt or "", **margins)
+            else:
+                if mask is None:
+                    raise InvalidInputError("paint the part to redraw on the picture (any brush colour)")
+                call, kwargs = "inpaint", dict(image=picture, mask=mask, prompt=prompt or "", strength=float(strength))
+        except (InvalidInputError, ValueError) as exc:
+            raise _error(exc) from None
+
+        def job(preview):
+            pipe = session.pipeline(model)
+            return session.run(
+                getattr(pipe, call), lambda i, n: progress((i, n), desc="denoising"), preview, **kwargs, **common
+            )
+
+        yield from _streamed(session, model, job)
+
     def show_views(path):  # the result with its views outlined
         if not path:
             raise _error(InvalidInputError("make an image first"))
@@ -217,6 +243,34 @@ def build_app(session: UiSession) -> Any:
                     r_segmentation = gr.Image(label="segmentation (who paints each pixel)", elem_id="r-seg")
                     r_image = gr.Image(label="result", type="filepath", elem_id="r-result")
                     r_download = gr.File(label="download", elem_id="r-download")
+        with gr.Tab("Image", elem_id="tab-image"):
+            with gr.Row():
+                with gr.Column():
+                    mode = gr.Radio(["upscale", "outpaint", "inpaint"], value="upscale", label="mode", elem_id="i-mode")
+                    edited = gr.ImageEditor(
+                        brush=gr.Brush(colors=["rgb(255, 255, 255)"], color_mode="fixed"),
+                        type="numpy",
+                        label="picture (inpaint: paint the part to redraw)",
+                        elem_id="i-image",
+                    )
+                    i_prompt = gr.Textbox(label="prompt", elem_id="i-prompt")
+                    with gr.Row():
+                        i_steps = gr.Number(30, label="steps", precision=0, elem_id="i-steps")
+                        i_seed = gr.Number(-1, label="seed", precision=0, elem_id="i-seed")
+                        i_scale = gr.Number(2, label="upscale factor", elem_id="i-scale")
+                        i_strength = gr.Slider(0, 1, value=0.5, label="strength", elem_id="i-strength")
+                    with gr.Row():
+                        margins = [
+                            gr.Number(0, label=f"outpaint {side} (px)", precision=0, elem_id=f"i-{side}")
+                            for side in ("left", "right", "top", "bottom")
+                        ]
+                    with gr.Row():
+                        i_go = gr.Button("Generate", variant="primary", elem_id="i-generate")
+                        i_stop = gr.Button("Cancel", elem_id="i-cancel")
+                with gr.Column():
+                    i_preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="i-preview")
+                    i_image = gr.Image(label="result", type="filepath", elem_id="i-result")
+                    i_download = gr.File(label="download", elem_id="i-download")
         gallery = gr.Gallery(label="this session", columns=6, height=220, elem_id="gallery")
 
         preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(), gr.update()), preset, [height, width])
@@ -226,6 +280,9 @@ def build_app(session: UiSession) -> Any:
         r_inputs = [model, paint, background, r_steps, r_guidance, r_seed, *colour_prompts]
         r_run = r_go.click(regions, r_inputs, [r_preview, r_image, r_download, gallery], concurrency_limit=1)
         r_stop.click(session.cancel, None, None, queue=False)
+        i_inputs = [model, mode, edited, i_prompt, i_steps, i_seed, i_scale, i_strength, *margins]
+        i_go.click(image_run, i_inputs, [i_preview, i_image, i_download, gallery], concurrency_limit=1)
+        i_stop.click(session.cancel, None, None, queue=False)
         drop.upload(fill_from_png, drop, fields[:10])
         views.click(show_views, download, image)
         r_seg.click(segmentation, [paint, background, *colour_prompts], r_segmentation)
@@ -261,6 +318,24 @@ def _streamed(session: UiSession, model: str, job: Any) -> Any:
             raise _error(error) from None
         raise error
     yield gr.update(), outcome["path"], outcome["path"], session.images
+
+
+def _picture_and_mask(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """(picture (H, W, 3) uint8, mask (H, W) uint8 white where painted, or None) from the Image tab's editor."""
+    if not isinstance(value, dict) or value.get("background") is None:
+        raise InvalidInputError("upload a picture first")
+    background = np.asarray(value["background"])
+    picture = background[..., :3].astype(np.uint8) if background.ndim == 3 else np.repeat(background[..., None], 3, 2)
+    mask = None
+    layers = value.get("layers") or []
+    if layers:
+        painted = np.zeros(picture.shape[:2], dtype=bool)
+        for layer in layers:
+            layer = np.asarray(layer)
+            painted |= layer[..., 3] > 0 if layer.shape[2] == 4 else layer.any(axis=2)
+        if painted.any():
+            mask = np.where(painted, 255, 0).astype(np.uint8)
+    return np.ascontiguousarray(picture), mask
 
 
 def _blank(height: int, width: int) -> np.ndarray:
