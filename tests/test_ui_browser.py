@@ -259,3 +259,42 @@ def test_inpaint_redraws_only_what_was_painted(page, server, picture):
     changed = np.abs(out - original).max(axis=2) > 1
     assert not changed[~near.numpy()].any()  # kept exactly more than 8 px (twice the feathering) from the mask
     assert changed[mask].mean() > 0.5  # most of the painted part was redrawn
+
+
+def test_an_imported_layout_is_painted_and_exports_again(page, server, tmp_path):
+    """A layout JSON with two unnamed boxes (the CLI's format) fills the canvas in the first two brush colours and
+    their prompts; the run sees exactly those boxes as masks, and the exported zip holds the same layout."""
+    import json
+    import zipfile
+
+    boxes = {"red": [16, 8, 112, 120], "green": [280, 40, 440, 200]}
+    layout = {
+        "width": 512,
+        "height": 256,
+        "background": "green grass",
+        "regions": [{"prompt": f"a {c} thing", "box": box} for c, box in boxes.items()],
+    }
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(layout))
+    page.get_by_role("tab", name="Regions").click()
+    page.locator("#r-import input[type=file]").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#prompt-red textarea').value === 'a red thing'", timeout=30_000)
+    _fill(page, "r-steps", 4)
+    page.click("#r-generate")
+    page.locator("#r-download a").first.wait_for(timeout=120_000)
+    masks = server[2][-1]
+    assert set(masks) == {"red", "green"}
+    for name, (x0, y0, x1, y1) in boxes.items():
+        wanted = np.zeros((256, 512), dtype=bool)
+        wanted[y0:y1, x0:x1] = True
+        assert (masks[name] == wanted).all(), name
+    page.click("#r-export-button")
+    link = page.locator("#r-export a").first
+    link.wait_for(timeout=30_000)
+    with page.expect_download() as info:
+        link.click()
+    archive = tmp_path / "exported.zip"
+    info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        exported = json.loads(z.read("layout.json"))
+    assert [r["prompt"] for r in exported["regions"]] == ["a red thing", "a green thing"]

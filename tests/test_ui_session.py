@@ -47,3 +47,45 @@ def test_views_are_outlined_where_the_recipe_put_them(tmp_path):
     for left in range(0, 256 - 32 + 1, 16):
         assert (pixels[:, left] == 255).all(), left
     assert not (pixels[20, 8] == 255).all()  # inside a view, off every edge: the image itself
+
+
+def test_a_painted_layout_exports_for_the_cli_and_imports_back(tmp_path):
+    """Painted masks → zip (layout.json + mask PNGs) → the CLI's layout reader, and back to the same paint."""
+    import json
+    import zipfile
+
+    from multidiffusion.interfaces.ui_session import layout_to_paint, layout_to_zip
+    from multidiffusion.pipeline.layout import load_layout
+
+    masks = {"red": np.zeros((32, 48), dtype=bool), "blue": np.zeros((32, 48), dtype=bool)}
+    masks["red"][4:20, 2:18] = True
+    masks["blue"][10:30, 30:46] = True
+    archive = layout_to_zip(masks, {"red": "a red ball", "blue": "a blue box"}, "green grass", tmp_path / "l.zip")
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "x")
+    layout = load_layout(tmp_path / "x" / "layout.json")
+    assert (layout.width, layout.height) == (48, 32) and [r.prompt for r in layout.regions] == [
+        "a red ball",
+        "a blue box",
+    ]
+    layer, prompts, background = layout_to_paint(str(archive))
+    again = painted_masks(layer)
+    assert set(again) == {"red", "blue"} and all((again[k] == masks[k]).all() for k in masks)
+    assert prompts == {"red": "a red ball", "blue": "a blue box"} and background == "green grass"
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"width": 40, "height": 20, "regions": [{"prompt": "x", "box": [0, 0, 10, 20]}],
+                                 "background": "y"}))  # fmt: skip
+    layer, prompts, _ = layout_to_paint(str(boxes))
+    assert painted_masks(layer)["red"].sum() == 10 * 20 and prompts == {"red": "x"}
+
+
+def test_a_zip_with_paths_is_refused(tmp_path):
+    import zipfile
+
+    from multidiffusion.interfaces.ui_session import layout_to_paint
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("../evil.json", "{}")
+    with pytest.raises(InvalidInputError, match="only flat file names"):
+        layout_to_paint(str(bad))

@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InvalidInputError
-from .ui_session import PAINT_COLOURS, TOY, Cancelled, UiSession, outline_views, painted_masks
+from .ui_session import (
+    PAINT_COLOURS,
+    TOY,
+    Cancelled,
+    UiSession,
+    layout_to_paint,
+    layout_to_zip,
+    outline_views,
+    painted_masks,
+)
 
 SIZE_PRESETS = {"2:1 (512 × 1024)": (512, 1024), "4:1 (512 × 2048)": (512, 2048), "360° (512 × 4096)": (512, 4096)}
 MAX_UPLOAD = "20mb"
@@ -158,6 +167,27 @@ def build_app(session: UiSession) -> Any:
             raise _error(exc) from None
         return image
 
+    def export_layout(paint, background, *prompts):
+        try:
+            masks = painted_masks(_painting(paint))
+            names = {name: prompts[i] for i, (name, _) in enumerate(PAINT_COLOURS)}
+            count = len(list(session.out_dir.glob("layout-*.zip")))
+            return str(layout_to_zip(masks, names, background, session.out_dir / f"layout-{count + 1:03d}.zip"))
+        except InvalidInputError as exc:
+            raise _error(exc) from None
+
+    def import_layout(file):
+        if file is None:
+            return [gr.update()] * (2 + len(PAINT_COLOURS))
+        try:
+            layer, named, background = layout_to_paint(file if isinstance(file, str) else file.name)
+        except InvalidInputError as exc:
+            raise _error(exc) from None
+        height, width = layer.shape[:2]
+        white = _blank(height, width)
+        editor = {"background": white, "layers": [layer], "composite": _over(white, layer)}
+        return [editor, background, *(named.get(name, "") for name, _ in PAINT_COLOURS)]
+
     def fill_from_png(file):  # a PNG made here: its recipe fills the panorama form
         from ..pipeline.reproduce import read_recipe
 
@@ -238,6 +268,14 @@ def build_app(session: UiSession) -> Any:
                         r_go = gr.Button("Generate regions", variant="primary", elem_id="r-generate")
                         r_stop = gr.Button("Cancel", elem_id="r-cancel")
                         r_seg = gr.Button("Preview the segmentation", elem_id="r-segmentation")
+                    with gr.Row():
+                        r_import = gr.File(
+                            label="import a layout (layout.json, or a zip with its masks)",
+                            file_types=[".json", ".zip"],
+                            elem_id="r-import",
+                        )
+                        r_export_button = gr.Button("Export the layout", elem_id="r-export-button")
+                        r_export = gr.File(label="layout (zip: layout.json and masks)", elem_id="r-export")
                 with gr.Column():
                     r_preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="r-preview")
                     r_segmentation = gr.Image(label="segmentation (who paints each pixel)", elem_id="r-seg")
@@ -286,6 +324,8 @@ def build_app(session: UiSession) -> Any:
         drop.upload(fill_from_png, drop, fields[:10])
         views.click(show_views, download, image)
         r_seg.click(segmentation, [paint, background, *colour_prompts], r_segmentation)
+        r_export_button.click(export_layout, [paint, background, *colour_prompts], r_export)
+        r_import.upload(import_layout, r_import, [paint, background, *colour_prompts])
         del run, r_run
     return app
 
@@ -336,6 +376,14 @@ def _picture_and_mask(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
         if painted.any():
             mask = np.where(painted, 255, 0).astype(np.uint8)
     return np.ascontiguousarray(picture), mask
+
+
+def _over(base: np.ndarray, layer: np.ndarray) -> np.ndarray:
+    """An RGBA ``layer`` over an RGB ``base`` (painted pixels replace the base)."""
+    out = base.copy()
+    painted = layer[..., 3] > 0
+    out[painted] = layer[painted][:, :3]
+    return out
 
 
 def _blank(height: int, width: int) -> np.ndarray:

@@ -180,3 +180,76 @@ def outline_views(path: str, outline: tuple[int, int, int] = (255, 255, 255)) ->
             if x1 >= x0:
                 draw.rectangle((x0, top, x1, bottom), outline=outline)
     return image
+
+
+def layout_to_zip(masks: dict[str, np.ndarray], prompts: dict[str, str], background: str, path: Path) -> Path:
+    """Painted regions as a layout the CLI reads (``multidiffusion regions --layout layout.json``): a zip of
+    ``layout.json`` and one mask PNG per colour, beside it."""
+    import io
+    import json
+    import zipfile
+
+    from PIL import Image
+
+    if not masks:
+        raise InvalidInputError("paint at least one region first")
+    height, width = next(iter(masks.values())).shape
+    regions = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, mask in masks.items():
+            buffer = io.BytesIO()
+            Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG")
+            archive.writestr(f"mask-{name}.png", buffer.getvalue())
+            regions.append({"name": name, "prompt": prompts.get(name) or name, "mask": f"mask-{name}.png"})
+        layout: dict[str, Any] = {"width": int(width), "height": int(height), "regions": regions}
+        if background:
+            layout["background"] = background
+        archive.writestr("layout.json", json.dumps(layout, indent=1))
+    return path
+
+
+def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
+    """A layout the CLI reads (``layout.json``, or a zip of it with its masks) as (RGBA paint layer, prompt per brush
+    colour, background prompt): a region named after a brush colour (as exported) is painted in it, the others in
+    the colours left, in order (at most as many regions as colours)."""
+    import tempfile
+    import zipfile
+
+    from ..pipeline.layout import load_layout
+
+    file = Path(path)
+    with tempfile.TemporaryDirectory() as folder:
+        if zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as archive:
+                for member in archive.namelist():  # flat names only: nothing is written outside the folder
+                    if "/" in member or "\\" in member or member.startswith("."):
+                        raise InvalidInputError(f"the layout zip holds {member!r}; only flat file names are read")
+                archive.extractall(folder)
+            file = Path(folder) / "layout.json"
+            if not file.is_file():
+                raise InvalidInputError("the layout zip holds no layout.json")
+        layout = load_layout(file)
+    if len(layout.regions) > len(PAINT_COLOURS):
+        raise InvalidInputError(
+            f"the layout has {len(layout.regions)} regions; the page paints at most {len(PAINT_COLOURS)}"
+        )
+    from ..core.regions import mask_tensor
+
+    layer = np.zeros((layout.height, layout.width, 4), dtype=np.uint8)
+    prompts = {}
+    palette = dict(PAINT_COLOURS)
+    named = [r.name for r in layout.regions if r.name in palette]  # an exported layout names its colours
+    free = [name for name, _ in PAINT_COLOURS if name not in named]
+    for region in layout.regions:
+        name = region.name if region.name in palette and region.name not in prompts else free.pop(0)
+        colour = palette[name]
+        if region.box is not None:
+            x0, y0, x1, y1 = region.box
+            painted = np.zeros((layout.height, layout.width), dtype=bool)
+            painted[y0:y1, x0:x1] = True
+        else:
+            painted = mask_tensor(region.mask).numpy() >= 0.5
+        layer[painted] = (*colour, 255)
+        prompts[name] = region.prompt
+    background = layout.background.prompt if layout.background is not None else ""
+    return layer, prompts, background
