@@ -115,6 +115,9 @@ def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_p
     from cli_helpers import recipe
 
     assert recipe(png)["prompt"] == ["a red ball"] and recipe(png)["seed"] == 7
+    _fill(page, "seed", -1)
+    page.click("#reuse-seed")  # the last image's seed back in the form
+    page.wait_for_function("document.querySelector('#seed input').value === '7'", timeout=30_000)
     page.reload()
     page.wait_for_selector("#generate")
     page.locator("#drop input[type=file]").set_input_files(str(png))

@@ -139,6 +139,13 @@ def build_app(session: UiSession) -> Any:
 
         yield from _streamed(session, model, job)
 
+    def last_seed():  # the seed the last image recorded (a random one included), for the next run
+        from ..pipeline.reproduce import read_recipe
+
+        if not session.images:
+            raise _error(InvalidInputError("no image yet: make one first"))
+        return read_recipe(session.images[-1]).get("seed")
+
     def show_views(path):  # the result with its views outlined
         if not path:
             raise _error(InvalidInputError("make an image first"))
@@ -238,6 +245,7 @@ def build_app(session: UiSession) -> Any:
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Cancel", elem_id="cancel")
                         views = gr.Button("Outline the views", elem_id="views")
+                        reuse = gr.Button("Reuse the last seed", elem_id="reuse-seed")
                     drop = gr.File(label="drop a PNG made here to fill the form", file_types=[".png"], elem_id="drop")
                 with gr.Column():
                     preview = gr.Image(label="live preview (x̂₀, every 2 steps)", elem_id="preview")
@@ -323,6 +331,7 @@ def build_app(session: UiSession) -> Any:
         i_stop.click(session.cancel, None, None, queue=False)
         drop.upload(fill_from_png, drop, fields[:10])
         views.click(show_views, download, image)
+        reuse.click(last_seed, None, seed)
         r_seg.click(segmentation, [paint, background, *colour_prompts], r_segmentation)
         r_export_button.click(export_layout, [paint, background, *colour_prompts], r_export)
         r_import.upload(import_layout, r_import, [paint, background, *colour_prompts])
