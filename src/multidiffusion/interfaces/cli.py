@@ -21,6 +21,7 @@ from ..core.views import TILE_NAMES
 from ..pipeline.settings import default
 from . import runs
 from .batch import add_batch, run_batch
+from .eval_suite import add_eval_suite, run_eval_suite
 from .evaluate import add_eval, run_eval
 from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from .options import (
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
     add_batch(sub)
     add_eval(sub)
+    add_eval_suite(sub)
     add_ui(sub)
     return parser
 
@@ -327,6 +329,7 @@ COMMANDS = {
     "eval-coherence": run_eval_coherence,
     "batch": run_batch,
     "eval": run_eval,
+    "eval-suite": run_eval_suite,
     "ui": run_ui,
 }
 

@@ -58,17 +58,22 @@ def add_eval(sub: Any) -> argparse.ArgumentParser:
     )
     e.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
     e.add_argument("--reference", metavar="DIR", default=None, help="folder of reference (single-view) images")
-    e.add_argument("--crop", type=int, default=None, metavar="PX", help="crop side (default: each image's height)")
     e.add_argument("--prompt", default=None, help="prompt for the CLIP score (default: each PNG's recorded prompt)")
-    e.add_argument("--clip", default=DEFAULT_CLIP, metavar="MODEL", help="CLIP folder or cached repo id")
-    e.add_argument("--inception", default=None, metavar="PATH", help="torch-fidelity's FID Inception .pth")
-    e.add_argument(
-        "--features", default=None, metavar="PATH", help="TorchScript feature extractor (replaces Inception)"
-    )
-    e.add_argument("--k", type=int, default=5, help="nearest reference crops for the GIQA score (default 5)")
+    add_metric_options(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("-q", "--quiet", action="store_true", help="no warnings on stderr")
     return e
+
+
+def add_metric_options(p: argparse.ArgumentParser) -> None:
+    """--crop, --clip, --inception, --features and --k: how the metrics cut images and which weights they use."""
+    p.add_argument("--crop", type=int, default=None, metavar="PX", help="crop side (default: each image's height)")
+    p.add_argument("--clip", default=DEFAULT_CLIP, metavar="MODEL", help="CLIP folder or cached repo id")
+    p.add_argument("--inception", default=None, metavar="PATH", help="torch-fidelity's FID Inception .pth")
+    p.add_argument(
+        "--features", default=None, metavar="PATH", help="TorchScript feature extractor (replaces Inception)"
+    )
+    p.add_argument("--k", type=int, default=5, help="nearest reference crops for the GIQA score (default 5)")
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------
@@ -258,6 +263,24 @@ def _lpips(log: Callable[..., None]) -> Any:
         return None
 
 
+def metric_models(
+    args: argparse.Namespace, log: Callable[..., None], reference: bool, wants_clip: bool
+) -> tuple[ClipScorer | None, nn.Module | None, Any]:
+    """(CLIP scorer, feature extractor, LPIPS-VGG model) the options ask for, each None after one warning where its
+    weights are missing: features only with a reference set (``--features``, else the FID Inception), CLIP only
+    when some image has a prompt."""
+    if args.features is not None:
+        features = load_torchscript_features(args.features)
+    elif reference:
+        features = _try(lambda: load_inception(args.inception), log)
+    else:
+        features = None
+    clip = _try(lambda: load_clip(args.clip), log) if wants_clip else None
+    if not wants_clip:
+        log("warning: no prompt given (--prompt) or recorded in the images; the CLIP score is n/a")
+    return clip, features, _lpips(log)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """``multidiffusion eval``: check every input, load what weights are there, print the table or JSON."""
     from .runs import logger
@@ -268,16 +291,8 @@ def run_eval(args: argparse.Namespace) -> int:
     reference = reference_files(args.reference) if args.reference else None
     if args.crop is not None and args.crop < 1:
         raise InvalidInputError(f"--crop must be a positive number of pixels, got {args.crop}")
-    if args.features is not None:
-        features = load_torchscript_features(args.features)
-    elif reference:
-        features = _try(lambda: load_inception(args.inception), log)
-    else:
-        features = None
     wants_clip = args.prompt is not None or any(read_prompt(p) for p in args.images)
-    clip = _try(lambda: load_clip(args.clip), log) if wants_clip else None
-    if not wants_clip:
-        log("warning: no prompt given (--prompt) or recorded in the images; the CLIP score is n/a")
+    clip, features, vgg = metric_models(args, log, bool(reference), wants_clip)
     result = evaluate(
         args.images,
         reference,
@@ -285,7 +300,7 @@ def run_eval(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         clip=clip,
         features=features,
-        vgg_model=_lpips(log),
+        vgg_model=vgg,
         k=args.k,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
