@@ -12,7 +12,9 @@ Model spec strings: ``toy`` or ``toy:key=value,…`` with keys
 - ``sigma``: pixel standard deviation σ in [−1, 1] image units (default 0.3), > 0;
 - ``max_window``: largest view side in pixels the denoiser accepts (default 512, at most 2048);
 - ``prediction``: the parameterisation of the model output, ``epsilon`` (default), ``sample`` or
-  ``v_prediction``; it is written into the scheduler config, so every scheduler agrees with it.
+  ``v_prediction``; it is written into the scheduler config, so every scheduler agrees with it;
+- ``long`` and ``rho``: a second, longer length scale L in pixels mixed into each axis kernel with weight ρ in
+  [0, 1) (default none; the harder oracle of docs/quality.md), e.g. ``toy:ell=8,long=64,rho=0.3``.
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ class ToySpec:
     sigma: float = 0.3
     max_window: int = DEFAULT_MAX_WINDOW
     prediction: str = "epsilon"
+    long: float | None = None
+    rho: float = 0.0
 
 
-_KEYS: tuple[str, ...] = ("ell", "sigma", "max_window", "prediction")
+_KEYS: tuple[str, ...] = ("ell", "sigma", "max_window", "prediction", "long", "rho")
 
 
 def is_toy_source(source: str) -> bool:
@@ -112,6 +116,10 @@ def _parse_value(key: str, raw: str) -> Any:
                 f"toy max_window must be a whole number of pixels in 1…{MAX_WINDOW_LIMIT}, got {raw}"
             )
         return int(value)
+    if key == "rho":
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise InvalidInputError(f"toy model option rho must be in [0, 1), got {raw}")
+        return value
     if not (math.isfinite(value) and value > 0):
         raise InvalidInputError(f"toy model option {key} must be a finite number > 0, got {raw}")
     return value
@@ -258,7 +266,7 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
         dtype: The dtype of the initial noise; default float32 (the model itself has no weights).
     """
     spec = parse_spec(source)
-    field = GaussianField(spec.ell, spec.sigma)
+    field = GaussianField(spec.ell, spec.sigma, spec.long, spec.rho)
     config = {**SCHEDULER_CONFIG, "prediction_type": spec.prediction}
     denoiser = GaussianFieldDenoiser(field, config, spec.max_window)
     return LoadedModel(

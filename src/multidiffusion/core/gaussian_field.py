@@ -30,6 +30,12 @@ formed. Both (4) are evaluated directly (not ε̂ from x̂₀), which stays fini
 approximations left are floating point and the clamp of the per-axis eigenvalues at 0 (the SE kernel
 matrix is positive semi-definite; ``eigh`` may return tiny negative values).
 
+A long-range component (the harder oracle of docs/quality.md): each axis kernel may mix a second, longer length
+scale L with weight ρ, k(d) = (1 − ρ) exp(−d² / 2ℓ²) + ρ exp(−d² / 2L²). The field stays stationary and
+separable (Σ = σ² K_h ⊗ K_w with the mixed K), so every formula above holds unchanged and stays exact; only the
+per-axis eigen-decomposition differs. With ℓ near the window and L several windows, views must agree over distances
+no single view sees, which a field of short ℓ never asks of them.
+
 This module is plain PyTorch (no diffusers): the adapter :mod:`multidiffusion.adapters.toy` supplies ᾱ_t
 from a scheduler config and wraps it as a Denoiser.
 """
@@ -158,11 +164,15 @@ def prompt_mixtures(prompts: Sequence[str], device: torch.device | str = "cpu") 
     return torch.tensor(rows, dtype=torch.float32, device=device).reshape(-1, MAX_ALTERNATIVES, 3)
 
 
-def se_kernel(n: int, length_scale: float) -> Tensor:
-    """Squared-exponential correlation matrix of n pixels on a line: K[i, j] = exp(−(i − j)² / 2ℓ²); float64 (n, n)."""
+def se_kernel(n: int, length_scale: float, long_scale: float | None = None, long_weight: float = 0.0) -> Tensor:
+    """Correlation matrix of n pixels on a line: K[i, j] = exp(−(i − j)² / 2ℓ²), mixed with weight ρ = ``long_weight``
+    with exp(−(i − j)² / 2L²) for L = ``long_scale`` (the module docstring); float64 (n, n)."""
     i = torch.arange(n, dtype=torch.float64)
     d = i[:, None] - i[None, :]
-    return torch.exp(-(d * d) / (2.0 * length_scale * length_scale))
+    kernel = torch.exp(-(d * d) / (2.0 * length_scale * length_scale))
+    if long_scale is not None and long_weight > 0:
+        kernel = (1.0 - long_weight) * kernel + long_weight * torch.exp(-(d * d) / (2.0 * long_scale * long_scale))
+    return kernel
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,8 @@ class GaussianField:
     Attributes:
         length_scale: ℓ in pixels, > 0.
         sigma: Pixel standard deviation σ in image units, > 0.
+        long_scale: L in pixels, a second, longer length scale per axis (None: none).
+        long_weight: ρ in [0, 1), its weight in each axis kernel.
 
     Eigen-decompositions are cached per axis length (and device), so a window size costs one ``eigh`` per
     axis for the whole run.
@@ -187,12 +199,18 @@ class GaussianField:
 
     length_scale: float = 3.0
     sigma: float = 0.3
+    long_scale: float | None = None
+    long_weight: float = 0.0
     _cache: dict[tuple[int, str], AxisBasis] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in (("ell", self.length_scale), ("sigma", self.sigma)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InvalidInputError(f"the Gaussian field's {name} must be a finite number > 0, got {value!r}")
+        if self.long_scale is not None and not (math.isfinite(self.long_scale) and self.long_scale > 0):
+            raise InvalidInputError(f"the Gaussian field's long length scale must be > 0, got {self.long_scale!r}")
+        if not (math.isfinite(self.long_weight) and 0 <= self.long_weight < 1):
+            raise InvalidInputError(f"the Gaussian field's long weight must be in [0, 1), got {self.long_weight!r}")
 
     @property
     def variance(self) -> float:
@@ -200,15 +218,22 @@ class GaussianField:
         return self.sigma**2
 
     def correlation(self, distance: float) -> float:
-        """Correlation of two pixels ``distance`` px apart: exp(−d² / 2ℓ²)."""
-        return math.exp(-(distance**2) / (2.0 * self.length_scale**2))
+        """Correlation of two pixels ``distance`` px apart along one axis: exp(−d² / 2ℓ²), mixed with the long
+        component where there is one."""
+        short = math.exp(-(distance**2) / (2.0 * self.length_scale**2))
+        if self.long_scale is None or self.long_weight <= 0:
+            return short
+        return (1 - self.long_weight) * short + self.long_weight * math.exp(-(distance**2) / (2.0 * self.long_scale**2))
+
+    def _kernel(self, n: int) -> Tensor:
+        return se_kernel(n, self.length_scale, self.long_scale, self.long_weight)
 
     def axis_basis(self, n: int, device: torch.device | str = "cpu") -> AxisBasis:
         """Cached eigen-decomposition of K_n (float64) on ``device``."""
         key = (n, str(torch.device(device)))
         basis = self._cache.get(key)
         if basis is None:
-            values, vectors = torch.linalg.eigh(se_kernel(n, self.length_scale))
+            values, vectors = torch.linalg.eigh(self._kernel(n))
             basis = AxisBasis(vectors.to(device), values.clamp(min=0.0).to(device))
             self._cache[key] = basis
         return basis
@@ -220,7 +245,7 @@ class GaussianField:
 
     def covariance(self, h: int, w: int) -> Tensor:
         """Dense Σ = σ² (K_h ⊗ K_w) over row-major pixels: float64 (h·w, h·w). For tests; O((hw)²) memory."""
-        return self.variance * torch.kron(se_kernel(h, self.length_scale), se_kernel(w, self.length_scale))
+        return self.variance * torch.kron(self._kernel(h), self._kernel(w))
 
     def posterior(self, x_t: Tensor, mean: Tensor, alpha: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor]:
         """Exact E[x₀ | x_t] and E[ε | x_t] for x_t = α x₀ + s ε (Eq. 2–4 of the module docstring).
@@ -566,20 +591,21 @@ def conditional(
     return Conditional(out.reshape(x.shape), variance.reshape(h, w), cov, unknown)
 
 
-def neighbour_correlation(images: Tensor, mean: Tensor | float = 0.0) -> Tensor:
-    """Lag-1 horizontal correlation per column pair, pooled over images, channels and rows.
+def neighbour_correlation(images: Tensor, mean: Tensor | float = 0.0, lag: int = 1) -> Tensor:
+    """Horizontal correlation at ``lag`` columns per column pair, pooled over images, channels and rows.
 
-    With the known mean μ removed, r_c = Σ x_c x_{c+1} / sqrt(Σ x_c² · Σ x_{c+1}²) for columns c, c+1.
+    With the known mean μ removed, r_c = Σ x_c x_{c+lag} / sqrt(Σ x_c² · Σ x_{c+lag}²) for columns c, c + lag.
 
     Args:
         images: (N, C, H, W).
         mean: μ, a float or (N, C).
+        lag: Columns between the pair (1: neighbours), 1 ≤ lag < W.
 
     Returns:
-        float64 tensor (W − 1,): r_c for c = 0 … W − 2.
+        float64 tensor (W − lag,): r_c for c = 0 … W − 1 − lag.
     """
     x = _centred(images, mean)
-    left, right = x[..., :-1], x[..., 1:]
+    left, right = x[..., :-lag], x[..., lag:]
     return (left * right).sum((0, 1, 2)) / ((left * left).sum((0, 1, 2)) * (right * right).sum((0, 1, 2))).sqrt()
 
 

@@ -53,10 +53,10 @@ def build_app(session: UiSession) -> Any:
     import gradio as gr
 
     from ..adapters import SCHEDULER_NAMES
-    from ..core import WEIGHT_KINDS
+    from ..core import LAYOUT_NAMES, WEIGHT_KINDS
 
     def panorama(model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular,
-                 batch, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
+                 batch, layout, sync_weight, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
         def job(preview):
             pipe = session.pipeline(model)
             return session.run(
@@ -71,15 +71,18 @@ def build_app(session: UiSession) -> Any:
                 scheduler=scheduler or None,
                 guidance_scale=_guidance(guidance),
                 generator=_seed(seed),
-                weights=weights,
+                **({"layout": layout} if layout else {"weights": weights}),
                 sync=bool(sync),
+                **({"sync_weight": float(sync_weight)} if sync else {}),
                 circular=bool(circular),
                 view_batch_size=int(batch) if batch else None,
             )
 
         yield from _streamed(session, model, job)
 
-    def regions(model, paint, background, steps, guidance, seed, *prompts, progress=gr.Progress()):  # noqa: B008  # fmt: skip
+    def regions(model, paint, background, steps, guidance, seed, *per_colour, progress=gr.Progress()):  # noqa: B008  # fmt: skip
+        n = len(PAINT_COLOURS)
+        prompts, negatives, scales = per_colour[:n], per_colour[n : 2 * n], per_colour[2 * n :]
         from ..core.regions import Region
 
         try:
@@ -93,7 +96,17 @@ def build_app(session: UiSession) -> Any:
             g = pipe.model.granularity_px
             if height % g or width % g:
                 raise InvalidInputError(f"the canvas must be a multiple of {g} px each way, got {width}×{height}")
-            regs = [Region(text, mask=masks[name].astype(np.float32), name=name) for name, text in chosen]
+            index = {name: i for i, (name, _) in enumerate(PAINT_COLOURS)}
+            regs = [
+                Region(
+                    text,
+                    mask=masks[name].astype(np.float32),
+                    name=name,
+                    negative_prompt=negatives[index[name]] or None,
+                    guidance_scale=_guidance(scales[index[name]]),
+                )
+                for name, text in chosen
+            ]
         except (InvalidInputError, ValueError, RuntimeError) as exc:
             raise _error(exc) from None
 
@@ -199,7 +212,7 @@ def build_app(session: UiSession) -> Any:
         from ..pipeline.reproduce import read_recipe
 
         if file is None:
-            return [gr.update()] * 10
+            return [gr.update()] * 14
         try:
             r = read_recipe(file if isinstance(file, str) else file.name)
         except InvalidInputError as exc:
@@ -217,6 +230,10 @@ def build_app(session: UiSession) -> Any:
             r.get("seed"),
             r.get("weights", "uniform"),
             bool(r.get("sync", False)),
+            bool(r.get("circular", False)),
+            gr.update(),  # the view batch changes rounding only
+            r.get("layout") or "",
+            r.get("sync_weight", 20),
         )
 
     with gr.Blocks(title="multidiffusion") as app:
@@ -241,6 +258,14 @@ def build_app(session: UiSession) -> Any:
                         sync = gr.Checkbox(label="SyncDiffusion", elem_id="sync")
                         circular = gr.Checkbox(label="360° (circular)", elem_id="circular")
                         batch = gr.Number(0, label="views per model call (0: automatic)", precision=0, elem_id="batch")
+                    with gr.Row():
+                        layout = gr.Dropdown(
+                            ["", *LAYOUT_NAMES],
+                            value="",
+                            label="cheaper layout (sets stride and weights)",
+                            elem_id="layout",
+                        )
+                        sync_weight = gr.Number(20, label="sync weight (the paper's 20)", elem_id="sync-weight")
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Cancel", elem_id="cancel")
@@ -267,6 +292,15 @@ def build_app(session: UiSession) -> Any:
                     colour_prompts = [
                         gr.Textbox(label=f"{name} region prompt", elem_id=f"prompt-{name}") for name, _ in PAINT_COLOURS
                     ]
+                    with gr.Accordion("negative prompt and guidance per colour", open=False):
+                        colour_negatives = [
+                            gr.Textbox(label=f"{name} negative prompt", elem_id=f"negative-{name}")
+                            for name, _ in PAINT_COLOURS
+                        ]
+                        colour_scales = [
+                            gr.Number(0, label=f"{name} guidance (0: the run's)", elem_id=f"guidance-{name}")
+                            for name, _ in PAINT_COLOURS
+                        ]
                     background = gr.Textbox(label="background prompt", elem_id="background")
                     with gr.Row():
                         r_steps = gr.Number(30, label="steps", precision=0, elem_id="r-steps")
@@ -321,15 +355,17 @@ def build_app(session: UiSession) -> Any:
 
         preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(), gr.update()), preset, [height, width])
         fields = [prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular, batch]
+        fields += [layout, sync_weight]
         run = go.click(panorama, [model, *fields], [preview, image, download, gallery], concurrency_limit=1)
         stop.click(session.cancel, None, None, queue=False)
         r_inputs = [model, paint, background, r_steps, r_guidance, r_seed, *colour_prompts]
+        r_inputs += [*colour_negatives, *colour_scales]
         r_run = r_go.click(regions, r_inputs, [r_preview, r_image, r_download, gallery], concurrency_limit=1)
         r_stop.click(session.cancel, None, None, queue=False)
         i_inputs = [model, mode, edited, i_prompt, i_steps, i_seed, i_scale, i_strength, *margins]
         i_go.click(image_run, i_inputs, [i_preview, i_image, i_download, gallery], concurrency_limit=1)
         i_stop.click(session.cancel, None, None, queue=False)
-        drop.upload(fill_from_png, drop, fields[:10])
+        drop.upload(fill_from_png, drop, fields)
         views.click(show_views, download, image)
         reuse.click(last_seed, None, seed)
         r_seg.click(segmentation, [paint, background, *colour_prompts], r_segmentation)
