@@ -60,3 +60,13 @@ def test_distributed_benchmark_smoke(tmp_path):
     rows = json.loads((tmp_path / "distributed_cpu.json").read_text())["rows"]
     assert [r["processes"] for r in rows] == [1, 2]
     assert rows[1]["allreduce_8MB_ms"] > 0 and all(r["s_per_step"] > 0 for r in rows)
+
+
+def test_quality_figures_smoke(tmp_path):
+    """Both oracles, two layouts, 8 samples: the table has every column and the harder field's prior correlation."""
+    run_script(str(ROOT / "scripts" / "quality_figures.py"), "--smoke", "--out-dir", str(tmp_path))
+    results = json.loads((tmp_path / "quality_figures.json").read_text())
+    assert len(results) == 2 and all(len(rows) == 2 for rows in results.values())
+    harder = next(rows for name, rows in results.items() if name.startswith("harder"))
+    assert all(row["prior_1w"] > 0.3 and 0 < row["variance"] <= 1.2 for row in harder.values())
+    assert "corr @ 1 window (prior)" in (tmp_path / "quality_figures.md").read_text()
