@@ -101,10 +101,19 @@ def main() -> None:
         rows = Path(tmp) / "rows.jsonl"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
         for world in (1, 2) if args.smoke else (1, 2, 3):
-            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={world}"]
-            command += [f"--master-port={_port()}", "--master-addr=127.0.0.1", __file__, "--worker"]
-            command += ["--model", str(model), "--rows", str(rows)] + (["--smoke"] if args.smoke else [])
-            subprocess.run(command, check=True, env=env, capture_output=True)
+            for attempt in (1, 2):  # a launch can lose its free port to another process: one retry, said aloud
+                command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={world}"]
+                command += [f"--master-port={_port()}", "--master-addr=127.0.0.1", __file__, "--worker"]
+                command += ["--model", str(model), "--rows", str(rows)] + (["--smoke"] if args.smoke else [])
+                proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+                if proc.returncode == 0:
+                    break
+                print(
+                    f"torchrun with {world} processes failed (attempt {attempt}):\n{proc.stderr[-4000:]}",
+                    file=sys.stderr,
+                )
+            else:
+                raise SystemExit(f"torchrun with {world} processes failed twice")
         table = [json.loads(line) for line in rows.read_text().splitlines()]
     base = table[0]["s_per_step"]
     lines = [
