@@ -88,23 +88,32 @@ def _fill(page: Any, elem_id: str, value: Any) -> None:
     field.press("Tab")
 
 
+def _download(page: Any, component: str, path: Path) -> Path:
+    """Wait for ``component``'s (a gr.File) link, download it to ``path``; returns ``path``."""
+    link = page.locator(f"{component} a").first
+    link.wait_for(timeout=120_000)
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(path)
+    return path
+
+
 def _value(page: Any, elem_id: str) -> str:
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first.input_value()
 
 
 def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_path):
+    page.locator("#preset label", has_text="360°").click()  # a preset sets the size, and 360° the wrap
+    page.wait_for_function("document.querySelector('#width input').value === '4096'", timeout=30_000)
+    assert page.locator("#circular input").is_checked()
+    page.locator("#circular input").uncheck()
     _fill(page, "prompt", "a red ball")
     _fill(page, "height", 64)
     _fill(page, "width", 256)
     _fill(page, "steps", 4)
     _fill(page, "seed", 7)
     page.click("#generate")
-    link = page.locator("#download a").first
-    link.wait_for(timeout=60_000)
-    with page.expect_download() as info:
-        link.click()
-    png = tmp_path / "downloaded.png"
-    info.value.save_as(png)
+    png = _download(page, "#download", tmp_path / "downloaded.png")
     shown = page.locator("#result img").get_attribute("src")
     page.click("#views")  # the result with its views outlined replaces it
     page.wait_for_function(
@@ -292,12 +301,7 @@ def test_an_imported_layout_is_painted_and_exports_again(page, server, tmp_path)
         wanted[y0:y1, x0:x1] = True
         assert (masks[name] == wanted).all(), name
     page.click("#r-export-button")
-    link = page.locator("#r-export a").first
-    link.wait_for(timeout=30_000)
-    with page.expect_download() as info:
-        link.click()
-    archive = tmp_path / "exported.zip"
-    info.value.save_as(archive)
+    archive = _download(page, "#r-export", tmp_path / "exported.zip")
     with zipfile.ZipFile(archive) as z:
         exported = json.loads(z.read("layout.json"))
     assert [r["prompt"] for r in exported["regions"]] == ["a red thing", "a green thing"]

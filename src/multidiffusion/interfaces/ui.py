@@ -25,7 +25,11 @@ from .ui_session import (
     painted_masks,
 )
 
-SIZE_PRESETS = {"2:1 (512 × 1024)": (512, 1024), "4:1 (512 × 2048)": (512, 2048), "360° (512 × 4096)": (512, 4096)}
+SIZE_PRESETS = {  # (height, width, 360° wrap)
+    "2:1 (512 × 1024)": (512, 1024, False),
+    "4:1 (512 × 2048)": (512, 2048, False),
+    "360° (512 × 4096)": (512, 4096, True),
+}
 MAX_UPLOAD = "20mb"
 
 
@@ -353,7 +357,7 @@ def build_app(session: UiSession) -> Any:
                     i_download = gr.File(label="download", elem_id="i-download")
         gallery = gr.Gallery(label="this session", columns=6, height=220, elem_id="gallery")
 
-        preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(), gr.update()), preset, [height, width])
+        preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(),) * 3, preset, [height, width, circular])
         fields = [prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular, batch]
         fields += [layout, sync_weight]
         run = go.click(panorama, [model, *fields], [preview, image, download, gallery], concurrency_limit=1)
