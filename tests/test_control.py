@@ -390,3 +390,24 @@ def test_units_outside_their_steps_are_not_called(small, nets_small):
     for t in (900, 600, 300, 0):
         denoiser(x, torch.tensor(t), [text], views=view)
     assert len(calls) == 2
+
+
+def test_a_control_network_loads_once_for_consecutive_runs(small_pipe, nets_small, monkeypatch):
+    """The next run naming the same ControlNet reuses the loaded one (no second read of its folder); a run without
+    control frees it."""
+    from multidiffusion.pipeline import control as control_module
+
+    loads: list[str] = []
+    original = control_module.load_control_network
+    monkeypatch.setattr(
+        control_module,
+        "load_control_network",
+        lambda source, *a, **k: loads.append(source) or original(source, *a, **k),
+    )
+    custom = Customisation(control=(ControlSpec(str(nets_small), guide_image(128, 128)),))
+    kwargs = dict(height=128, width=128, num_inference_steps=1, progress=False, output_type="latent")
+    first = small_pipe(PROMPT, generator=torch.Generator().manual_seed(1), customise=custom, **kwargs).latents
+    again = small_pipe(PROMPT, generator=torch.Generator().manual_seed(1), customise=custom, **kwargs).latents
+    assert loads == [str(nets_small)] and torch.equal(first, again)
+    small_pipe(PROMPT, **kwargs)
+    assert control_module.NETWORKS_KEY not in small_pipe.model.extra

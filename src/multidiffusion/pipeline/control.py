@@ -121,8 +121,13 @@ def check_controls(specs: tuple[ControlSpec, ...], allow_pickle: bool, where: st
         control_kind(str(spec.model), allow_pickle)
 
 
+NETWORKS_KEY = "control_networks"  # model.extra: source → (network, kind) of the last run's control networks
+
+
 class ControlLoader:
-    """Loads each control network once per run (several specs or regions may share one)."""
+    """Loads each control network once: several specs or regions may share one, and the next run on the same model
+    reuses it (as a pipeline keeps what it loaded). :meth:`keep_only_used` drops those a run no longer names; a run
+    without control drops them all (:class:`~multidiffusion.pipeline.customise.Customised`)."""
 
     def __init__(self, model: LoadedModel, allow_pickle: bool) -> None:
         if model.control is None:
@@ -131,7 +136,13 @@ class ControlLoader:
             )
         self.model = model
         self.allow_pickle = allow_pickle
-        self.networks: dict[str, tuple[Any, str]] = {}
+        self.networks: dict[str, tuple[Any, str]] = model.extra.setdefault(NETWORKS_KEY, {})
+        self.used: set[str] = set()
+
+    def keep_only_used(self) -> None:
+        """Forget the networks this run did not use (one run's networks stay in memory, not every run's)."""
+        for key in set(self.networks) - self.used:
+            del self.networks[key]
 
     def unit(self, spec: ControlSpec, height: int, width: int, fallback: Any = None) -> ControlUnit:
         """The spec as a :class:`ControlUnit` on the canvas of height × width px (its guide prepared once)."""
@@ -143,6 +154,7 @@ class ControlLoader:
             )
             self.model.control.check(network, kind, label)
             self.networks[key] = (network, kind)
+        self.used.add(key)
         network, kind = self.networks[key]
         pixels = guide_tensor(spec, network, height, width, fallback).to(self.model.device)
         with torch.no_grad():

@@ -24,7 +24,7 @@ from ..core.errors import InvalidInputError
 from ..core.tags import BySet, Tagged, Untagged, adapters_of
 from ..core.types import Denoiser, ViewTask
 from .conditions import guided_condition
-from .control import ControlLoader, ControlSpec, check_controls
+from .control import NETWORKS_KEY, ControlLoader, ControlSpec, check_controls
 
 EMBEDDINGS_KEY = "embedding_files"  # model.extra: token (lower case) → the file it was loaded from
 
@@ -138,6 +138,9 @@ class Customised:
                 tuple(loader.unit(s, height, width, self.input_image) for s in extras.control)
                 for extras in self.regional
             ]
+            loader.keep_only_used()
+        else:  # a run without control frees the last run's networks
+            self.model.extra.pop(NETWORKS_KEY, None)
         self._load_embeddings()
         loras = [*self.custom.loras, *(spec for extras in self.regional for spec in extras.loras)]
         if loras:
