@@ -215,6 +215,18 @@ def _upload_picture(page: Any, path: Path) -> None:
     time.sleep(1)  # the editor draws the picture
 
 
+def _image_tab_result(page: Any, server: Any, picture: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the Image tab (6 steps, ``seed``) and return (its result, the uploaded picture) as int16 (H, W, 3)."""
+    from PIL import Image
+
+    _fill(page, "i-steps", 6)
+    _fill(page, "i-seed", seed)
+    page.click("#i-generate")
+    page.locator("#i-download a").first.wait_for(timeout=120_000)
+    out = np.asarray(Image.open(server[1].images[-1]).convert("RGB"), dtype=np.int16)
+    return out, np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
+
+
 @pytest.fixture()
 def picture(tmp_path: Path) -> Path:
     from PIL import Image
@@ -227,20 +239,13 @@ def picture(tmp_path: Path) -> Path:
 
 
 def test_outpaint_from_the_image_tab_keeps_the_picture_and_adds_the_margins(page, server, picture):
-    from PIL import Image
 
     _upload_picture(page, picture)
     page.locator("#i-mode label", has_text="outpaint").click()
     _fill(page, "i-prompt", "green grass")
     _fill(page, "i-left", 32)
     _fill(page, "i-right", 32)
-    _fill(page, "i-steps", 6)
-    _fill(page, "i-seed", 1)
-    page.click("#i-generate")
-    page.locator("#i-download a").first.wait_for(timeout=120_000)
-    session = server[1]
-    out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.int16)
-    original = np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
+    out, original = _image_tab_result(page, server, picture, seed=1)
     assert out.shape == (64, 192, 3)
     # the picture is kept exactly beyond the feathering (4 px): compare its interior, 8 px in from each side
     assert np.abs(out[8:-8, 40:152] - original[8:-8, 8:120]).max() <= 1
@@ -249,20 +254,13 @@ def test_outpaint_from_the_image_tab_keeps_the_picture_and_adds_the_margins(page
 def test_inpaint_redraws_only_what_was_painted(page, server, picture):
     """A stroke across the picture's middle is redrawn; everything more than the feathering (4 px) plus the brush's
     soft edge away from the painted mask stays as it was."""
-    from PIL import Image
 
     _upload_picture(page, picture)
     page.locator("#i-mode label", has_text="inpaint").click()
     canvas = page.locator("#i-image canvas").first
     _stroke(page, canvas, range(480, 540, 20), 0.40, 0.60)
     _fill(page, "i-prompt", "a blue box")
-    _fill(page, "i-steps", 6)
-    _fill(page, "i-seed", 2)
-    page.click("#i-generate")
-    page.locator("#i-download a").first.wait_for(timeout=120_000)
-    session = server[1]
-    out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.int16)
-    original = np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
+    out, original = _image_tab_result(page, server, picture, seed=2)
     import torch
 
     mask = server[2][-1]["inpaint"]
