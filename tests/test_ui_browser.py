@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,10 +87,20 @@ def _fill(page: Any, elem_id: str, value: Any) -> None:
     field.press("Tab")
 
 
+def _result_link(page: Any, component: str) -> Any:
+    """``component``'s (a gr.File) link once the run has written it; fails at once with the page's message when
+    an error toast comes first, rather than waiting out the timeout."""
+    page.wait_for_selector(f"{component} a, .toast-wrap", timeout=120_000)
+    link = page.locator(f"{component} a").first
+    if not link.count():
+        raise AssertionError(f"the page showed: {page.locator('.toast-wrap').first.inner_text()!r}")
+    link.wait_for(timeout=30_000)
+    return link
+
+
 def _download(page: Any, component: str, path: Path) -> Path:
     """Wait for ``component``'s (a gr.File) link, download it to ``path``; returns ``path``."""
-    link = page.locator(f"{component} a").first
-    link.wait_for(timeout=120_000)
+    link = _result_link(page, component)
     with page.expect_download() as info:
         link.click()
     info.value.save_as(path)
@@ -178,7 +187,7 @@ def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
     page.click("#r-segmentation")
     page.wait_for_selector("#r-seg img", timeout=30_000)
     page.click("#r-generate")
-    page.locator("#r-download a").first.wait_for(timeout=120_000)
+    _result_link(page, "#r-download")
     _url, session, seen = server
     masks = seen[-1]
     assert set(masks) == {"red", "blue"}
@@ -211,8 +220,9 @@ def test_live_preview_then_cancel_stops_the_run_and_writes_nothing(page, server)
 def _upload_picture(page: Any, path: Path) -> None:
     page.get_by_role("tab", name="Image").click()
     page.locator("#i-image input[type=file]").set_input_files(str(path))
+    # the editor holds the picture once its upload prompt is gone
+    page.wait_for_function("!document.querySelector('#i-image').innerText.includes('Upload an image')", timeout=60_000)
     page.locator("#i-image canvas").first.wait_for()
-    time.sleep(1)  # the editor draws the picture
 
 
 def _image_tab_result(page: Any, server: Any, picture: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,7 +232,7 @@ def _image_tab_result(page: Any, server: Any, picture: Path, seed: int) -> tuple
     _fill(page, "i-steps", 6)
     _fill(page, "i-seed", seed)
     page.click("#i-generate")
-    page.locator("#i-download a").first.wait_for(timeout=120_000)
+    _result_link(page, "#i-download")
     out = np.asarray(Image.open(server[1].images[-1]).convert("RGB"), dtype=np.int16)
     return out, np.asarray(Image.open(picture).convert("RGB"), dtype=np.int16)
 
@@ -291,7 +301,7 @@ def test_an_imported_layout_is_painted_and_exports_again(page, server, tmp_path)
     page.wait_for_function("document.querySelector('#prompt-red textarea').value === 'a red thing'", timeout=30_000)
     _fill(page, "r-steps", 4)
     page.click("#r-generate")
-    page.locator("#r-download a").first.wait_for(timeout=120_000)
+    _result_link(page, "#r-download")
     masks = server[2][-1]
     assert set(masks) == {"red", "green"}
     for name, (x0, y0, x1, y1) in boxes.items():
