@@ -70,3 +70,17 @@ def test_quality_figures_smoke(tmp_path):
     harder = next(rows for name, rows in results.items() if name.startswith("harder"))
     assert all(row["prior_1w"] > 0.3 and 0 < row["variance"] <= 1.2 for row in harder.values())
     assert "corr @ 1 window (prior)" in (tmp_path / "quality_figures.md").read_text()
+
+
+def test_fusion_figures_smoke(tmp_path):
+    """One oracle, six rows, 8 samples: x̂₀ fusion matches the default, per-view noise averaging loses variance."""
+    run_script(str(ROOT / "scripts" / "fusion_figures.py"), "--smoke", "--out-dir", str(tmp_path))
+    payload = json.loads((tmp_path / "fusion_figures.json").read_text())
+    (rows,) = payload["results"].values()
+    (delta,) = payload["max_abs_difference_over_sigma"].values()
+    assert len(rows) == 6 and delta["x̂₀ fusion (SyncTweedies)"] < 1e-4
+    assert (
+        rows["ddpm: per-view stepping (paper's code)"]["variance"]
+        < 0.5 * rows["ddpm: default (canvas noise)"]["variance"]
+    )
+    assert "max abs Δ vs default / σ" in (tmp_path / "fusion_figures.md").read_text()

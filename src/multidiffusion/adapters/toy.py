@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..core.errors import InvalidInputError
-from ..core.gaussian_field import PREDICTION_TYPES, GaussianField, prompt_mixtures
+from ..core.gaussian_field import PREDICTION_TYPES, GaussianField, pooled_field, prompt_mixtures
 from ..core.views import View
 from .base import Differentiable, LoadedModel
 
@@ -226,6 +226,7 @@ class GaussianFieldDenoiser:
         self.levels = NoiseLevels(scheduler_config)
         self.prediction_type = str(scheduler_config.get("prediction_type", "epsilon"))
         self.max_window = max_window
+        self._pooled: dict[int, GaussianField] = {}
 
     def check_window(self, height: int, width: int) -> None:
         """Raise :class:`InvalidInputError` if a view of ``height`` × ``width`` px is larger than supported."""
@@ -248,13 +249,26 @@ class GaussianFieldDenoiser:
             means = means[:, None]
         if means.ndim != 3 or means.shape[0] != x.shape[0] or means.shape[2] != 3:
             raise ValueError(f"{x.shape[0]} latents but mean colours of shape {tuple(means.shape)}")
+        field = self._field_for(x, views)
         alpha, s = self.levels(t, x.shape[0])
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         alpha, s = alpha.to(x.device, dtype), s.to(x.device, dtype)
         means = means.to(x.device, dtype)
         if bool((means == means[:, :1]).all()):  # one colour per prompt: the single field, exactly
-            return self.field.predict(x.to(dtype), means[:, 0], alpha, s, self.prediction_type)
-        return self.field.predict_mixture(x.to(dtype), means, alpha, s, self.prediction_type)
+            return field.predict(x.to(dtype), means[:, 0], alpha, s, self.prediction_type)
+        return field.predict_mixture(x.to(dtype), means, alpha, s, self.prediction_type)
+
+    def _field_for(self, x: Tensor, views: Sequence[View] | None) -> GaussianField:
+        """The field itself for crops; for a view larger than its latents by an integer factor k (the global view of
+        docs/fusion.md: the canvas pooled k × k), the exact prior of the pooled field."""
+        if not views or (views[0].height, views[0].width) == tuple(x.shape[2:]):
+            return self.field
+        factor = views[0].height // x.shape[2]
+        if factor < 1 or (views[0].height, views[0].width) != (factor * x.shape[2], factor * x.shape[3]):
+            raise ValueError(f"a view of {views[0].height}×{views[0].width} cells cannot give latents {tuple(x.shape)}")
+        if factor not in self._pooled:
+            self._pooled[factor] = pooled_field(self.field, factor)
+        return self._pooled[factor]
 
 
 def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None) -> LoadedModel:

@@ -17,7 +17,9 @@ v = ε − x₀ (Lipman et al. 2023; Esser et al. 2024, Eq. 1–2), so
     flow:          x̂₀ = x_t − σ o
 
 Differentiable in both x and o (the sync gradient flows
-through it). Plain PyTorch; the scheduler object is only read.
+through it). :func:`output_from_x0` inverts each formula (the model output that foresees a given x̂₀), and
+:func:`noise_std` is the standard deviation of the noise in the sample the scheduler steps from. Plain PyTorch; the
+scheduler object is only read.
 """
 
 from __future__ import annotations
@@ -81,3 +83,43 @@ def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: T
     if kind == "sample":
         return model_output
     raise ValueError(f"cannot foresee x0 for prediction type {kind!r}")
+
+
+def output_from_x0(scheduler: Any, x0: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:
+    """The model output o whose :func:`foresee_x0` is ``x0``: each formula of the module docstring solved for o.
+
+    x̂₀ is affine in o with a per-step scalar slope, so fusing x̂₀ over views and converting back with this function is
+    the same as fusing o (docs/fusion.md). Arguments as :func:`foresee_x0`; ``x0`` (B, C, h, w) in latent units.
+    """
+    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"
+    if kind == "flow_prediction":
+        index = _sigma_index(scheduler, timestep)
+        if index is None:
+            raise ValueError(f"cannot invert x0: {type(scheduler).__name__} keeps no sigmas")
+        return (sample - x0) / float(scheduler.sigmas[index])  # x̂₀ = x_t − σ o
+    abar, exploding = alpha_bar(scheduler, timestep)
+    a, s = abar**0.5, (1.0 - abar) ** 0.5
+    x_vp = sample * a if exploding else sample
+    if kind == "epsilon":
+        return (x_vp - a * x0) / s  # x̂₀ = (x_vp − s o) / a
+    if kind == "v_prediction":
+        return (a * x_vp - x0) / s  # x̂₀ = a x_vp − s o
+    if kind == "sample":
+        return x0
+    raise ValueError(f"cannot invert x0 for prediction type {kind!r}")
+
+
+def noise_std(scheduler: Any, timestep: Tensor) -> float:
+    """The standard deviation of the noise in the sample the scheduler steps from at ``timestep``.
+
+    Variance-preserving: sqrt(1 − ᾱ); variance-exploding (x = x₀ + σ ε): σ = sqrt(1/ᾱ − 1); flow matching
+    (x_t = (1 − σ) x₀ + σ ε): σ.
+    """
+    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"
+    if kind == "flow_prediction":
+        index = _sigma_index(scheduler, timestep)
+        if index is None:
+            raise ValueError(f"cannot read the noise level: {type(scheduler).__name__} keeps no sigmas")
+        return float(scheduler.sigmas[index])
+    abar, exploding = alpha_bar(scheduler, timestep)
+    return (1.0 / abar - 1.0) ** 0.5 if exploding else (1.0 - abar) ** 0.5

@@ -385,6 +385,35 @@ class GaussianField:
         return (mu + u_h @ (lam.sqrt() * xi) @ u_w.T).float()
 
 
+@dataclass
+class PooledField(GaussianField):
+    """The field seen zoomed out: each pixel the mean of a ``factor`` × ``factor`` block of a :class:`GaussianField`.
+
+    Average pooling P is linear, so P x₀ is Gaussian too, with the separable covariance σ² (P K_{kh} Pᵀ) ⊗
+    (P K_{kw} Pᵀ): the exact prior of a view of the whole canvas downscaled by ``factor`` (docs/fusion.md, the global
+    view). Its denoiser is :meth:`GaussianField.predict` with that per-axis kernel, exact as before. The model
+    this stands for knows how the world looks from further away, as a model trained on images at many scales does.
+
+    Attributes:
+        factor: The pooling factor k ≥ 1 (1: the field itself).
+    """
+
+    factor: int = 1
+
+    def _kernel(self, n: int) -> Tensor:
+        k = self.factor
+        fine = se_kernel(n * k, self.length_scale, self.long_scale, self.long_weight)
+        pool = torch.kron(torch.eye(n, dtype=torch.float64), torch.full((1, k), 1.0 / k, dtype=torch.float64))
+        return pool @ fine @ pool.T  # (n, n): Cov of block means, over σ²
+
+
+def pooled_field(field: GaussianField, factor: int) -> GaussianField:
+    """``field`` seen through ``factor`` × ``factor`` average pooling (:class:`PooledField`; ``field`` for 1)."""
+    if factor == 1:
+        return field
+    return PooledField(field.length_scale, field.sigma, field.long_scale, field.long_weight, factor=factor)
+
+
 class _PosteriorOperator:
     """The per-call constants of the exact posterior mean in the eigenbasis (:meth:`GaussianField.predict_mixture`).
 

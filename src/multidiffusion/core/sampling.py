@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .errors import InvalidInputError, NonFiniteError
 from .fusion import FusionPlan
+from .global_view import GlobalStep, GlobalView
 from .shards import Shard
 from .tasks import TaskSchedule
 from .types import Denoiser, HookContext, PostStepHook, SamplerState, StepState, ViewHook, ViewTask
@@ -204,6 +205,16 @@ def _sum_over_ranks(
     return model_sum, crop_sum, bool(packed[-1] > 0)
 
 
+def _global_step(
+    cache: dict[int, GlobalStep], settings: GlobalView, plan: FusionPlan, height: int, width: int
+) -> GlobalStep:
+    """The :class:`GlobalStep` of ``plan`` (one per distinct layout; built once)."""
+    glob = cache.get(id(plan))
+    if glob is None:
+        glob = cache[id(plan)] = GlobalStep(settings, height, width, plan.view_size, plan.denominator)
+    return glob
+
+
 def sample(
     denoiser: Denoiser,
     scheduler: Any,
@@ -218,6 +229,7 @@ def sample(
     start: SamplerState | None = None,
     post_step: Sequence[PostStepHook] = (),
     shard: Shard | None = None,
+    global_view: GlobalView | None = None,
 ) -> Tensor:
     """Run the MultiDiffusion reverse process on a canvas.
 
@@ -250,6 +262,9 @@ def sample(
             span of each step's tasks, and the partial sums of Eq. 5 are added over the ranks once per step before
             every rank takes the same scheduler step. None: one process. Every rank must start from the same
             ``x_T`` and generator state.
+        global_view: One more view, of the whole canvas pooled to fit the window, fused by least squares in x̂₀
+            space during the first steps (:mod:`~multidiffusion.core.global_view`). None: crops only. Every rank
+            computes it (one more model call per step).
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
@@ -268,6 +283,11 @@ def sample(
     if start is not None and (tuple(start.x.shape) != tuple(x_T.shape) or not 0 <= first <= len(timesteps)):
         raise ValueError(f"cannot start at step {first} of {len(timesteps)} from a canvas {tuple(start.x.shape)}")
     x = (x_T if start is None else start.x).to(torch.float32)
+    global_steps: dict[int, GlobalStep] = {}
+    if global_view is not None:  # a bad factor or condition raises before any model call
+        if not 0 <= global_view.condition < len(conditions):
+            raise InvalidInputError(f"global view condition {global_view.condition} out of range for {len(conditions)}")
+        _global_step(global_steps, global_view, plans.at(first if first < len(timesteps) else 0)[0], height, width)
     for step_index, t in enumerate(timesteps):
         if step_index < first:  # taken before the checkpoint
             continue
@@ -294,6 +314,12 @@ def sample(
         fused_output = plan.normalise(model_sum)  # O of Eq. 5
         # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
         fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
+        if global_view is not None and global_view.active(step_index, len(timesteps)):
+            glob = _global_step(global_steps, global_view, plan, height, width)
+            g_in, level = glob.model_input(fused_x, scheduler, t)
+            g_t = level.timestep.to(t.device if isinstance(t, Tensor) else "cpu")
+            g_out = denoiser(g_in, g_t, [conditions[global_view.condition]], views=[glob.view])
+            fused_output = glob.fuse(fused_output, fused_x, g_out, g_in, level, scheduler, t)  # Eq. 4, F_g = pooling
         stepped = scheduler.step(fused_output, t, fused_x, **step_kwargs)
         x = stepped.prev_sample.to(torch.float32)
         for hook in post_step:

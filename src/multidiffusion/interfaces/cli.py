@@ -27,11 +27,13 @@ from .image_commands import add_image_commands, run_inpaint, run_outpaint, run_u
 from .options import (
     add_canvas_wrap,
     add_checkpoint,
+    add_global_view,
     add_guidance,
     add_model_and_sampling,
     add_recorded_run_options,
     add_sync,
     checkpoint_settings,
+    global_view_kwargs,
     sync_kwargs,
 )
 from .ui import add_ui, run_ui
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_and_sampling(p, "a fresh one")
     add_sync(p)
+    add_global_view(p)
     add_checkpoint(p)
 
     from ..pipeline.regions import DEFAULT_BOOTSTRAP_FRACTION
@@ -171,11 +174,12 @@ def run_panorama(args: argparse.Namespace) -> int:
     outs = runs.check_common(args)
     runs.check_memory_before_loading(args, args.height, args.width)
     sync = sync_kwargs(args)
+    glob = global_view_kwargs(args)
     checkpoint = checkpoint_settings(args)
     if args.circular and args.tile not in (None, "x", "xy"):
         raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
     pipe = runs.load_pipeline(args, args.model, args.dtype, args.config)
-    kwargs = dict(height=args.height, width=args.width, tile=args.tile, **runs.sampling_kwargs(args, sync))
+    kwargs = dict(height=args.height, width=args.width, tile=args.tile, **runs.sampling_kwargs(args, sync), **glob)
     pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
 
     def make(generator: Any) -> Any:

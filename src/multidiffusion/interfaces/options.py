@@ -220,6 +220,45 @@ def add_canvas_wrap(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_global_view(p: argparse.ArgumentParser) -> None:
+    """``--global-view`` and ``--global-view-until`` (panorama; docs/fusion.md)."""
+    from ..core.global_view import DEFAULT_WEIGHT as GLOBAL_VIEW_WEIGHT
+
+    g = p.add_argument_group("global view (long-range coherence for one more model call per step; docs/fusion.md)")
+    g.add_argument(
+        "--global-view",
+        type=float,
+        nargs="?",
+        const=GLOBAL_VIEW_WEIGHT,
+        default=default("global_view"),
+        metavar="W",
+        help="add one view of the whole canvas, pooled to fit the window; W > 0 is its weight against the crops' "
+        f"(given alone: {GLOBAL_VIEW_WEIGHT:g}; default: off)",
+    )
+    g.add_argument(
+        "--global-view-until",
+        type=float,
+        default=None,
+        metavar="F",
+        help=f"use it for the first fraction F of the steps, in (0, 1] (default: {default('global_view_until'):g})",
+    )
+
+
+def global_view_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The API's ``global_view`` and ``global_view_until`` from the options, checked (before any model loads)."""
+    from ..core.global_view import GlobalView
+
+    if args.global_view is None:
+        if args.global_view_until is not None:
+            raise InvalidInputError("--global-view-until needs --global-view")
+        return {}
+    until = default("global_view_until") if args.global_view_until is None else args.global_view_until
+    GlobalView(args.global_view, until)  # raises on a bad weight or fraction
+    if getattr(args, "customise", None) is not None and args.customise.control:
+        raise InvalidInputError("--global-view cannot be combined with --controlnet yet: drop one of them")
+    return {"global_view": args.global_view, "global_view_until": until}
+
+
 def add_sync(p: argparse.ArgumentParser) -> None:
     """SyncDiffusion options (Lee et al. 2023; docs/sync.md). Every ``--sync-*`` option needs ``--sync``."""
     from ..pipeline.sync import SYNC_LOSSES

@@ -15,6 +15,7 @@ from ..adapters import LoadedModel, check_scheduler_name, load_model
 from ..adapters.schedulers import check_scheduler_fits, check_scheduler_steps, scheduler_fields
 from ..core import layout_tasks, panorama_tasks
 from ..core.errors import InvalidInputError
+from ..core.global_view import GlobalView, pooling_factor
 from ..core.regions import Region
 from ..core.views import layout_views, parse_tile, tile_name
 from .checkpoint import Checkpoint, CheckpointSettings
@@ -244,6 +245,9 @@ class MultiDiffusionPipeline(ImageInputs):
             views = layout_views(s.height // g, s.width // g, window // g, stride // g, wrap=parse_tile(s.tile))
             anchor = resolve_anchor(views, sync.anchor, s.height // g, s.width // g)
             s = dataclasses.replace(s, sync_anchor=anchor)
+        if s.global_view is not None:  # a bad weight, fraction or canvas size fails here, before any model call
+            settings = GlobalView(s.global_view, s.global_view_until)
+            pooling_factor(s.height // g, s.width // g, (window // g, window // g), settings.factor)
         return s
 
     def __call__(
@@ -282,6 +286,8 @@ class MultiDiffusionPipeline(ImageInputs):
         resume: Checkpoint | None = None,
         image: ImageStart | None = None,
         customise: Customisation | None = None,
+        global_view: float | None = DEFAULTS.global_view,
+        global_view_until: float = DEFAULTS.global_view_until,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -337,6 +343,10 @@ class MultiDiffusionPipeline(ImageInputs):
             customise: ControlNets, T2I-Adapters, LoRAs, embeddings and prompt weighting for every view
                 (:class:`~multidiffusion.pipeline.customise.Customisation`, docs/control.md); None: the model as
                 loaded, prompts weighted where the family supports it.
+            global_view: ω > 0: add one view of the whole canvas, average-pooled to fit the window, fused with the
+                crops by least squares in x̂₀ space (docs/fusion.md): long-range coherence for one more model call
+                per step. Its block means move ω / (1 + ω) of the way to the global view's. None: off.
+            global_view_until: The fraction of the steps, from the first, that use the global view, in (0, 1].
         """
         check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
         check_generator(generator)
@@ -366,6 +376,8 @@ class MultiDiffusionPipeline(ImageInputs):
             sync_every=sync_every,
             sync_anchor=sync_anchor,
             sync_loss=sync_loss,
+            global_view=global_view,
+            global_view_until=global_view_until,
         )
         m = self.model
         g = m.granularity_px
@@ -379,6 +391,8 @@ class MultiDiffusionPipeline(ImageInputs):
                 s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, wrap=wrap
             )
         customise = customise if customise is not None else Customisation()
+        if s.global_view is not None and customise.control:
+            raise InvalidInputError("a global view cannot be combined with control yet: drop one of them")
         customised = Customised(m, customise, (), (s.height, s.width), guide_of(image), s.sync)
         s = dataclasses.replace(s, customisation=customise.record())
         try:

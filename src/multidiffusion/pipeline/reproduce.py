@@ -167,6 +167,10 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     for key in ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss"):
         if key in r:
             kwargs[key] = r[key]
+    if r.get("global_view") is not None:
+        if r["mode"] != "panorama":
+            raise InvalidInputError(f"a {r['mode']} run records a global view, which only panoramas have")
+        kwargs.update(global_view=r["global_view"], global_view_until=r.get("global_view_until", 1.0))
     if (r.get("customisation") or {}).get("prompt_weighting") is False:  # the one customisation a recipe holds
         from .customise import Customisation
 

@@ -17,6 +17,7 @@ from ..core import ClassifierFreeGuidance, GuidedCondition, initial_noise, sampl
 from ..core.channels import ConcatChannels
 from ..core.decoding import decode_wrapped
 from ..core.errors import InvalidInputError
+from ..core.global_view import GlobalView
 from ..core.shards import Shard, imbalance
 from ..core.tasks import TaskSchedule
 from ..core.types import SamplerState, StepState, ViewHook, ViewTask
@@ -88,6 +89,12 @@ def start_canvas(
     finally:
         bar.close()
     return inverter.to_scheduler(inverted)
+
+
+def global_view_of(settings: Any) -> GlobalView | None:
+    """The run's :class:`~multidiffusion.core.global_view.GlobalView` (None when its settings have none)."""
+    weight = getattr(settings, "global_view", None)
+    return None if weight is None else GlobalView(weight, settings.global_view_until)
 
 
 def generate(
@@ -267,6 +274,7 @@ def generate(
                 start=start,
                 post_step=post_step,
                 shard=shard,
+                global_view=global_view_of(settings),
             )
         finally:
             bar.close()

@@ -43,6 +43,9 @@ class SamplingSettings:
         sync_every: Synchronise every n-th step.
         sync_anchor: The anchor view's index in layout order, or ``"center"`` (recorded resolved).
         sync_loss: ``lpips`` or ``builtin``; None tries LPIPS, else the built-in loss (recorded resolved).
+        global_view: ω > 0, the weight of one extra view of the whole canvas pooled to fit the window, fused by
+            least squares in x̂₀ space (docs/fusion.md); None: off.
+        global_view_until: The fraction of the steps, from the first, that use the global view, in (0, 1].
         image: For a run that started from an image (upscale, outpaint, inpaint, a layout's ``init_image``):
             the input's file name and SHA-256 (None when it was not a file), ``strength``, ``feather`` and
             ``noise_inversion_steps``, and the command's own options (``scale``, ``resample``, margins); None:
@@ -71,6 +74,8 @@ class SamplingSettings:
     sync_every: int = SyncSettings.every
     sync_anchor: int | str = "center"
     sync_loss: str | None = None
+    global_view: float | None = None
+    global_view_until: float = 1.0
     image: dict[str, Any] | None = None
     customisation: dict[str, Any] | None = None
 
@@ -188,6 +193,8 @@ class GenerationMetadata:
                 f"SyncDiffusion: weight {s.sync_weight:g}, decay {s.sync_decay:g}, stop {s.sync_stop_step}, "
                 f"every {s.sync_every}, anchor {s.sync_anchor}, loss {s.sync_loss}"
             )
+        if getattr(s, "global_view", None) is not None:
+            fields_.append(f"Global view: weight {s.global_view:g}, until {s.global_view_until:g}")
         fields_ += s.a1111_extra()
         text = s.prompt[index]
         if s.negative_prompt[index]:
