@@ -42,7 +42,6 @@ from multidiffusion.adapters.schedulers import make_scheduler
 from multidiffusion.core.crop import paste_add
 from multidiffusion.core.foresee import foresee_x0, output_from_x0
 from multidiffusion.core.fusion import FusionPlan
-from multidiffusion.core.gaussian_field import column_variance, neighbour_correlation
 from multidiffusion.core.global_view import GlobalView
 from multidiffusion.core.guidance import ClassifierFreeGuidance, GuidedCondition
 from multidiffusion.core.layouts import LayoutRecipe
@@ -191,26 +190,6 @@ def run(spec: str, variant: Variant, samples: int, seed: int) -> torch.Tensor:
         return _reference_sample(variant, denoiser, sched, x_T, tasks, condition, g)
 
 
-def figures(spec: str, variant: Variant, x: torch.Tensor, samples: int, seed: int) -> dict[str, float]:
-    """The figures of the module docstring for canvases ``x``."""
-    model = tf.toy_model(spec)
-    field = tf.field_of(model)
-    tasks = variant.layout.tasks(lf.HEIGHT, lf.WIDTH, lf.WINDOW)
-    seams = lf.seam_figures(x, lf.layout_edges(tasks, lf.WIDTH, tf.STEPS))
-    interior = seams.interior
-    if interior != interior:
-        interior = tf.single_window(model, samples, seed=seed).correlation
-    out = {
-        "seam_ratio": seams.boundary / interior,
-        "worst_ratio": seams.worst / float(seams.per_pair.median()),
-        "variance": float(column_variance(x).mean()) / field.variance,
-    }
-    for windows in (1, 2):
-        out[f"corr_{windows}w"] = float(neighbour_correlation(x, lag=windows * lf.WINDOW).mean())
-        out[f"prior_{windows}w"] = field.correlation(windows * lf.WINDOW)
-    return out
-
-
 def render(results: dict, differences: dict, samples: int, seeds: tuple[int, ...]) -> str:
     lines = [
         "# Fusion variants on the exact oracles",
@@ -219,25 +198,13 @@ def render(results: dict, differences: dict, samples: int, seeds: tuple[int, ...
         f"{lf.WINDOW}-px windows, {tf.STEPS} steps, {samples} samples per seed, seeds {', '.join(map(str, seeds))} "
         "(the same x_T and generator for every row); figures are means over the seeds. Layout: stride window/8 with "
         "uniform weights unless the row names another. Deterministic rows use DPM++ 2M Karras. Long-range columns: "
-        "the measured correlation at one and two windows' distance, and the field's own in parentheses. "
+        "the measured correlation at one and two windows' distance, and the prior's (the field's own) in parentheses. "
         "**max |Δ| vs default**: the largest difference of any canvas value from the default row of the same "
         "scheduler (same seeds), in units of σ.",
     ]
     for oracle, rows in results.items():
-        lines += [
-            "",
-            f"## {oracle} (`{qf.ORACLES[oracle]}`)",
-            "",
-            "| variant | edge / interior | worst / median | variance / σ² | corr @ 1 window (field) "
-            "| corr @ 2 windows (field) | max abs Δ vs default / σ |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for label, f in rows.items():
-            lines.append(
-                f"| {label} | {f['seam_ratio']:.3f} | {f['worst_ratio']:.3f} | {f['variance']:.3f} | "
-                f"{f['corr_1w']:.3f} ({f['prior_1w']:.3f}) | {f['corr_2w']:.3f} ({f['prior_2w']:.3f}) | "
-                f"{differences[oracle][label]:.2g} |"
-            )
+        cells = [f"| {label} | {qf.figure_cells(f)} | {differences[oracle][label]:.2g} |" for label, f in rows.items()]
+        lines += qf.table(oracle, ["variant"], ["max abs Δ vs default / σ"], cells)
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +224,8 @@ def main() -> None:
         defaults: dict[str, list[torch.Tensor]] = {}
         for variant in rows:
             canvases = [run(spec, variant, samples, seed) for seed in seeds]
-            runs = [figures(spec, variant, x, samples, seed) for x, seed in zip(canvases, seeds, strict=True)]
+            tasks = variant.layout.tasks(lf.HEIGHT, lf.WIDTH, lf.WINDOW)
+            runs = [qf.canvas_figures(spec, tasks, x, samples, seed) for x, seed in zip(canvases, seeds, strict=True)]
             results[oracle][variant.label] = {k: sum(r[k] for r in runs) / len(runs) for k in runs[0]}
             base = defaults.setdefault(variant.scheduler, canvases)
             delta = max(float((a - b).abs().max()) for a, b in zip(canvases, base, strict=True)) / sigma

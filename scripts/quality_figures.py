@@ -51,17 +51,15 @@ lf = _layout_figures()
 tf = lf.tf
 
 
-def measure(spec: str, recipe: object, samples: int, seed: int) -> dict[str, float]:
-    """One oracle × one layout: the figures of the module docstring, from ``samples`` canvases."""
+def canvas_figures(spec: str, tasks: object, x: torch.Tensor, samples: int, seed: int) -> dict[str, float]:
+    """Seams, variance and long-range correlation (the module docstring) of canvases ``x`` made with ``tasks``."""
     model = tf.toy_model(spec)
     field = tf.field_of(model)
-    tasks = recipe.tasks(lf.HEIGHT, lf.WIDTH, lf.WINDOW)
-    x = tf.sample_from(model, "", samples, "noise", size=(lf.HEIGHT, lf.WIDTH), seed=seed, tasks=tasks)
     seams = lf.seam_figures(x, lf.layout_edges(tasks, lf.WIDTH, tf.STEPS))
-    reference = tf.single_window(model, samples, seed=seed).correlation
-    interior = seams.interior if seams.interior == seams.interior else reference  # NaN: every pair is an edge
+    interior = seams.interior
+    if interior != interior:  # NaN: every pair is an edge
+        interior = tf.single_window(model, samples, seed=seed).correlation
     figures = {
-        "views_per_step": lf.evaluations_per_step(tasks, tf.STEPS),
         "seam_ratio": seams.boundary / interior,
         "worst_ratio": seams.worst / float(seams.per_pair.median()),
         "variance": float(column_variance(x).mean()) / field.variance,
@@ -71,6 +69,37 @@ def measure(spec: str, recipe: object, samples: int, seed: int) -> dict[str, flo
         figures[f"corr_{windows}w"] = float(neighbour_correlation(x, lag=lag).mean())
         figures[f"prior_{windows}w"] = field.correlation(lag)
     return figures
+
+
+def figure_cells(f: dict[str, float]) -> str:
+    """The shared columns of a table row: seams, variance, and the correlations with the field's own."""
+    return (
+        f"{f['seam_ratio']:.3f} | {f['worst_ratio']:.3f} | {f['variance']:.3f} | "
+        f"{f['corr_1w']:.3f} ({f['prior_1w']:.3f}) | {f['corr_2w']:.3f} ({f['prior_2w']:.3f})"
+    )
+
+
+def table(oracle: str, first: list[str], last: list[str], rows: list[str]) -> list[str]:
+    """One oracle's section: heading and table, the figure columns of :func:`figure_cells` between ``first`` and
+    ``last``."""
+    header = [*first, "edge / interior", "worst / median", "variance / σ²", "corr @ 1 window (prior)"]
+    header += ["corr @ 2 windows (prior)", *last]
+    return [
+        "",
+        f"## {oracle} (`{ORACLES[oracle]}`)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *rows,
+    ]
+
+
+def measure(spec: str, recipe: object, samples: int, seed: int) -> dict[str, float]:
+    """One oracle × one layout: the figures of the module docstring, from ``samples`` canvases."""
+    model = tf.toy_model(spec)
+    tasks = recipe.tasks(lf.HEIGHT, lf.WIDTH, lf.WINDOW)
+    x = tf.sample_from(model, "", samples, "noise", size=(lf.HEIGHT, lf.WIDTH), seed=seed, tasks=tasks)
+    return {"views_per_step": lf.evaluations_per_step(tasks, tf.STEPS), **canvas_figures(spec, tasks, x, samples, seed)}
 
 
 def render(results: dict[str, dict[str, dict[str, float]]], samples: int, seeds: tuple[int, ...]) -> str:
@@ -83,20 +112,8 @@ def render(results: dict[str, dict[str, dict[str, float]]], samples: int, seeds:
         "at one and two windows' distance, and the prior's (what samples of the field itself have).",
     ]
     for oracle, rows in results.items():
-        lines += [
-            "",
-            f"## {oracle} (`{ORACLES[oracle]}`)",
-            "",
-            "| layout | views / step | edge / interior | worst / median | variance / σ² | corr @ 1 window (prior) "
-            "| corr @ 2 windows (prior) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for label, f in rows.items():
-            lines.append(
-                f"| {label} | {f['views_per_step']:.2f} | {f['seam_ratio']:.3f} | {f['worst_ratio']:.3f} | "
-                f"{f['variance']:.3f} | {f['corr_1w']:.3f} ({f['prior_1w']:.3f}) | "
-                f"{f['corr_2w']:.3f} ({f['prior_2w']:.3f}) |"
-            )
+        cells = [f"| {label} | {f['views_per_step']:.2f} | {figure_cells(f)} |" for label, f in rows.items()]
+        lines += table(oracle, ["layout", "views / step"], [], cells)
     return "\n".join(lines) + "\n"
 
 
