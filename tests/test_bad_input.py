@@ -263,6 +263,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bootstrap-nan", L(BASE_LAYOUT, ["--bootstrap-fraction", "nan"]), "bootstrap fraction must be in [0, 1]"),
     # upscale
     ("upscale-image-missing", UP([], image="{in}/none.png"), "cannot read image"),
+    ("upscale-global-view-until-alone", UP(["--global-view-until", "0.5"]), "--global-view-until needs --global-view"),
+    ("upscale-global-view-negative", UP(["--global-view", "-1"]), "the global view's weight must be a number > 0"),
     ("upscale-image-folder", UP([], image="{in}/empty"), "cannot read image"),
     ("upscale-image-not-image", UP([], image="{in}/notes.txt"), "not an image file PIL can read"),
     ("upscale-image-truncated", UP([], image="{in}/cut.png"), "cannot read image"),

@@ -283,3 +283,27 @@ def test_the_pipeline_refuses_what_a_global_view_cannot_do(small_pipe):
     custom = Customisation(control=(ControlSpec("some/controlnet", None),))
     with pytest.raises(InvalidInputError, match="cannot be combined with control"):
         small_pipe("sky", height=128, width=512, global_view=1.0, customise=custom, **args)
+
+
+def test_an_outpaint_keeps_its_picture_with_a_global_view():
+    """The image methods pass the global view through: the known pixels stay, the recipe records it."""
+    from PIL import Image
+
+    from multidiffusion.pipeline import MultiDiffusionPipeline
+
+    pipe = MultiDiffusionPipeline.from_pretrained("toy")
+    picture = Image.new("RGB", (64, 32), (200, 40, 40))
+    out = pipe.outpaint(
+        picture,
+        "green grass",
+        left=32,
+        right=32,
+        num_inference_steps=6,
+        generator=torch.Generator().manual_seed(0),
+        global_view=4.0,
+        output_type="np",
+        progress=False,
+    )
+    assert out.metadata.settings.global_view == 4.0 and out.metadata.mode == "outpaint"
+    kept = out.images[0][:, 40:88].astype(float)
+    assert abs(kept[..., 0].mean() - 200 / 255) < 0.05 and abs(kept[..., 1].mean() - 40 / 255) < 0.05

@@ -121,6 +121,7 @@ def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_p
     _fill(page, "width", 256)
     _fill(page, "steps", 4)
     _fill(page, "seed", 7)
+    _fill(page, "global-view", 4)
     page.click("#generate")
     png = _download(page, "#download", tmp_path / "downloaded.png")
     shown = page.locator("#result img").get_attribute("src")
@@ -132,7 +133,7 @@ def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_p
     )
     from cli_helpers import recipe
 
-    assert recipe(png)["prompt"] == ["a red ball"] and recipe(png)["seed"] == 7
+    assert recipe(png)["prompt"] == ["a red ball"] and recipe(png)["seed"] == 7 and recipe(png)["global_view"] == 4
     _fill(page, "seed", -1)
     page.click("#reuse-seed")  # the last image's seed back in the form
     page.wait_for_function("document.querySelector('#seed input').value === '7'", timeout=30_000)
@@ -146,6 +147,7 @@ def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_p
         "4",
         "7",
     )
+    assert float(_value(page, "global-view")) == 4
     page.screenshot(path=str(tmp_path / "panorama.png"))
 
 

@@ -16,21 +16,25 @@ from . import runs
 from .options import (
     add_canvas_wrap,
     add_feather,
+    add_global_view,
     add_guidance,
     add_image_prompts,
     add_model_and_sampling,
     add_sync,
     check_image_numbers,
+    global_view_kwargs,
     sync_kwargs,
 )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """What every image command takes from the panorama: guidance, wrap and view layout, model and sampling, sync."""
+    """What every image command takes from the panorama: guidance, wrap and view layout, model and sampling, sync and
+    the global view."""
     add_guidance(p)
     add_canvas_wrap(p)
     add_model_and_sampling(p, "a fresh one")
     add_sync(p)
+    add_global_view(p)
 
 
 def add_image_commands(sub: Any) -> None:
@@ -136,13 +140,13 @@ def _same_file(a: str, b: str) -> bool:
 def _check_image_command(args: argparse.Namespace, inputs: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
     """Checks shared by the image commands, all before any model loads: the prompts, strength, feather and noise
     inversion, the options of every generating command, and an output that would overwrite one of the ``inputs``
-    (option name → path). Returns the output paths and the sync keyword arguments."""
+    (option name → path). Returns the output paths and the sync and global-view keyword arguments."""
     from ..pipeline.checks import check_text
 
     check_text(args.prompt, "prompt")
     check_image_numbers(args)
     outs = runs.check_common(args)
-    sync = sync_kwargs(args)
+    sync = {**sync_kwargs(args), **global_view_kwargs(args)}
     for out in outs:
         for name, path in inputs.items():
             if _same_file(out, path):

@@ -60,7 +60,7 @@ def build_app(session: UiSession) -> Any:
     from ..core import LAYOUT_NAMES, WEIGHT_KINDS
 
     def panorama(model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular,
-                 batch, layout, sync_weight, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
+                 batch, layout, sync_weight, global_view, progress=gr.Progress()):  # noqa: B008 (Gradio's progress idiom)  # fmt: skip
         def job(preview):
             pipe = session.pipeline(model)
             return session.run(
@@ -80,6 +80,7 @@ def build_app(session: UiSession) -> Any:
                 **({"sync_weight": float(sync_weight)} if sync else {}),
                 circular=bool(circular),
                 view_batch_size=int(batch) if batch else None,
+                global_view=float(global_view) if global_view else None,
             )
 
         yield from _streamed(session, model, job)
@@ -238,6 +239,7 @@ def build_app(session: UiSession) -> Any:
             gr.update(),  # the view batch changes rounding only
             r.get("layout") or "",
             r.get("sync_weight", 20),
+            r.get("global_view") or 0,
         )
 
     with gr.Blocks(title="multidiffusion") as app:
@@ -270,6 +272,9 @@ def build_app(session: UiSession) -> Any:
                             elem_id="layout",
                         )
                         sync_weight = gr.Number(20, label="sync weight (the paper's 20)", elem_id="sync-weight")
+                        global_view = gr.Number(
+                            0, label="global view weight (0: off; 4 is a good start)", elem_id="global-view"
+                        )
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop = gr.Button("Cancel", elem_id="cancel")
@@ -359,7 +364,7 @@ def build_app(session: UiSession) -> Any:
 
         preset.change(lambda p: SIZE_PRESETS[p] if p else (gr.update(),) * 3, preset, [height, width, circular])
         fields = [prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync, circular, batch]
-        fields += [layout, sync_weight]
+        fields += [layout, sync_weight, global_view]
         run = go.click(panorama, [model, *fields], [preview, image, download, gallery], concurrency_limit=1)
         stop.click(session.cancel, None, None, queue=False)
         r_inputs = [model, paint, background, r_steps, r_guidance, r_seed, *colour_prompts]
