@@ -7,6 +7,7 @@ with ``torch.distributed.init_process_group``. A single process, with or without
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,9 @@ def group_shard(device: torch.device) -> Shard:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+        # A group left to interpreter shutdown aborts the process under gloo ("terminate called without an active
+        # exception": its worker threads outlive Python; pytorch/pytorch#190489): the group we made, we end.
+        atexit.register(_end_group)
     if dist.get_world_size() <= 1:
         return Shard()
 
@@ -83,6 +87,14 @@ def group_shard(device: torch.device) -> Shard:
         dist.broadcast(tensor, src)
 
     return Shard(dist.get_rank(), dist.get_world_size(), all_sum, broadcast)
+
+
+def _end_group() -> None:
+    """Destroy the process group this module joined, while the interpreter is still whole (an atexit handler)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:
