@@ -219,11 +219,21 @@ def test_live_preview_then_cancel_stops_the_run_and_writes_nothing(page, server)
     assert session.images == before and set(Path(session.out_dir).iterdir()) == files
 
 
-def _upload_picture(page: Any, path: Path) -> None:
+def _upload_picture(page: Any, path: Path, tries: int = 4) -> None:
+    """Upload ``path`` into the Image tab's editor. The tab renders when first shown, and a file set on its input
+    before the editor has hydrated is dropped (seen in CI: the upload prompt stayed), so wait for the editor to
+    be visible and set the file again until the editor holds it."""
     page.get_by_role("tab", name="Image").click()
-    page.locator("#i-image input[type=file]").set_input_files(str(path))
-    # the editor holds the picture once its upload prompt is gone
-    page.wait_for_function("!document.querySelector('#i-image').innerText.includes('Upload an image')", timeout=60_000)
+    page.locator("#i-image").wait_for(state="visible", timeout=60_000)
+    held = "!document.querySelector('#i-image').innerText.includes('Upload an image')"
+    for attempt in range(tries):
+        page.locator("#i-image input[type=file]").set_input_files(str(path))
+        try:
+            page.wait_for_function(held, timeout=15_000)  # the editor holds the picture once its prompt is gone
+            break
+        except Exception:
+            if attempt == tries - 1:
+                raise
     page.locator("#i-image canvas").first.wait_for()
 
 
