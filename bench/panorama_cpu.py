@@ -81,6 +81,7 @@ def ours_call(setup: Setup, common: dict, **extra: Any) -> Callable[[], torch.Te
             generator=torch.Generator().manual_seed(0),
             window=WINDOW * 8,
             stride=STRIDE * 8,
+            weights="uniform",  # diffusers' weights: the comparison is like for like
             progress=False,
             **common,
             **extra,

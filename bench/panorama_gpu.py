@@ -164,6 +164,7 @@ def bench(args: argparse.Namespace) -> tuple[list[dict], dict[str, Any]]:
                 scheduler="ddim",
                 window=window * 8,
                 stride=64,
+                weights="uniform",  # diffusers' weights: the comparison is like for like
                 generator=torch.Generator().manual_seed(0),
                 output_type="latent",
                 progress=False,

@@ -142,7 +142,16 @@ def test_canvas_matches_per_view_reference(pipe, sd3):
     encoding, steps every view with its own FlowMatchEuler copy and averages (paper Eq. 5 on x_{t−1}): that
     fuse-then-step equals it is the proof that MultiDiffusion's fusion holds for flow matching's linear step."""
     guidance, steps = 5.0, 3
-    ours = _run(pipe, height=384, width=512, window=256, stride=128, guidance_scale=guidance, output_type="latent")
+    ours = _run(
+        pipe,
+        height=384,
+        width=512,
+        window=256,
+        stride=128,
+        weights="uniform",  # the reference fuses with the paper's weights
+        guidance_scale=guidance,
+        output_type="latent",
+    )
     ref_pipe = sd3_pipeline(sd3)
     embeds, neg_embeds, pooled, neg_pooled = ref_pipe.encode_prompt(PROMPT, None, None, negative_prompt="")
     embeds, pooled = torch.cat([neg_embeds, embeds]), torch.cat([neg_pooled, pooled])

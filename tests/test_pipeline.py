@@ -138,7 +138,8 @@ def test_guidance_one_skips_the_negative_pass(small):
 
 
 def test_weights_window_and_small_canvas(small_pipe):
-    uniform = run(small_pipe).latents
+    assert run(small_pipe).metadata.settings.weights == "gaussian"  # the default (docs/fusion.md)
+    uniform = run(small_pipe, weights="uniform").latents
     for kind in ("feathered", "gaussian"):
         other = run(small_pipe, weights=kind).latents
         assert bool(torch.isfinite(other).all()) and not torch.equal(other, uniform)
@@ -247,3 +248,17 @@ def test_circular_panorama_is_decoded_with_wraparound_context(small_pipe):
     # Only the VAE's canvas-wide GroupNorm statistics differ (measured 0.03); a plain decode is off by ~1.
     assert (seam(wrapped) - seam(moved)).abs().max().item() < 0.1
     assert (seam(plain) - seam(moved)).abs().max().item() > 0.3
+
+
+def test_default_weights_are_gaussian_and_uniform_with_sync():
+    """weights=None resolves per run and is recorded resolved; a layout refuses explicit weights (docs/fusion.md)."""
+    pipe = MultiDiffusionPipeline.from_pretrained("toy")
+    args = dict(height=16, width=64, window=16, stride=8, num_inference_steps=2, output_type="latent", progress=False)
+    assert pipe("sky", **args).metadata.settings.weights == "gaussian"
+    synced = pipe("sky", sync=True, sync_loss="builtin", **args)
+    assert synced.metadata.settings.weights == "uniform"
+    assert pipe("sky", sync=True, sync_loss="builtin", weights="feathered", **args).metadata.settings.weights == (
+        "feathered"
+    )
+    with pytest.raises(InvalidInputError, match="sets the stride and weights itself"):
+        pipe("sky", height=16, width=64, layout="half-overlap", weights="uniform", num_inference_steps=1)

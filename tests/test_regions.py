@@ -42,7 +42,7 @@ def run(pipe, seed=0, **kwargs):
 @pytest.mark.float_sensitive
 def test_matches_official_per_view_region_algorithm(small, small_pipe):
     """Bootstrapping off: the fused engine equals stepping every view × region and averaging with the masks."""
-    ours = run(small_pipe, seed=3).latents
+    ours = run(small_pipe, seed=3, weights="uniform").latents  # the official algorithm's view weights
     model = loaded(small)
     sched = make_scheduler("ddim", small["scheduler"].config)
     sched.set_timesteps(4)

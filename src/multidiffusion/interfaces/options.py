@@ -118,7 +118,8 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         "--weights",
         default=default("weights"),
         choices=WEIGHT_KINDS,
-        help="per-view weights: uniform (paper) or ramps toward inner edges (default: %(default)s)",
+        help="per-view weights: ramps toward inner edges (gaussian, feathered) or uniform (the paper's and "
+        "diffusers') (default: gaussian; uniform with --sync; docs/fusion.md)",
     )
     p.add_argument(
         "--view-batch-size",

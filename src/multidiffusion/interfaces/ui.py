@@ -75,7 +75,7 @@ def build_app(session: UiSession) -> Any:
                 scheduler=scheduler or None,
                 guidance_scale=_guidance(guidance),
                 generator=_seed(seed),
-                **({"layout": layout} if layout else {"weights": weights}),
+                **({"layout": layout} if layout else {"weights": weights or None}),
                 sync=bool(sync),
                 **({"sync_weight": float(sync_weight)} if sync else {}),
                 circular=bool(circular),
@@ -233,7 +233,7 @@ def build_app(session: UiSession) -> Any:
             r.get("scheduler"),
             r.get("guidance_scale"),
             r.get("seed"),
-            r.get("weights", "uniform"),
+            r.get("weights") or "",
             bool(r.get("sync", False)),
             bool(r.get("circular", False)),
             gr.update(),  # the view batch changes rounding only
@@ -260,7 +260,12 @@ def build_app(session: UiSession) -> Any:
                         guidance = gr.Number(0, label="guidance (0: the model's)", elem_id="guidance")
                         seed = gr.Number(-1, label="seed (-1: random)", precision=0, elem_id="seed")
                     with gr.Row():
-                        weights = gr.Dropdown(list(WEIGHT_KINDS), value="uniform", label="weights", elem_id="weights")
+                        weights = gr.Dropdown(
+                            ["", *WEIGHT_KINDS],
+                            value="",
+                            label="weights (blank: gaussian, or uniform with sync)",
+                            elem_id="weights",
+                        )
                         sync = gr.Checkbox(label="SyncDiffusion", elem_id="sync")
                         circular = gr.Checkbox(label="360° (circular)", elem_id="circular")
                         batch = gr.Number(0, label="views per model call (0: automatic)", precision=0, elem_id="batch")

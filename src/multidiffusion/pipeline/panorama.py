@@ -231,6 +231,7 @@ class MultiDiffusionPipeline(ImageInputs):
             native_px=self.native_window_px,
             default_stride_px=self.model.default_stride_px,
             canvas_px=(s.height, s.width),
+            sync=s.sync,
         )
         window, stride = views.window_px, views.stride_px
         guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
@@ -266,7 +267,7 @@ class MultiDiffusionPipeline(ImageInputs):
         scheduler: Any = DEFAULTS.scheduler,
         window: int | None = DEFAULTS.window,
         stride: int | None = DEFAULTS.stride,
-        weights: str = DEFAULTS.weights,
+        weights: str | None = DEFAULTS.weights,
         circular: bool = DEFAULTS.circular,
         tile: str | None = DEFAULTS.tile,
         layout: str | None = DEFAULTS.layout,
@@ -309,7 +310,8 @@ class MultiDiffusionPipeline(ImageInputs):
             window: View size in px (default: the model's native size). Larger than native is allowed.
             stride: Step between views in px, 0 < stride ≤ window; default the model's, else window / 8
                 (64 px for SD).
-            weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
+            weights: ``gaussian``, ``feathered`` or ``uniform`` (the paper's and diffusers'); None: ``gaussian``, or
+                ``uniform`` with sync (docs/fusion.md, "Default weights").
             circular: Wrap views horizontally so the left and right edges continue each other (360°);
                 the same as ``tile="x"`` (recorded so).
             tile: Seamless texture: ``x``, ``y`` or ``xy`` wraps the views and the decode around those axes
@@ -478,7 +480,7 @@ class MultiDiffusionPipeline(ImageInputs):
         scheduler: Any = DEFAULTS.scheduler,
         window: int | None = DEFAULTS.window,
         stride: int | None = DEFAULTS.stride,
-        weights: str = DEFAULTS.weights,
+        weights: str | None = DEFAULTS.weights,
         bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
         circular: bool = DEFAULTS.circular,
         layout: str | None = DEFAULTS.layout,
@@ -516,7 +518,8 @@ class MultiDiffusionPipeline(ImageInputs):
             scheduler: Short scheduler name.
             window: View size in px (default: the model's native size).
             stride: Step between views in px.
-            weights: View profile (``uniform``, ``feathered``, ``gaussian``), multiplied by the masks.
+            weights: View profile (``gaussian``, ``feathered``, ``uniform``; None: ``gaussian``, or ``uniform`` with
+                sync), multiplied by the masks.
             bootstrap_fraction: Fraction of the steps during which foreground views see their region on a
                 random constant-colour background (0 = off; default 0.2, the paper's 20 %).
             circular: Wrap the views horizontally (a 360° canvas), as in ``__call__``.

@@ -161,7 +161,7 @@ def plan_regions(
     scheduler: Any,
     window: int | None,
     stride: int | None,
-    weights: str,
+    weights: str | None,
     bootstrap_fraction: float,
     output_type: str = "pil",
     circular: bool = False,
@@ -195,6 +195,7 @@ def plan_regions(
         native_px=model.native_window * g,
         default_stride_px=model.default_stride_px,
         canvas_px=(height, width),
+        sync=sync,
     )
     window_px, stride_px = laid.window_px, laid.stride_px
     if guidance_scale is None:

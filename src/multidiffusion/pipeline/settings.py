@@ -33,7 +33,9 @@ class SamplingSettings:
         window: View size, px; None means the model's native size (recorded resolved).
         stride: Step between views, px, 0 < stride ≤ window; None means the model's default, else
             window / 8 (64 px for SD; recorded resolved).
-        weights: ``uniform`` (paper), ``feathered`` or ``gaussian``.
+        weights: ``gaussian``, ``feathered`` or ``uniform`` (the paper's, and diffusers' panorama pipeline's); None
+            (the default): ``gaussian``, or ``uniform`` with sync (docs/fusion.md, "Default weights"; recorded
+            resolved).
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
             the metadata alone).
         sync: Run SyncDiffusion (Lee et al. 2023); the ``sync_*`` settings below apply only then.
@@ -65,7 +67,7 @@ class SamplingSettings:
     scheduler_config: dict[str, Any] | None = None
     window: int | None = None
     stride: int | None = None
-    weights: str = "uniform"
+    weights: str | None = None
     seed: int | None = None
     sync: bool = False
     sync_weight: float = SyncSettings.weight
