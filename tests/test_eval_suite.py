@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cli_helpers import exit_code, one_error_line
+from cli_helpers import exit_code, one_error_line, recipe
 from tiny_metrics import save_features, tiny_clip_folder
 
 
@@ -15,16 +15,18 @@ def test_suite_generates_evaluates_and_resumes(tmp_path):
     clip = tiny_clip_folder(tmp_path / "clip")
     out = tmp_path / "suite"
     argv = ["eval-suite", "--model", "toy", "--prompts", str(prompts), "--out", str(out), "--per-prompt", "2"]
-    argv += ["--sizes", "64x192", "--settings", "multidiffusion,half-overlap", "--steps", "3", "-q"]
+    argv += ["--sizes", "64x192", "--settings", "multidiffusion,half-overlap,global-view", "--steps", "3", "-q"]
     argv += ["--features", str(features), "--clip", str(clip)]
     assert exit_code(argv) == 0
     assert len(list((out / "reference").glob("*.png"))) == 4  # 2 prompts × 2 samples, 64 × 64 (the toy's view)
-    for setting in ("multidiffusion-64x192", "half-overlap-64x192"):
+    for setting in ("multidiffusion-64x192", "half-overlap-64x192", "global-view-64x192"):
         assert len(list((out / setting).glob("*.png"))) == 4
+    assert recipe(next((out / "global-view-64x192").glob("*.png")))["global_view"] == 4.0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["setting"], r["size"], r["images"]) for r in rows] == [
         ("multidiffusion", "64x192", 4),
         ("half-overlap", "64x192", 4),
+        ("global-view", "64x192", 4),
     ]
     for row in rows:  # with the tiny extractor and CLIP every set metric has a number
         assert all(isinstance(row[k], float) for k in ("fid", "kid", "giqa", "clip_score")), row

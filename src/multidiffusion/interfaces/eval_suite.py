@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InvalidInputError
+from ..core.global_view import DEFAULT_WEIGHT as GLOBAL_VIEW_WEIGHT
 from . import runs
 from .evaluate import add_metric_options, evaluate, metric_models
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "multidiffusion": {},
+    "multidiffusion": {},  # the default weights: Gaussian ramps (docs/fusion.md)
+    "paper-weights": {"weights": "uniform"},  # the paper's and diffusers' uniform weights
     "half-overlap": {"layout": "half-overlap"},
     "quarter-overlap": {"layout": "quarter-overlap"},
+    "global-view": {"global_view": GLOBAL_VIEW_WEIGHT},
     "sync": {"sync": True},
 }
 DEFAULT_SIZES = "512x3072,512x4608"
