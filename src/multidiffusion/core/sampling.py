@@ -263,8 +263,8 @@ def sample(
             every rank takes the same scheduler step. None: one process. Every rank must start from the same
             ``x_T`` and generator state.
         global_view: One more view, of the whole canvas pooled to fit the window, fused by least squares in x̂₀
-            space during the first steps (:mod:`~multidiffusion.core.global_view`). None: crops only. Every rank
-            computes it (one more model call per step).
+            space in the steps its ``until`` covers (:mod:`~multidiffusion.core.global_view`). None: crops only.
+            Every rank computes it (one more model call per step).
 
     Returns:
         The final canvas x_0 (N, C, H, W), float32.
