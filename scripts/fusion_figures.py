@@ -4,6 +4,7 @@ Usage::
 
     python scripts/fusion_figures.py            # measure, write docs/fusion_figures.md and .json
     python scripts/fusion_figures.py --smoke    # one oracle, few samples and rows: what CI runs
+    python scripts/fusion_figures.py --plot     # only docs/fusion_correlation.png (needs matplotlib)
 
 Variants, each on the oracles of docs/quality.md (unconditional 16 × 128 px panoramas, 16-px windows, stride
 window/8 with uniform weights unless a row says otherwise; the same x_T and generator per seed):
@@ -42,6 +43,7 @@ from multidiffusion.adapters.schedulers import make_scheduler
 from multidiffusion.core.crop import paste_add
 from multidiffusion.core.foresee import foresee_x0, output_from_x0
 from multidiffusion.core.fusion import FusionPlan
+from multidiffusion.core.gaussian_field import neighbour_correlation
 from multidiffusion.core.global_view import GlobalView
 from multidiffusion.core.guidance import ClassifierFreeGuidance, GuidedCondition
 from multidiffusion.core.layouts import LayoutRecipe
@@ -190,6 +192,42 @@ def run(spec: str, variant: Variant, samples: int, seed: int) -> torch.Tensor:
         return _reference_sample(variant, denoiser, sched, x_T, tasks, condition, g)
 
 
+PLOT_ROWS = (
+    Variant("the paper's uniform weights", "engine", DETERMINISTIC),
+    Variant("Gaussian weights (the default)", "engine", DETERMINISTIC, GAUSSIAN_LAYOUT),
+    Variant("the default + --global-view (ω = 4)", "engine", DETERMINISTIC, GAUSSIAN_LAYOUT, GlobalView()),
+)
+
+
+def plot(path: Path, samples: int = 64, seed: int = 0) -> None:
+    """Correlation against distance on the harder ℓ = window/2 oracle: the field's own and :data:`PLOT_ROWS`'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oracle, spec = list(qf.ORACLES.items())[-1]
+    field = tf.field_of(tf.toy_model(spec))
+    lags = list(range(1, 3 * lf.WINDOW + 1))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    ax.plot(lags, [field.correlation(d) for d in lags], color="black", linestyle=":", label="the field itself")
+    for variant in PLOT_ROWS:
+        x = run(spec, variant, samples, seed)
+        ax.plot(lags, [float(neighbour_correlation(x, lag=d).mean()) for d in lags], label=variant.label)
+    for windows in (1, 2, 3):
+        ax.axvline(windows * lf.WINDOW, color="0.85", linewidth=0.8, zorder=0)
+    ax.set_xlabel(f"distance (px); grey lines at 1, 2 and 3 windows of {lf.WINDOW} px")
+    ax.set_ylabel("correlation of two pixels (row-wise)")
+    ax.set_title(
+        f"{oracle}: {lf.HEIGHT} × {lf.WIDTH} px panoramas, {samples} samples, DPM++ 2M Karras {tf.STEPS} steps"
+    )
+    ax.set_ylim(-0.1, 1.02)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def render(results: dict, differences: dict, samples: int, seeds: tuple[int, ...]) -> str:
     lines = [
         "# Fusion variants on the exact oracles",
@@ -211,8 +249,12 @@ def render(results: dict, differences: dict, samples: int, seeds: tuple[int, ...
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="only draw fusion_correlation.png")
     parser.add_argument("--out-dir", type=Path, default=DOCS)
     args = parser.parse_args()
+    if args.plot:
+        plot(args.out_dir / "fusion_correlation.png")
+        return
     samples, seeds = (8, (0,)) if args.smoke else (64, (0, 1))
     oracles = dict(list(qf.ORACLES.items())[-1:]) if args.smoke else qf.ORACLES
     rows = variants(args.smoke)
