@@ -53,7 +53,8 @@ class GlobalView:
         weight: ω > 0, the global view's say on each block mean against the crops' together: the block means move a
             fraction ω / (1 + ω) of the way to the global view's (with even coverage).
         until: Fraction of the steps, from the first, that use the global view, in (0, 1]. Early steps set the
-            layout; later ones add detail, which the global view (coarser than the canvas) cannot give.
+            layout, but on the exact oracles the global view in every step keeps the most variance and long-range
+            correlation (docs/fusion.md), hence the default 1.
         factor: The pooling factor k; None: the smallest that divides both canvas sides and fits the canvas into the
             window.
         condition: Index of the condition (prompt) the global view is denoised with.
