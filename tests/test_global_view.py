@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from multidiffusion.adapters.schedulers import make_scheduler
 from multidiffusion.adapters.toy import load as load_toy
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.core.foresee import foresee_x0, noise_std, output_from_x0
+from multidiffusion.core.foresee import foresee_x0, output_from_x0, step_level
 from multidiffusion.core.fusion import FusionPlan
 from multidiffusion.core.gaussian_field import (
     GaussianField,
@@ -114,7 +114,9 @@ def test_flow_matching_inverts_and_reads_its_sigma():
     sched._init_step_index(t)
     gen = torch.Generator().manual_seed(3)
     x, o = torch.randn(1, 4, 4, 4, generator=gen), torch.randn(1, 4, 4, 4, generator=gen)
-    assert noise_std(sched, t) == pytest.approx(float(sched.sigmas[2]))
+    assert step_level(sched, t) == pytest.approx(
+        ("flow_prediction", 1 - float(sched.sigmas[2]), float(sched.sigmas[2]), 1.0)
+    )
     assert torch.allclose(output_from_x0(sched, foresee_x0(sched, o, x, t), x, t), o, atol=1e-5)
 
 

@@ -17,9 +17,9 @@ v = ε − x₀ (Lipman et al. 2023; Esser et al. 2024, Eq. 1–2), so
     flow:          x̂₀ = x_t − σ o
 
 Differentiable in both x and o (the sync gradient flows
-through it). :func:`output_from_x0` inverts each formula (the model output that foresees a given x̂₀), and
-:func:`noise_std` is the standard deviation of the noise in the sample the scheduler steps from. Plain PyTorch; the
-scheduler object is only read.
+through it). :func:`output_from_x0` inverts each formula (the model output that foresees a given x̂₀); both read the
+step's level with :func:`step_level` and apply the formulas with :func:`x0_from_output` and :func:`output_from_x0_at`,
+which the global view uses at its own level. Plain PyTorch; the scheduler object is only read.
 """
 
 from __future__ import annotations
@@ -55,6 +55,49 @@ def alpha_bar(scheduler: Any, timestep: Tensor) -> tuple[float, bool]:
     return float(scheduler.alphas_cumprod[t]), exploding
 
 
+def step_level(scheduler: Any, timestep: Tensor) -> tuple[str, float, float, float]:
+    """The current step's noise level in the model's terms: (prediction kind, a, s, unit).
+
+    The model's input is ``unit`` × the sample the scheduler steps from, and it holds a x₀ + s ε:
+    flow matching ``flow_prediction`` with a = 1 − σ, s = σ; otherwise the variance-preserving a = sqrt(ᾱ),
+    s = sqrt(1 − ᾱ), with unit = sqrt(ᾱ) for variance-exploding samples (x = x₀ + σ ε) and 1 for the others.
+    """
+    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"  # FlowMatch* names none
+    if kind == "flow_prediction":
+        index = _sigma_index(scheduler, timestep)
+        if index is None:
+            raise ValueError(f"cannot read the noise level: {type(scheduler).__name__} keeps no sigmas")
+        sigma = float(scheduler.sigmas[index])
+        return kind, 1.0 - sigma, sigma, 1.0
+    abar, exploding = alpha_bar(scheduler, timestep)
+    a = abar**0.5
+    return kind, a, (1.0 - abar) ** 0.5, a if exploding else 1.0
+
+
+def x0_from_output(kind: str, a: float, s: float, output: Tensor, model_input: Tensor) -> Tensor:
+    """x̂₀ from a model output ``o`` and its input x = a x₀ + s ε (the formulas of the module docstring)."""
+    if kind == "flow_prediction":
+        return model_input - s * output  # x_t − σ v
+    if kind == "epsilon":
+        return (model_input - s * output) / a
+    if kind == "v_prediction":
+        return a * model_input - s * output
+    if kind == "sample":
+        return output
+    raise ValueError(f"cannot foresee x0 for prediction type {kind!r}")
+
+
+def output_from_x0_at(kind: str, a: float, s: float, x0: Tensor, model_input: Tensor) -> Tensor:
+    """The model output whose :func:`x0_from_output` is ``x0``: each formula solved for o."""
+    if kind in ("flow_prediction", "epsilon"):
+        return (model_input - (1.0 if kind == "flow_prediction" else a) * x0) / s
+    if kind == "v_prediction":
+        return (a * model_input - x0) / s
+    if kind == "sample":
+        return x0
+    raise ValueError(f"cannot invert x0 for prediction type {kind!r}")
+
+
 def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:
     """x̂₀ from the model output at the current step (see the module docstring).
 
@@ -67,22 +110,8 @@ def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: T
     Returns:
         (B, C, h, w) x̂₀ in latent units, differentiable in both inputs.
     """
-    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"  # FlowMatch* names none
-    if kind == "flow_prediction":
-        index = _sigma_index(scheduler, timestep)
-        if index is None:
-            raise ValueError(f"cannot foresee x0: {type(scheduler).__name__} keeps no sigmas")
-        return sample - float(scheduler.sigmas[index]) * model_output
-    abar, exploding = alpha_bar(scheduler, timestep)
-    a, s = abar**0.5, (1.0 - abar) ** 0.5
-    x_vp = sample * a if exploding else sample  # Euler-type: the model sees x / sqrt(σ² + 1) = sqrt(ᾱ) x
-    if kind == "epsilon":
-        return (x_vp - s * model_output) / a
-    if kind == "v_prediction":
-        return a * x_vp - s * model_output
-    if kind == "sample":
-        return model_output
-    raise ValueError(f"cannot foresee x0 for prediction type {kind!r}")
+    kind, a, s, unit = step_level(scheduler, timestep)
+    return x0_from_output(kind, a, s, model_output, sample * unit)
 
 
 def output_from_x0(scheduler: Any, x0: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:
@@ -91,35 +120,5 @@ def output_from_x0(scheduler: Any, x0: Tensor, sample: Tensor, timestep: Tensor)
     x̂₀ is affine in o with a per-step scalar slope, so fusing x̂₀ over views and converting back with this function is
     the same as fusing o (docs/fusion.md). Arguments as :func:`foresee_x0`; ``x0`` (B, C, h, w) in latent units.
     """
-    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"
-    if kind == "flow_prediction":
-        index = _sigma_index(scheduler, timestep)
-        if index is None:
-            raise ValueError(f"cannot invert x0: {type(scheduler).__name__} keeps no sigmas")
-        return (sample - x0) / float(scheduler.sigmas[index])  # x̂₀ = x_t − σ o
-    abar, exploding = alpha_bar(scheduler, timestep)
-    a, s = abar**0.5, (1.0 - abar) ** 0.5
-    x_vp = sample * a if exploding else sample
-    if kind == "epsilon":
-        return (x_vp - a * x0) / s  # x̂₀ = (x_vp − s o) / a
-    if kind == "v_prediction":
-        return (a * x_vp - x0) / s  # x̂₀ = a x_vp − s o
-    if kind == "sample":
-        return x0
-    raise ValueError(f"cannot invert x0 for prediction type {kind!r}")
-
-
-def noise_std(scheduler: Any, timestep: Tensor) -> float:
-    """The standard deviation of the noise in the sample the scheduler steps from at ``timestep``.
-
-    Variance-preserving: sqrt(1 − ᾱ); variance-exploding (x = x₀ + σ ε): σ = sqrt(1/ᾱ − 1); flow matching
-    (x_t = (1 − σ) x₀ + σ ε): σ.
-    """
-    kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"
-    if kind == "flow_prediction":
-        index = _sigma_index(scheduler, timestep)
-        if index is None:
-            raise ValueError(f"cannot read the noise level: {type(scheduler).__name__} keeps no sigmas")
-        return float(scheduler.sigmas[index])
-    abar, exploding = alpha_bar(scheduler, timestep)
-    return (1.0 / abar - 1.0) ** 0.5 if exploding else (1.0 - abar) ** 0.5
+    kind, a, s, unit = step_level(scheduler, timestep)
+    return output_from_x0_at(kind, a, s, x0, sample * unit)

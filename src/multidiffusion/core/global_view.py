@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import InvalidInputError
-from .foresee import alpha_bar, foresee_x0, noise_std, output_from_x0
+from .foresee import foresee_x0, output_from_x0, step_level, x0_from_output
 from .views import View
 
 DEFAULT_WEIGHT = 4.0
@@ -125,16 +125,7 @@ class PooledLevel:
 
     def x0(self, output: Tensor, model_input: Tensor) -> Tensor:
         """x̂₀ from the model's output at this level (the formulas of :mod:`~multidiffusion.core.foresee`)."""
-        a, s = self.signal, self.noise
-        if self.kind == "flow_prediction":
-            return model_input - s * output
-        if self.kind == "epsilon":
-            return (model_input - s * output) / a
-        if self.kind == "v_prediction":
-            return a * model_input - s * output
-        if self.kind == "sample":
-            return output
-        raise ValueError(f"cannot foresee x0 for prediction type {self.kind!r}")
+        return x0_from_output(self.kind, self.signal, self.noise, output, model_input)
 
 
 def timestep_for_sigma(alphas_cumprod: Tensor, sigma: float) -> Tensor:
@@ -184,19 +175,16 @@ class GlobalStep:
         """
         k = self.factor
         pooled = F.avg_pool2d(x, k) if k > 1 else x
-        kind = getattr(scheduler.config, "prediction_type", None) or "flow_prediction"
-        if kind == "flow_prediction":
-            sigma = noise_std(scheduler, t)
-            scale = 1.0 / (1.0 - sigma + sigma / k)
-            s = sigma / k * scale
+        kind, a, s, unit = step_level(scheduler, t)
+        if kind == "flow_prediction":  # a = 1 − σ, s = σ
+            scale = 1.0 / (1.0 - s + s / k)
+            noise = s / k * scale
             steps = int(getattr(scheduler.config, "num_train_timesteps", 1000))
-            return pooled * scale, PooledLevel(kind, 1.0 - s, s, torch.tensor(s * steps))
-        abar, exploding = alpha_bar(scheduler, t)
-        ratio = math.sqrt(1.0 / abar - 1.0) / k  # σ' of the pooled canvas
-        a = 1.0 / math.sqrt(1.0 + ratio * ratio)
-        unit = 1.0 if exploding else 1.0 / math.sqrt(abar)  # x in "x₀ + σ ε" units
-        level = PooledLevel(kind, a, ratio * a, timestep_for_sigma(scheduler.alphas_cumprod, ratio))
-        return pooled * (unit * a), level
+            return pooled * scale, PooledLevel(kind, 1.0 - noise, noise, torch.tensor(noise * steps))
+        ratio = s / a / k  # σ' of the pooled canvas (σ = s / a, the noise-to-signal ratio)
+        signal = 1.0 / math.sqrt(1.0 + ratio * ratio)
+        level = PooledLevel(kind, signal, ratio * signal, timestep_for_sigma(scheduler.alphas_cumprod, ratio))
+        return pooled * (unit / a * signal), level  # unit / a: the sample in "x₀ + σ ε" units
 
     def fuse(
         self,
