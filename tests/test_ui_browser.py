@@ -219,22 +219,26 @@ def test_live_preview_then_cancel_stops_the_run_and_writes_nothing(page, server)
     assert session.images == before and set(Path(session.out_dir).iterdir()) == files
 
 
-def _upload_picture(page: Any, path: Path, tries: int = 4) -> None:
-    """Upload ``path`` into the Image tab's editor. The tab renders when first shown, and a file set on its input
-    before the editor has hydrated is dropped (seen in CI: the upload prompt stayed), so wait for the editor to
-    be visible and set the file again until the editor holds it."""
-    page.get_by_role("tab", name="Image").click()
-    page.locator("#i-image").wait_for(state="visible", timeout=60_000)
+def _upload_picture(page: Any, path: Path, tries: int = 3) -> None:
+    """Upload ``path`` into the Image tab's editor.
+
+    The editor builds its canvas (PixiJS) when the tab is first shown. A file that arrives before that is done
+    breaks it for good: the page logs "Cannot read properties of undefined (reading 'reset_layers')" and the
+    upload prompt stays. That was seen about once in 5–10 runs under CPU load. So wait for the canvas before
+    uploading, and should the editor still not take the picture, reload the page and start again."""
     held = "!document.querySelector('#i-image').innerText.includes('Upload an image')"
     for attempt in range(tries):
+        page.get_by_role("tab", name="Image").click()
+        page.locator("#i-image canvas").first.wait_for(timeout=60_000)  # the editor is built
         page.locator("#i-image input[type=file]").set_input_files(str(path))
         try:
-            page.wait_for_function(held, timeout=15_000)  # the editor holds the picture once its prompt is gone
-            break
+            page.wait_for_function(held, timeout=20_000)  # the editor holds the picture once its prompt is gone
+            return
         except Exception:
             if attempt == tries - 1:
                 raise
-    page.locator("#i-image canvas").first.wait_for()
+            page.reload()
+            page.wait_for_selector("#generate")
 
 
 def _image_tab_result(page: Any, server: Any, picture: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
