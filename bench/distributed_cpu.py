@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers
 sys.path.insert(0, str(ROOT / "bench"))
 
 
@@ -88,7 +88,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    from tiny_models import make_components, save_model_folder
+    from tests.helpers.tiny_models import make_components, save_model_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         components = make_components(Path(tmp), sample_size=16 if args.smoke else 64)

@@ -4,7 +4,7 @@ Writes the two tables between their markers in docs/image_inputs.md (or a fresh 
 and every number in image_inputs_bench.json beside it:
 
     python bench/image_inputs.py            # the published tables (about half an hour on 2 CPU cores)
-    python bench/image_inputs.py --smoke    # tiny sizes, seconds: what CI runs (tests/test_image_figures_smoke.py)
+    python bench/image_inputs.py --smoke    # tiny sizes, seconds: what CI runs (tests/smoke/test_image_figures.py)
 
 Part 1, structure kept. An upscale ×2 at strength s, once from fresh noise and once with noise inversion (as many
 inversion steps as denoising steps), is shrunk back to the input's size (area average) and compared with the input
@@ -16,14 +16,14 @@ models:
 * ``toy:ell=4``, the exact Gaussian-field model whose fields have the ×2 enlargement's length scale (docs/theory.md),
   DDIM 50 steps, window 64, stride 16 (25 views on the 128 × 128 canvas). The reference row is the Lanczos
   enlargement itself, shrunk back: the most any redraw can keep.
-* the tiny random Stable Diffusion model of the tests (tests/tiny_models.py, 128-px window), DDIM 20 steps,
+* the tiny random Stable Diffusion model of the tests (tests/helpers/tiny_models.py, 128-px window), DDIM 20 steps,
   stride 32 (49 views on the 256 × 256 canvas), with guidance 1 (denoising follows the same predictions as the
   inversion) and 7.5 (SD's default). Its random VAE does not reconstruct, so its results are compared with the
   strength-0 upscale (the enlargement through the VAE and back; its reference row compares that with the input),
   and its random UNet predicts no picture: the rows show how far the sampler returns to the encoded image, through
   the real UNet, VAE and scheduler code, not what a trained model adds.
 
-Part 2, memory. Upscales ×2 on the tiny SD model with a 512-px window (tests/tiny_models.py make_components,
+Part 2, memory. Upscales ×2 on the tiny SD model with a 512-px window (tests/helpers/tiny_models.py make_components,
 sample_size 64), strength 0.5 of 2 steps (one denoising step), guidance 7.5, each in a fresh process: to
 4096 × 4096 px at strides giving 1×, 4× and 16× the views with a fixed 8 views per UNet call, and to 2048 × 2048 px
 once so, then at three strides with the automatic batch size (on a CPU: as many views as fit in half the available
@@ -49,15 +49,15 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_common import RowCounter, machine_line  # noqa: E402
 
-from multidiffusion.core.gaussian_field import GaussianField, prompt_colour  # noqa: E402
-from multidiffusion.core.views import layout_views  # noqa: E402
+from multidiffusion.core.engine.views import layout_views  # noqa: E402
+from multidiffusion.core.oracle.gaussian_field import GaussianField, prompt_colour  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
-from multidiffusion.pipeline.image_start import resize  # noqa: E402
+from multidiffusion.pipeline.modes.image_start import resize  # noqa: E402
 
 BEGIN_KEPT, END_KEPT = "<!-- inversion-table:begin -->", "<!-- inversion-table:end -->"
 BEGIN_MEMORY, END_MEMORY = "<!-- upscale-memory-table:begin -->", "<!-- upscale-memory-table:end -->"
@@ -91,8 +91,8 @@ MEMORY_SMOKE = [(256, 128, 64, 8)]
 
 def tiny_sd(sample_size: int) -> tuple[MultiDiffusionPipeline, dict[str, Any]]:
     """The tests' tiny random SD model (native window ``sample_size`` latent cells) and its components."""
-    from multidiffusion.adapters.stable_diffusion import from_components
-    from tiny_models import make_components
+    from multidiffusion.adapters.families.sd import from_components
+    from tests.helpers.tiny_models import make_components
 
     with tempfile.TemporaryDirectory() as tmp:
         c = make_components(Path(tmp), sample_size=sample_size, seed=1)

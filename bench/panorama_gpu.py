@@ -26,15 +26,15 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_common import RowCounter, interleaved, machine_line  # noqa: E402
 
 from multidiffusion.adapters import make_scheduler  # noqa: E402
-from multidiffusion.adapters.stable_diffusion import from_components  # noqa: E402
+from multidiffusion.adapters.families.sd import from_components  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
-from tiny_models import make_components  # noqa: E402
+from tests.helpers.tiny_models import make_components  # noqa: E402
 
 PROMPT = "a photo of the dolomites"
 REFERENCE_GFLOP_PER_ROW = 678.0  # the figure: one SD 2 UNet row at 512×512 px

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- memory-table:begin -->", "<!-- memory-table:end -->"
 MIB = 2**20
 
-# The test suite's tiny VAE (tests/tiny_models.py) and one with Stable Diffusion's VAE architecture.
+# The test suite's tiny VAE (tests/helpers/tiny_models.py) and one with Stable Diffusion's VAE architecture.
 VAES = {
     "tiny": {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4},
     "sd": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
@@ -81,7 +81,7 @@ def profiled_peaks(fn) -> tuple[int, int]:
     """(peak live bytes allocated during fn, peak extra bytes inside one tile range) from the profiler."""
     from torch.profiler import ProfilerActivity, profile
 
-    from multidiffusion.adapters.tiled_vae import TILE_RANGE
+    from multidiffusion.adapters.codecs.tiled_vae import TILE_RANGE
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
@@ -107,7 +107,7 @@ def profiled_peaks(fn) -> tuple[int, int]:
 
 def worker(vae_name: str, height: int, width: int, tile_px: int, mode: str) -> dict:
     """One configuration, measured in this (fresh) process."""
-    from multidiffusion.adapters.tiled_vae import tiled_decode
+    from multidiffusion.adapters.codecs.tiled_vae import tiled_decode
 
     torch.set_num_threads(1)
     vae = make_vae(vae_name)

@@ -16,8 +16,8 @@ window/8 with uniform weights unless a row says otherwise; the same x_T and gene
   then fuse the stepped views;
 * **per-view noise, variance-corrected**: as per-view stepping, but the fused noise is divided by
   sqrt(Σ W_i²) / Σ W_i so each cell's noise has unit variance again;
-* **global view** ω, until: :class:`~multidiffusion.core.global_view.GlobalView`; the oracle's global view is exact for
-  the pooled field (:class:`~multidiffusion.core.gaussian_field.PooledField`).
+* **global view** ω, until: :class:`~multidiffusion.core.features.global_view.GlobalView`; the oracle's global view is
+exact for   the pooled field (:class:`~multidiffusion.core.oracle.gaussian_field.PooledField`).
 
 Figures as scripts/quality_figures.py: seam (edge / interior, worst / median), variance retained, correlation at one
 and two windows against the field's own.
@@ -39,15 +39,15 @@ from pathlib import Path
 
 import torch
 
-from multidiffusion.adapters.schedulers import make_scheduler
-from multidiffusion.core.crop import paste_add
-from multidiffusion.core.foresee import foresee_x0, output_from_x0
-from multidiffusion.core.fusion import FusionPlan
-from multidiffusion.core.gaussian_field import neighbour_correlation
-from multidiffusion.core.global_view import GlobalView
-from multidiffusion.core.guidance import ClassifierFreeGuidance, GuidedCondition
-from multidiffusion.core.layouts import LayoutRecipe
-from multidiffusion.core.sampling import sample, scale_model_input
+from multidiffusion.adapters.schedulers.names import make_scheduler
+from multidiffusion.core.engine.crop import paste_add
+from multidiffusion.core.engine.foresee import foresee_x0, output_from_x0
+from multidiffusion.core.engine.fusion import FusionPlan
+from multidiffusion.core.engine.guidance import ClassifierFreeGuidance, GuidedCondition
+from multidiffusion.core.engine.sampling import sample, scale_model_input
+from multidiffusion.core.features.global_view import GlobalView
+from multidiffusion.core.layouts.named import LayoutRecipe
+from multidiffusion.core.oracle.gaussian_field import neighbour_correlation
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

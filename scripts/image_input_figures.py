@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from multidiffusion.core.gaussian_field import GaussianField, prompt_colour
+from multidiffusion.core.oracle.gaussian_field import GaussianField, prompt_colour
 from multidiffusion.pipeline import MultiDiffusionPipeline
-from multidiffusion.pipeline.image_start import resize
-from multidiffusion.pipeline.layout import load_layout
+from multidiffusion.pipeline.inputs.region_file import load_layout
+from multidiffusion.pipeline.modes.image_start import resize
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))

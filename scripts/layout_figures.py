@@ -7,7 +7,7 @@ Usage::
 
 For every candidate layout (stride as a fraction of the window × weights, and shifted non-overlapping
 tiles) it samples unconditional panoramas with the engine and reports the seam figures of
-:mod:`multidiffusion.core.seams` and the denoiser evaluations per step. tests/test_toy_layouts.py imports
+:mod:`multidiffusion.core.metrics.seams` and the denoiser evaluations per step. tests/oracle/test_toy_layouts.py imports
 :func:`measure` with the same settings, so the tested figures are the documented ones.
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from multidiffusion.adapters.base import LoadedModel
-from multidiffusion.core.gaussian_field import column_variance
-from multidiffusion.core.layouts import LAYOUTS, LayoutRecipe, evaluations_per_step
-from multidiffusion.core.seams import SeamFigures, edge_pairs, seam_figures
-from multidiffusion.core.tasks import TaskSchedule
+from multidiffusion.adapters.model.loaded import LoadedModel
+from multidiffusion.core.engine.tasks import TaskSchedule
+from multidiffusion.core.layouts.named import LAYOUTS, LayoutRecipe, evaluations_per_step
+from multidiffusion.core.metrics.seams import SeamFigures, edge_pairs, seam_figures
+from multidiffusion.core.oracle.gaussian_field import column_variance
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

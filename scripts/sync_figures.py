@@ -8,11 +8,11 @@ Writes docs/sync_figures.md (tables included by docs/sync.md) and docs/sync_figu
 Part 1, coherence. The Gaussian-field model with the prompt "red or blue" (two fields with equal odds,
 docs/design.md §9): 16 × 256 px canvas, window 16, stride 4, DDIM 50 steps, one seed per row of the mean.
 Per run: the fraction of 16-px crops whose colour (red channel above 0) differs from the centre crop's,
-and the colour spread (core/coherence.py), seed-averaged as sqrt(mean variance); the theory column is the
+and the colour spread (core/metrics/coherence.py), seed-averaged as sqrt(mean variance); the theory column is the
 spread of one exact sample of a single-colour field (gaussian_field.expected_crop_colour_variance), and
 "colour error" is the distance of the panorama's mean colour from the nearer of the two prompt colours.
 
-Part 2, cost. Tiny random SD components (tests/tiny_models.py), 128 × 512 px, window 128, stride 64,
+Part 2, cost. Tiny random SD components (tests/helpers/tiny_models.py), 128 × 512 px, window 128, stride 64,
 DDIM 4 steps, every step synchronised. Each configuration runs in a fresh process: wall time (median of
 3 after a warm-up) and the growth of the peak resident memory during the runs (ru_maxrss after − before).
 """
@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.helpers
 
-from multidiffusion.core.coherence import colour_spread, crop_grid  # noqa: E402
-from multidiffusion.core.gaussian_field import GaussianField, expected_crop_colour_variance, prompt_colour  # noqa: E402
+from multidiffusion.core.metrics.coherence import colour_spread, crop_grid  # noqa: E402
+from multidiffusion.core.oracle.gaussian_field import GaussianField, expected_crop_colour_variance, prompt_colour  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
 
 H, W, WINDOW, STRIDE, CROP = 16, 256, 16, 4, 16
@@ -97,7 +97,7 @@ CONFIGS = {
 def child(config: str, steps: int, repeats: int) -> dict:
     """One configuration, in this (fresh) process: time and peak-memory growth."""
     from conftest import loaded
-    from tiny_models import make_components
+    from tests.helpers.tiny_models import make_components
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

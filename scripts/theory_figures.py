@@ -6,7 +6,7 @@ Usage::
     python scripts/theory_figures.py --no-plot   # table only (no matplotlib needed)
     python scripts/theory_figures.py --print     # print the table, write nothing
 
-The measurement functions are also the conformance suite's (tests/test_toy_conformance.py imports them with
+The measurement functions are also the conformance suite's (tests/oracle/test_toy_conformance.py imports them with
 the same settings and seeds), so the documented figures are the tested ones. matplotlib is imported only
 by :func:`plot` (``pip install matplotlib``); nothing else needs it.
 """
@@ -26,12 +26,17 @@ import torch
 from torch import Tensor
 
 from multidiffusion.adapters import SCHEDULER_NAMES, load_model, make_scheduler
-from multidiffusion.adapters.base import LoadedModel
-from multidiffusion.adapters.toy import NoiseLevels
+from multidiffusion.adapters.families.toy import NoiseLevels
+from multidiffusion.adapters.model.loaded import LoadedModel
 from multidiffusion.core import ClassifierFreeGuidance, GuidedCondition, layout_views, panorama_tasks, sample
-from multidiffusion.core.gaussian_field import GaussianField, column_variance, neighbour_correlation, prompt_colour
-from multidiffusion.core.seams import edge_pairs, seam_figures
-from multidiffusion.core.tasks import TaskSchedule
+from multidiffusion.core.engine.tasks import TaskSchedule
+from multidiffusion.core.metrics.seams import edge_pairs, seam_figures
+from multidiffusion.core.oracle.gaussian_field import (
+    GaussianField,
+    column_variance,
+    neighbour_correlation,
+    prompt_colour,
+)
 from multidiffusion.core.types import ViewTask
 from multidiffusion.pipeline import MultiDiffusionPipeline
 

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    from multidiffusion.interfaces.ui import build_app
-    from multidiffusion.interfaces.ui_session import UiSession
+    from multidiffusion.interfaces.ui.app import build_app
+    from multidiffusion.interfaces.ui.session import UiSession
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

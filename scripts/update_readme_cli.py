@@ -1,6 +1,6 @@
 """Regenerate the CLI reference in README.md from ``multidiffusion panorama --help``.
 
-Usage: ``python scripts/update_readme_cli.py`` (tests/test_readme.py checks the README is current).
+Usage: ``python scripts/update_readme_cli.py`` (tests/docs/test_readme.py checks the README is current).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 def cli_help() -> str:
     """The help text of every subcommand, each after its command line, formatted at 100 columns."""
     os.environ["COLUMNS"] = "100"
-    from multidiffusion.interfaces.cli import build_parser
+    from multidiffusion.interfaces.cli.main import build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")

@@ -7,7 +7,7 @@ import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
-# as the command line sets it before transformers loads (interfaces/cli.py main): in-process CLI tests would
+# as the command line sets it before transformers loads (interfaces/cli/main.py main): in-process CLI tests would
 # otherwise see transformers' once-per-process notices (no torchvision) in whichever test triggers them first
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # the weights-hash cache of the model fingerprints goes to a temporary folder, not the user's ~/.cache
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tiny_models import make_components, save_model_folder
+from tests.helpers.tiny_models import loaded, make_components, save_model_folder
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +37,6 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def small_folder(small: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small components saved with ``save_pretrained``: a model folder for the CLI and loaders."""
     return save_model_folder(small, tmp_path_factory.mktemp("model") / "tiny-sd")
-
-
-def loaded(components: dict[str, Any], source: str = "tiny"):
-    from multidiffusion.adapters.stable_diffusion import from_components
-
-    c = components
-    return from_components(source, c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"].config)
 
 
 @pytest.fixture(scope="session")

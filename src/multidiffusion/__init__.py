@@ -23,7 +23,7 @@ __all__ = [*_PIPELINE_NAMES, "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _PIPELINE_NAMES:
-        from . import pipeline
+        from multidiffusion import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'multidiffusion' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m multidiffusion`` runs the command line."""
 
-from .interfaces.cli import main
+from multidiffusion.interfaces.cli.main import main
 
 raise SystemExit(main())

@@ -38,20 +38,20 @@ import torch
 from multidiffusion import ControlSpec, Customisation, LoraSpec, MultiDiffusionPipeline
 
 # The one import of a non-top-level name (the redesign may move it; fix it here only).
-from multidiffusion.core.regions import Region
+from multidiffusion.core.features.regions import Region
 
-REGION_IMPORT = "multidiffusion.core.regions.Region"
+REGION_IMPORT = "multidiffusion.core.features.regions.Region"
 
-TESTS = Path(__file__).resolve().parent.parent  # tests/: the tiny model builders and the torchrun worker
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+ROOT = Path(__file__).resolve().parents[2]  # the repository: tests.helpers, when this file runs as a script
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from tiny_control import guide_image, save_network, tiny_controlnet  # noqa: E402
-from tiny_flux import make_flux_components, save_flux_folder  # noqa: E402
-from tiny_lora import save_lora  # noqa: E402
-from tiny_models import make_components, save_model_folder  # noqa: E402
-from tiny_sd3 import make_sd3_components, save_sd3_folder  # noqa: E402
-from tiny_sdxl import make_sdxl_components, save_sdxl_folder  # noqa: E402
+from tests.helpers.tiny_control import guide_image, save_network, tiny_controlnet  # noqa: E402
+from tests.helpers.tiny_flux import make_flux_components, save_flux_folder  # noqa: E402
+from tests.helpers.tiny_lora import save_lora  # noqa: E402
+from tests.helpers.tiny_models import make_components, save_model_folder  # noqa: E402
+from tests.helpers.tiny_sd3 import make_sd3_components, save_sd3_folder  # noqa: E402
+from tests.helpers.tiny_sdxl import make_sdxl_components, save_sdxl_folder  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 GOLDEN_TENSORS = DATA / "golden.safetensors"
@@ -340,8 +340,8 @@ def flux_panorama() -> torch.Tensor:
 
 # --- two ranks (torchrun, gloo on the CPU): the existing worker's runs, rank 0's latents ---------------------------
 
-WORKER = TESTS / "distributed_worker.py"
-WORKER_RUNS = ("panorama", "regions", "sync", "outpaint", "upscale")  # tests/distributed_worker.py's RUNS
+WORKER = ROOT / "tests" / "helpers" / "distributed_worker.py"
+WORKER_RUNS = ("panorama", "regions", "sync", "outpaint", "upscale")  # tests/helpers/distributed_worker.py's RUNS
 
 
 def _free_port() -> int:
@@ -352,7 +352,7 @@ def _free_port() -> int:
 
 @cache
 def two_ranks() -> dict[str, torch.Tensor]:
-    """Every run of tests/distributed_worker.py on the tiny SD folder on 2 ranks (one torchrun launch, ~10 s)."""
+    """Every run of tests/helpers/distributed_worker.py on the tiny SD folder on 2 ranks (one torchrun launch)."""
     out = Path(tempfile.mkdtemp(dir=workdir()))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     command = [
@@ -377,8 +377,7 @@ def _rank_case(run: str) -> Callable[[], torch.Tensor]:
         return two_ranks()[run]
 
     fn.__doc__ = (
-        f"tiny SD on 2 ranks (torchrun, gloo): tests/distributed_worker.py's {run!r} run (3 steps, view batch 2), "
-        "rank 0's latents"
+        f"tiny SD on 2 ranks (torchrun, gloo): the worker's {run!r} run (3 steps, view batch 2), rank 0's latents"
     )
     return fn
 

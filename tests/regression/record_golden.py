@@ -31,14 +31,14 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ["MULTIDIFFUSION_CACHE_DIR"] = tempfile.mkdtemp(prefix="multidiffusion-cache-")
 
-HERE = Path(__file__).resolve().parent
-for path in (HERE.parent, HERE):  # tests/ (the tiny model builders) and tests/regression/ (the cases)
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+ROOT = Path(__file__).resolve().parents[2]  # the repository: tests.helpers and tests.regression
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import golden_cases as g  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+
+import tests.regression.golden_cases as g  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

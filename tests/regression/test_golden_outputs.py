@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 
-import golden_cases as g
 import pytest
 import torch
+
+import tests.regression.golden_cases as g
 
 pytestmark = pytest.mark.float_sensitive
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 
-import golden_cases as g
 import pytest
+
+import tests.regression.golden_cases as g
 
 pytestmark = pytest.mark.float_sensitive
 

@@ -1,8 +1,8 @@
 """Adapters: the only code that knows diffusers and transformers (docs/design.md §1)."""
 
-from .base import LoadedModel
-from .loading import check_model_source, load_model, resolve_device, resolve_dtype
-from .schedulers import SCHEDULER_NAMES, check_scheduler_name, make_scheduler
+from multidiffusion.adapters.loading.resolve import check_model_source, load_model, resolve_device, resolve_dtype
+from multidiffusion.adapters.model.loaded import LoadedModel
+from multidiffusion.adapters.schedulers.names import SCHEDULER_NAMES, check_scheduler_name, make_scheduler
 
 __all__ = [
     "SCHEDULER_NAMES",

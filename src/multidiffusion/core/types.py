@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from .views import View
+from multidiffusion.core.engine.views import View
 
 
 class Denoiser(Protocol):
@@ -91,7 +91,7 @@ class ViewTask:
 
     Attributes:
         view: The window F_i, latent cells.
-        condition: Index into the ``conditions`` passed to :func:`~multidiffusion.core.sampling.sample`.
+        condition: Index into the ``conditions`` passed to :func:`~multidiffusion.core.engine.sampling.sample`.
         weight: W_i restricted to the view, float tensor (h, w) with values ≥ 0.
     """
 
@@ -125,7 +125,7 @@ class StepState:
 
 @dataclass(frozen=True)
 class SamplerState:
-    """Where :func:`~multidiffusion.core.sampling.sample` starts when it continues a run (a checkpoint).
+    """Where :func:`~multidiffusion.core.engine.sampling.sample` starts when it continues a run (a checkpoint).
 
     Attributes:
         step_index: Steps already taken: the loop starts at ``scheduler.timesteps[step_index]``.

@@ -1,0 +1,1 @@
+"""Latents ↔ images: the VAE, tiled VAE, packed-patch codec and the cheap preview map."""

@@ -1,0 +1,1 @@
+"""One module per model family, and the registry that lists them."""

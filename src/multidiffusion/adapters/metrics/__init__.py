@@ -1,0 +1,1 @@
+"""Weight-backed metrics: LPIPS, CLIP score, FID/KID, GIQA."""

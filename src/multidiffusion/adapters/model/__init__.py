@@ -1,0 +1,1 @@
+"""What a family hands to the pipeline: the loaded model and its differentiable parts."""

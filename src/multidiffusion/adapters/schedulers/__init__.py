@@ -1,0 +1,1 @@
+"""diffusers schedulers by name, the flow-matching shift, and the inverting scheduler."""

@@ -1,0 +1,77 @@
+"""The one crop/paste pair: views of a canvas gathered into a batch, and a batch scattered back.
+
+Both are a single gather / scatter-add over precomputed flat indices (no Python loop over views), and
+both honour wrap-around on either axis, because a view's rows are stored modulo the canvas height and its
+columns modulo the canvas width (a view reaches past the bottom or right edge only on a wrapped axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from multidiffusion.core.engine.views import View
+
+
+def view_indices(views: Sequence[View], height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+    """Flat canvas indices of every cell of every view.
+
+    Args:
+        views: Views of one size (h, w) on a ``height`` × ``width`` canvas (latent cells), each starting
+            inside it (``0 <= top < height``, ``0 <= left < width``).
+        height: Canvas rows; view rows are taken modulo this (wrap-around).
+        width: Canvas columns; view columns are taken modulo this (wrap-around).
+
+    Returns:
+        Long tensor of shape (V, h·w): ``row · width + col`` for each cell, in row-major order.
+    """
+    if not views:
+        raise ValueError("no views given")
+    h, w = views[0].height, views[0].width
+    if any((v.height, v.width) != (h, w) for v in views):
+        raise ValueError("all views of a batch must have one size")
+    tops = torch.tensor([v.top for v in views], dtype=torch.long)
+    lefts = torch.tensor([v.left for v in views], dtype=torch.long)
+    if int(tops.min()) < 0 or int(tops.max()) >= height or int(lefts.min()) < 0 or int(lefts.max()) >= width:
+        raise ValueError(f"a view starts outside the {height}×{width} canvas")
+    if h > height or w > width:
+        raise ValueError(f"a {h}×{w} view is larger than the {height}×{width} canvas")
+    rows = (tops[:, None] + torch.arange(h)[None, :]) % height  # (V, h)
+    cols = (lefts[:, None] + torch.arange(w)[None, :]) % width  # (V, w)
+    flat = rows[:, :, None] * width + cols[:, None, :]  # (V, h, w)
+    return flat.reshape(len(views), h * w).to(device)
+
+
+def crop(canvas: Tensor, index: Tensor, size: tuple[int, int]) -> Tensor:
+    """Gather views out of a canvas: F_i(J) of the paper.
+
+    Args:
+        canvas: (N, C, H, W).
+        index: (V, h·w) flat indices from :func:`view_indices`.
+        size: (h, w) of the views.
+
+    Returns:
+        (V·N, C, h, w), view-major: rows ``v·N … v·N + N − 1`` hold view v of the N canvases.
+    """
+    n, c = canvas.shape[:2]
+    v = index.shape[0]
+    flat = canvas.reshape(n, c, -1)[:, :, index.reshape(-1)]  # (N, C, V·h·w)
+    return flat.reshape(n, c, v, *size).permute(2, 0, 1, 3, 4).reshape(v * n, c, *size)
+
+
+def paste_add(target: Tensor, views: Tensor, index: Tensor) -> Tensor:
+    """Scatter-add view tensors into a canvas accumulator in place: Σ_i F_i⁻¹(views_i).
+
+    Args:
+        target: (N, C, H, W) accumulator, modified in place and returned.
+        views: (V·N, C, h, w), view-major as :func:`crop` returns.
+        index: (V, h·w) flat indices of those views.
+    """
+    n, c = target.shape[:2]
+    v = index.shape[0]
+    src = views.reshape(v, n, c, -1).permute(1, 2, 0, 3).reshape(n, c, -1)  # (N, C, V·h·w)
+    flat = target.view(n, c, -1)
+    flat.index_add_(2, index.reshape(-1), src.to(flat.dtype))
+    return target

@@ -1,0 +1,1 @@
+"""Figures measured on canvases: coherence, seams, a weight-free perceptual statistic."""

@@ -1,0 +1,1 @@
+"""The ``multidiffusion`` command line: options built from the settings, the commands, loading with messages."""

@@ -1,0 +1,1 @@
+"""One module per command beside panorama and regions: batch, eval, eval-suite, eval-coherence, image commands."""

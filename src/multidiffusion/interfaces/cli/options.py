@@ -1,0 +1,415 @@
+"""Command-line options shared by the generating commands. Defaults come from the pipeline's settings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from multidiffusion.adapters.families.registry import FAMILIES
+from multidiffusion.core.engine.weights import WEIGHT_KINDS
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.pipeline.settings.recipe import DEFAULT_MODEL, default
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
+MAX_IMAGES = 10_000
+# (flag, attribute) of every SyncDiffusion option that only means something with --sync.
+SYNC_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("--sync-weight", "sync_weight"),
+    ("--sync-decay", "sync_decay"),
+    ("--sync-stop", "sync_stop"),
+    ("--sync-every", "sync_every"),
+    ("--sync-anchor", "sync_anchor"),
+    ("--sync-loss", "sync_loss"),
+    ("--sync-chunk", "sync_chunk"),
+    ("--sync-checkpointing", "sync_checkpointing"),
+)
+MODEL_HELP = (
+    f"a hub repo id or diffusers folder, or a .safetensors checkpoint (.ckpt with --allow-pickle; with --config "
+    "offline), of: "
+    f"{'; '.join(f.title for f in FAMILIES)}; or 'toy': the exact Gaussian-field model that needs no weights "
+    "(docs/theory.md) (default: %(default)s)"
+)
+
+
+RANDOM_SEED = -1  # --seed -1: a fresh random seed (as in AUTOMATIC1111), also over a layout's own seed
+
+
+def seed(text: str) -> int:
+    """``--seed``: a whole number in 0 … 2⁶⁴ − 1, or :data:`RANDOM_SEED` (−1) for a fresh random one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number in 0…{MAX_SEED} or -1 (random), got {text!r}"
+        ) from None
+    if value == RANDOM_SEED:
+        return value
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0…{MAX_SEED} or -1 (random), got {text}")
+    return value
+
+
+def anchor(text: str) -> int | str:
+    """``center`` or a view index (argparse type of ``--sync-anchor``)."""
+    if text == "center":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
+
+
+def add_allow_pickle(p: argparse.ArgumentParser) -> None:
+    """``--allow-pickle``: also load pickled weights (.ckpt, .pt, .pth, .bin), which can run code when loaded."""
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load pickled weights (.ckpt, .pt, .pth, .bin files), which can run code when loaded; only for "
+        "files you trust (default: .safetensors only)",
+    )
+
+
+def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
+    """Options shared by every generating command."""
+    from multidiffusion.adapters.schedulers.names import SCHEDULER_HELP
+    from multidiffusion.interfaces.cli.customise_options import add_customisation
+
+    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--num-images",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images to make, with seeds SEED, SEED+1, …, written as FILE-0.png, FILE-1.png, … (default: 1)",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL", help=MODEL_HELP)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FOLDER_OR_REPO",
+        help="for a single-file checkpoint: the diffusers model folder or repo id that describes it",
+    )
+    add_allow_pickle(p)
+    add_customisation(p)
+    p.add_argument(
+        "--steps", type=int, default=default("num_inference_steps"), help="denoising steps (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=seed, default=None, help=f"random seed; -1 = random (default: {what}, printed)")
+    p.add_argument(
+        "--scheduler",
+        default=default("scheduler"),
+        metavar="NAME",
+        help=f"{SCHEDULER_HELP} (default: the model's: ddim for SD 1.x/2.x, the one its config names for "
+        "SDXL, SD3, Flux and few-step models)",
+    )
+    p.add_argument(
+        "--window", type=int, default=default("window"), metavar="PX", help="view size (default: the model's)"
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=default("stride"),
+        metavar="PX",
+        help="step between views, below the window so views blend (default: the model's, else window / 8: "
+        "64 px for SD)",
+    )
+    p.add_argument(
+        "--weights",
+        default=default("weights"),
+        choices=WEIGHT_KINDS,
+        help="per-view weights: ramps toward inner edges (gaussian, feathered) or uniform (the paper's and "
+        "diffusers') (default: gaussian; uniform with --sync; docs/fusion.md)",
+    )
+    p.add_argument(
+        "--view-batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="views per model call (default: as many as fit in memory)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "float16", "bfloat16"),
+        help="weights dtype (default: float16 on cuda, float32 on cpu)",
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="run the networks NHWC (docs/performance.md; same results)"
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the denoiser (slow first step per batch shape)"
+    )
+    p.add_argument(
+        "--tiled-vae",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="decode in tiles with whole-canvas GroupNorm statistics (no seams, memory follows the tile); "
+        "default: automatic above 2 Mpx (docs/tiled_vae.md)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+
+
+def add_guidance(p: argparse.ArgumentParser) -> None:
+    """``--guidance`` and ``--guidance-rescale`` (panorama and the image commands)."""
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale, 1 = off (default: the model's, 7.5 for SD, 1 for toy)",
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=default("guidance_rescale"),
+        help="guidance rescale phi in [0, 1] (Lin et al. 2023) (default: %(default)s)",
+    )
+
+
+def add_image_prompts(p: argparse.ArgumentParser, what: str, required: bool) -> None:
+    """``--prompt`` and ``--negative-prompt`` of the image commands; ``what`` says what the prompt describes."""
+    p.add_argument(
+        "--prompt",
+        required=required,
+        default=None if required else "",
+        metavar="TEXT",
+        help=what if required else f"{what} (default: none: the views follow the image alone)",
+    )
+    p.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from (default: none)")
+
+
+def add_feather(p: argparse.ArgumentParser) -> None:
+    """``--feather PX``: how softly the kept part of the image meets the redrawn part (outpaint, inpaint)."""
+    from multidiffusion.pipeline.modes.image_start import DEFAULT_FEATHER_PX, MAX_FEATHER_PX
+
+    p.add_argument(
+        "--feather",
+        type=float,
+        default=DEFAULT_FEATHER_PX,
+        metavar="PX",
+        help=f"blur radius (σ, px, 0…{MAX_FEATHER_PX:g}) of the edge between the kept and the redrawn pixels; "
+        "0 = a hard edge that keeps the image exactly (default: %(default)s)",
+    )
+
+
+def check_image_numbers(args: argparse.Namespace) -> None:
+    """``--strength``, ``--feather`` and ``--noise-inversion`` where the command has them, before any model loads
+    (the pipeline's :class:`~multidiffusion.pipeline.modes.image_start.ImageStart` checks them again)."""
+    from multidiffusion.pipeline.modes.image_start import MAX_FEATHER_PX, MAX_INVERSION_STEPS
+    from multidiffusion.pipeline.settings.checks import check_number
+
+    if getattr(args, "strength", None) is not None:
+        check_number("--strength", args.strength, 0.0, 1.0)
+    if getattr(args, "feather", None) is not None:
+        check_number("--feather", args.feather, 0.0, MAX_FEATHER_PX, " px")
+    steps = getattr(args, "noise_inversion", 0)
+    if not 0 <= steps <= MAX_INVERSION_STEPS:
+        raise InvalidInputError(f"--noise-inversion must be a number of steps in 0…{MAX_INVERSION_STEPS}, got {steps}")
+
+
+def add_canvas_wrap(p: argparse.ArgumentParser) -> None:
+    """``--circular`` and ``--view-layout`` (panorama, regions and the image commands)."""
+    from multidiffusion.core.layouts.named import LAYOUT_NAMES
+
+    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
+    p.add_argument(
+        "--view-layout",
+        default=None,
+        choices=LAYOUT_NAMES,
+        help="a cheaper named layout that sets stride and weights (docs/layouts.md; default: --stride/--weights)",
+    )
+
+
+def add_global_view(p: argparse.ArgumentParser) -> None:
+    """``--global-view`` and ``--global-view-until`` (panorama; docs/fusion.md)."""
+    from multidiffusion.core.features.global_view import DEFAULT_WEIGHT as GLOBAL_VIEW_WEIGHT
+
+    g = p.add_argument_group("global view (long-range coherence for one more model call per step; docs/fusion.md)")
+    g.add_argument(
+        "--global-view",
+        type=float,
+        nargs="?",
+        const=GLOBAL_VIEW_WEIGHT,
+        default=default("global_view"),
+        metavar="W",
+        help="add one view of the whole canvas, pooled to fit the window; W > 0 is its weight against the crops' "
+        f"(given alone: {GLOBAL_VIEW_WEIGHT:g}; default: off)",
+    )
+    g.add_argument(
+        "--global-view-until",
+        type=float,
+        default=None,
+        metavar="F",
+        help=f"use it for the first fraction F of the steps, in (0, 1] (default: {default('global_view_until'):g})",
+    )
+
+
+def global_view_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The API's ``global_view`` and ``global_view_until`` from the options, checked (before any model loads)."""
+    from multidiffusion.core.features.global_view import GlobalView
+
+    if args.global_view is None:
+        if args.global_view_until is not None:
+            raise InvalidInputError("--global-view-until needs --global-view")
+        return {}
+    until = default("global_view_until") if args.global_view_until is None else args.global_view_until
+    GlobalView(args.global_view, until)  # raises on a bad weight or fraction
+    if getattr(args, "customise", None) is not None and args.customise.control:
+        raise InvalidInputError("--global-view cannot be combined with --controlnet yet: drop one of them")
+    return {"global_view": args.global_view, "global_view_until": until}
+
+
+def add_sync(p: argparse.ArgumentParser) -> None:
+    """SyncDiffusion options (Lee et al. 2023; docs/sync.md). Every ``--sync-*`` option needs ``--sync``."""
+    from multidiffusion.pipeline.modes.sync import SYNC_LOSSES
+
+    g = p.add_argument_group("SyncDiffusion (one coherent style across the canvas; docs/sync.md)")
+    g.add_argument("--sync", action="store_true", help="pull every view toward the anchor view's style")
+    g.add_argument(
+        "--sync-weight", type=float, default=None, metavar="W", help=f"w ≥ 0 (default: {default('sync_weight')})"
+    )
+    g.add_argument(
+        "--sync-decay",
+        type=float,
+        default=None,
+        metavar="L",
+        help=f"step i uses w·L^i, L in (0, 1] (default: {default('sync_decay')})",
+    )
+    g.add_argument(
+        "--sync-stop",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help=f"synchronise steps 0 … STEP−1 only (default: {default('sync_stop_step')})",
+    )
+    g.add_argument(
+        "--sync-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"synchronise every N-th step (default: {default('sync_every')})",
+    )
+    g.add_argument(
+        "--sync-anchor",
+        type=anchor,
+        default=None,
+        metavar="center|INDEX",
+        help=f"the view the others follow, by index in row-major layout order (default: {default('sync_anchor')})",
+    )
+    g.add_argument(
+        "--sync-loss",
+        default=None,
+        choices=SYNC_LOSSES,
+        help="perceptual loss: lpips (needs the lpips package and VGG weights) or builtin (weight-free); "
+        "default: lpips if available, else builtin with a notice",
+    )
+    g.add_argument(
+        "--sync-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="views per gradient batch (default: the engine's batch, at most 128 views of 64×64 latent cells)",
+    )
+    g.add_argument("--sync-checkpointing", action="store_true", help="checkpoint activations: less memory, more time")
+
+
+def sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's ``sync*`` keyword arguments from the options, checked; options without ``--sync`` are an
+    error (they would be silently ignored), and LPIPS is checked for here, before any model loads."""
+    given = [flag for flag, name in SYNC_OPTIONS if getattr(args, name) not in (None, False)]
+    if given and not args.sync:
+        raise InvalidInputError(f"{', '.join(given)} only apply with --sync; add --sync or drop them")
+    if args.sync_chunk is not None and args.sync_chunk < 1:
+        raise InvalidInputError(f"--sync-chunk must be ≥ 1, got {args.sync_chunk}")
+    if args.sync and getattr(args, "view_layout", None) is not None:
+        from multidiffusion.pipeline.settings.checks import check_sync_layout
+
+        check_sync_layout(True, args.view_layout)
+    values = {
+        "sync": args.sync,
+        "sync_weight": default("sync_weight") if args.sync_weight is None else args.sync_weight,
+        "sync_decay": default("sync_decay") if args.sync_decay is None else args.sync_decay,
+        "sync_stop_step": default("sync_stop_step") if args.sync_stop is None else args.sync_stop,
+        "sync_every": default("sync_every") if args.sync_every is None else args.sync_every,
+        "sync_anchor": default("sync_anchor") if args.sync_anchor is None else args.sync_anchor,
+        "sync_loss": args.sync_loss,
+    }
+    from multidiffusion.pipeline.modes.sync import check_sync
+
+    check_sync(
+        values["sync_weight"],
+        values["sync_decay"],
+        values["sync_stop_step"],
+        values["sync_every"],
+        values["sync_anchor"],
+        values["sync_loss"],
+    )
+    if args.sync and args.sync_loss == "lpips":
+        from multidiffusion.adapters.metrics.lpips import check_lpips_available
+
+        check_lpips_available()
+    return values
+
+
+def add_checkpoint(p: argparse.ArgumentParser, resuming: bool = False) -> None:
+    """``--checkpoint FILE`` and ``--checkpoint-every K``: write the run's state so ``resume`` can finish it."""
+    from multidiffusion.pipeline.run.checkpoint import DEFAULT_EVERY
+
+    g = p.add_argument_group("checkpoints (finish an interrupted run with 'multidiffusion resume FILE')")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        metavar="FILE",
+        help="keep writing the rest of the run to FILE (default: the checkpoint being resumed)"
+        if resuming
+        else "write the run's latents, scheduler and random state and its recipe to FILE (atomically) every K "
+        "steps, after the last step and on Ctrl-C (one image per run)",
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"write the checkpoint every K steps (default: {DEFAULT_EVERY}, every step: writing costs far less "
+        "than a step)",
+    )
+
+
+def checkpoint_settings(args: argparse.Namespace, path: str | None = None) -> Any:
+    """The run's :class:`~multidiffusion.pipeline.run.checkpoint.CheckpointSettings` from the options (``path``: the
+    default file), checked before any model loads; None without a file."""
+    from multidiffusion.pipeline.run.checkpoint import DEFAULT_EVERY, CheckpointSettings
+
+    path = args.checkpoint if args.checkpoint is not None else path
+    if path is None:
+        if args.checkpoint_every is not None:
+            raise InvalidInputError("--checkpoint-every only applies with --checkpoint; add --checkpoint FILE")
+        return None
+    if getattr(args, "num_images", 1) != 1:
+        raise InvalidInputError("--checkpoint holds one run: use it with one image (drop --num-images)")
+    every = DEFAULT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    if every < 1:
+        raise InvalidInputError(f"--checkpoint-every must be ≥ 1, got {every}")
+    settings = CheckpointSettings(Path(path), every)
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).expanduser().resolve() == settings.path.resolve():
+        raise InvalidInputError("--checkpoint must name a different file than --out")
+    return settings
+
+
+def add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "", out: bool = True) -> None:
+    """--out (unless ``out`` is False), --model, --device, --allow-pickle and -q of the commands that rerun recorded
+    runs (reproduce, resume, batch)."""
+    if out:
+        p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="where the model is (default: the recorded repo id; a local folder or file must be given again"
+        f"{why_local})",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    add_allow_pickle(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")

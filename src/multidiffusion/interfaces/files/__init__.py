@@ -1,0 +1,1 @@
+"""Files the interfaces write: PNGs with their recipe, segmentation legends."""

@@ -1,0 +1,1 @@
+"""Files the user hands over: region files, stored masks, images."""

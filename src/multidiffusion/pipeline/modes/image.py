@@ -1,0 +1,201 @@
+"""The image commands of the pipeline: upscale, outpaint, inpaint. Each builds an
+:class:`~multidiffusion.pipeline.modes.image_start.ImageStart` and a canvas size, then makes the panorama call, so
+every option of a panorama (views, weights, schedulers, sync, tiled VAE) works on images too; checkpoints do not
+yet (the input is not in the checkpoint)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.pipeline.modes.image_start import (
+    DEFAULT_FEATHER_PX,
+    ImageStart,
+    check_something_to_redraw,
+    file_record,
+    place,
+    read_image,
+    read_known,
+    resize,
+    scaled_size,
+)
+from multidiffusion.pipeline.run.output import MultiDiffusionOutput
+from multidiffusion.pipeline.settings.checks import check_canvas_pixels
+
+DEFAULT_UPSCALE_STRENGTH = 0.3  # adds detail and keeps the composition (A1111's tiled upscalers use 0.3–0.4)
+
+
+def _input(image: Any) -> dict[str, Any] | None:
+    """What the metadata records about an input: a file's name and SHA-256; None for objects in memory."""
+    return file_record(image) if isinstance(image, (str, Path)) else None
+
+
+def _check_multiple(size: tuple[int, int], granularity: int, what: str) -> None:
+    """An image kept as it is (outpaint, inpaint) must have sides in multiples of the model's granularity."""
+    height, width = size
+    if height % granularity or width % granularity:
+        fit = (
+            max(granularity, width // granularity * granularity),
+            max(granularity, height // granularity * granularity),
+        )
+        raise InvalidInputError(
+            f"the {what} is {width}×{height} px; this model needs sides in multiples of {granularity} px: crop or "
+            f"resize it (e.g. to {fit[0]}×{fit[1]})"
+        )
+
+
+def _margin(name: str, value: Any, granularity: int) -> int:
+    """An outpaint margin: a whole number of pixels ≥ 0, a multiple of the model's granularity."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"the {name} margin must be a whole number of pixels ≥ 0, got {value!r}")
+    if value % granularity:
+        raise InvalidInputError(
+            f"the {name} margin must be a multiple of {granularity} px for this model, got {value} "
+            f"(nearest: {round(value / granularity) * granularity})"
+        )
+    return value
+
+
+class ImageInputs:
+    """Mixin of :class:`~multidiffusion.pipeline.facade.MultiDiffusionPipeline`: the methods that start from an
+    image. ``self(...)`` is the panorama call; every keyword it takes passes through."""
+
+    model: Any
+    __call__: Callable[..., MultiDiffusionOutput]  # the panorama call, defined by the pipeline
+
+    def upscale(
+        self,
+        image: Any,
+        scale: float = 2.0,
+        prompt: str = "",
+        negative_prompt: str | None = None,
+        *,
+        strength: float = DEFAULT_UPSCALE_STRENGTH,
+        noise_inversion_steps: int = 0,
+        resample: str = "lanczos",
+        **kwargs: Any,
+    ) -> MultiDiffusionOutput:
+        """Tiled upscaling: enlarge, encode, noise to ``strength``, re-denoise in overlapping views, decode.
+
+        Args:
+            image: A path, PIL image, uint8 array (H, W, 3) or float tensor (3, H, W) in [0, 1].
+            scale: Each side × scale, rounded to the model's granularity (8 px for SD); > 0.
+            prompt: What the image shows ("" works: the views then follow the image alone).
+            negative_prompt: As for a panorama.
+            strength: In [0, 1]: how much is redrawn (0 returns the encoded enlargement, 1 ignores the input).
+            noise_inversion_steps: > 0 inverts the enlarged image to the starting noise level through the same
+                views instead of adding fresh noise, so higher strengths keep the original's structure
+                (docs/image_inputs.md measures how much).
+            resample: ``lanczos`` (default), ``bicubic``, ``bilinear`` or ``nearest``.
+            **kwargs: Any keyword of the panorama call (steps, guidance, window, stride, generator, …) except
+                height and width.
+        """
+        start = self.plan_upscale(
+            image, scale, strength=strength, noise_inversion_steps=noise_inversion_steps, resample=resample
+        )
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_upscale(
+        self,
+        image: Any,
+        scale: float = 2.0,
+        *,
+        strength: float = DEFAULT_UPSCALE_STRENGTH,
+        noise_inversion_steps: int = 0,
+        resample: str = "lanczos",
+    ) -> ImageStart:
+        """The checked start of :meth:`upscale` (its canvas is ``.size``), without running it."""
+        pixels = read_image(image)
+        height, width = scaled_size(pixels.shape[2], pixels.shape[3], scale, self.model.granularity_px)
+        check_canvas_pixels(height, width)
+        record = {"mode": "upscale", "input": _input(image), "scale": float(scale), "resample": resample}
+        return ImageStart(
+            resize(pixels, height, width, resample),
+            strength=strength,
+            noise_inversion_steps=noise_inversion_steps,
+            record=record,
+        )
+
+    def outpaint(
+        self,
+        image: Any,
+        prompt: str,
+        negative_prompt: str | None = None,
+        *,
+        left: int = 0,
+        right: int = 0,
+        top: int = 0,
+        bottom: int = 0,
+        feather: float = DEFAULT_FEATHER_PX,
+        **kwargs: Any,
+    ) -> MultiDiffusionOutput:
+        """Extend a picture by margins (px, multiples of the granularity): the image is kept, the margins are drawn.
+
+        Every step the image's latents, noised to that step, replace the canvas there (feathered inward by
+        ``feather`` px); at the end the image region is the encoded original. ``circular=True`` makes a 360°
+        panorama whose left and right ends join. Other keywords are the panorama call's.
+        """
+        start = self.plan_outpaint(image, left=left, right=right, top=top, bottom=bottom, feather=feather)
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_outpaint(
+        self,
+        image: Any,
+        *,
+        left: int = 0,
+        right: int = 0,
+        top: int = 0,
+        bottom: int = 0,
+        feather: float = DEFAULT_FEATHER_PX,
+    ) -> ImageStart:
+        """The checked start of :meth:`outpaint` (its canvas is ``.size``), without running it."""
+        g = self.model.granularity_px
+        margins = {k: _margin(k, v, g) for k, v in (("left", left), ("right", right), ("top", top), ("bottom", bottom))}
+        if not any(margins.values()):
+            raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
+        pixels = read_image(image)
+        _check_multiple(tuple(pixels.shape[2:]), g, "image")
+        height, width = pixels.shape[2] + top + bottom, pixels.shape[3] + left + right
+        check_canvas_pixels(height, width)
+        canvas, known = place(pixels, None, (height, width), left, top)
+        record = {"mode": "outpaint", "input": _input(image), **margins}
+        return ImageStart(canvas, known, strength=1.0, feather=feather, record=record)
+
+    def inpaint(
+        self,
+        image: Any,
+        mask: Any,
+        prompt: str,
+        negative_prompt: str | None = None,
+        *,
+        strength: float = 1.0,
+        feather: float = DEFAULT_FEATHER_PX,
+        **kwargs: Any,
+    ) -> MultiDiffusionOutput:
+        """Redraw the white part of ``mask`` (A1111's and diffusers' convention); the rest is kept.
+
+        Args:
+            image: As for :meth:`upscale`; sides in multiples of the granularity.
+            mask: The same size as the image: a path, PIL image, array or tensor (white or 1 = redraw).
+            prompt: What the redrawn part shows.
+            negative_prompt: As for a panorama.
+            strength: In [0, 1]; below 1 the masked part starts from the image noised to that strength.
+            feather: σ in px of the inward feathering of the kept region (0: hard edge).
+            **kwargs: Any keyword of the panorama call except height and width.
+        """
+        start = self.plan_inpaint(image, mask, strength=strength, feather=feather)
+        return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
+
+    def plan_inpaint(
+        self, image: Any, mask: Any, *, strength: float = 1.0, feather: float = DEFAULT_FEATHER_PX
+    ) -> ImageStart:
+        """The checked start of :meth:`inpaint` (its canvas is ``.size``), without running it."""
+        pixels = read_image(image)
+        size = (int(pixels.shape[2]), int(pixels.shape[3]))
+        known = read_known(mask, size)
+        check_something_to_redraw(known)
+        _check_multiple(size, self.model.granularity_px, "image")
+        record = {"mode": "inpaint", "input": _input(image), "mask": _input(mask)}
+        return ImageStart(pixels, known, strength=strength, feather=feather, record=record)

@@ -1,0 +1,1 @@
+"""The run every mode shares: conditions, noise, the engine with progress, memory, checkpoints, ranks, output."""

@@ -1,0 +1,275 @@
+"""Validation of pixel-level settings against a model. One clear line per problem."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from multidiffusion.core.engine.weights import WEIGHT_KINDS
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.layouts.named import get_layout
+from multidiffusion.pipeline.settings.recipe import OUTPUT_TYPES
+
+MAX_GUIDANCE = 100.0  # classifier-free guidance scales in use are 1–20; far above, the images are noise
+MAX_STEPS = 10_000  # a global cap on scheduler steps (schedulers have their own, lower limits)
+MAX_CANVAS_PX = 2**30  # 1 Gpx (32768 × 32768): the decoded float32 image alone is 12 GiB
+MAX_VIEWS = 100_000  # views per step: the layout, weights and batches are built per view
+MAX_REGIONS = 256  # regions of a layout: each is a canvas-sized mask and a prompt encoded per run
+
+
+def check_text(text: Any, what: str) -> str:
+    """A prompt must be a string of valid Unicode (encodable as UTF-8) without NUL characters."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"the {what} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"the {what} is not valid UTF-8 text (undecodable byte at character {exc.start}); "
+            "check the terminal's or file's encoding"
+        ) from None
+    if "\0" in text:
+        raise InvalidInputError(f"the {what} contains a NUL character (at character {text.index(chr(0))})")
+    return text
+
+
+def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> list[str]:
+    """A prompt or a list of prompts as a non-empty list of strings (valid UTF-8, no NUL)."""
+    if prompt is None:
+        raise InvalidInputError(f"{what} is required: give a string or a list of strings, got None")
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, Sequence):
+        prompts = list(prompt)
+    else:
+        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(prompt).__name__}")
+    if not prompts:
+        raise InvalidInputError(f"the {what} list is empty; give at least one {what}")
+    if not all(isinstance(p, str) for p in prompts):
+        raise InvalidInputError(f"every {what} must be a string")
+    for p in prompts:
+        check_text(p, what)
+    return prompts
+
+
+def check_number(name: str, value: Any, low: float, high: float, note: str = "") -> float:
+    """A finite real number in [low, high]; one line naming the limits otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{name} must be a number in [{low:g}, {high:g}]{note}, got {value!r}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidInputError(f"{name} must be in [{low:g}, {high:g}]{note}, got {value!r}")
+    return float(value)
+
+
+def check_canvas_pixels(height: int, width: int) -> None:
+    """Refuse canvases over :data:`MAX_CANVAS_PX` before anything is built (sizes already positive ints)."""
+    pixels = height * width
+    if pixels > MAX_CANVAS_PX:
+        raise InvalidInputError(
+            f"a {width}×{height} px canvas is {pixels / 1e6:,.0f} Mpx; the limit is {MAX_CANVAS_PX / 1e6:,.0f} Mpx "
+            f"(the decoded image alone would take {pixels * 12 / 2**30:.3g} GiB)"
+        )
+
+
+def count_views(size_cells: int, window_cells: int, stride_cells: int, wrap: bool = False) -> int:
+    """Views along one axis of a sliding window (the last one flush with the edge); ``wrap``: around it."""
+    if wrap:
+        return max(1, math.ceil(size_cells / stride_cells))
+    if size_cells <= window_cells:
+        return 1
+    return math.ceil((size_cells - window_cells) / stride_cells) + 1
+
+
+def check_view_count(
+    height_cells: int, width_cells: int, window_cells: int, stride_cells: int, wrap: tuple[bool, bool] = (False, False)
+) -> int:
+    """The number of views of a layout, estimated before it is built; refused above :data:`MAX_VIEWS`."""
+    views = count_views(height_cells, window_cells, stride_cells, wrap[0]) * count_views(
+        width_cells, window_cells, stride_cells, wrap[1]
+    )
+    if views > MAX_VIEWS:
+        raise InvalidInputError(
+            f"this canvas needs about {views:,} views per step; the limit is {MAX_VIEWS:,}: use a smaller canvas, "
+            "a larger stride or a larger window"
+        )
+    return views
+
+
+def repeat_prompts(
+    prompt: str | Sequence[str], negative_prompt: str | Sequence[str] | None, times: int
+) -> tuple[list[str], list[str] | None]:
+    """Prompts (and per-prompt negatives) repeated ``times`` each, prompt-major (p0, p0, p1, p1, …)."""
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise InvalidInputError(f"images per prompt must be an integer ≥ 1, got {times!r}")
+    prompts = as_prompt_list(prompt)
+    negatives = None if negative_prompt is None else as_prompt_list(negative_prompt, "negative prompt")
+    if negatives is not None and len(negatives) == len(prompts) and len(prompts) > 1:
+        negatives = [n for n in negatives for _ in range(times)]
+    return [p for p in prompts for _ in range(times)], negatives
+
+
+def check_pixels(name: str, value: int, granularity: int) -> int:
+    """``value`` px must be a positive multiple of ``granularity``; returns it in latent cells."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidInputError(f"{name} must be a positive number of pixels, got {value!r}")
+    if value % granularity:
+        raise InvalidInputError(
+            f"{name} must be a multiple of {granularity} px for this model, got {value} "
+            f"(nearest: {max(granularity, round(value / granularity) * granularity)})"
+        )
+    return value // granularity
+
+
+AUTOMATIC_WEIGHTS = "gaussian"
+"""The view weights when none are given, without SyncDiffusion: Gaussian ramps keep the seams and more of the variance
+than the paper's uniform weights on every exact oracle (docs/fusion.md, "Default weights")."""
+SYNC_WEIGHTS = "uniform"
+"""The view weights when none are given with SyncDiffusion: its paper's, and on the toy montage test Gaussian ramps left
+9 % of crops off the anchor's colour where uniform weights left none (docs/fusion.md)."""
+
+
+def resolve_weights(weights: str | None, sync: bool) -> str:
+    """The weights a run uses: ``weights`` when given, else :data:`AUTOMATIC_WEIGHTS` (:data:`SYNC_WEIGHTS` with
+    sync)."""
+    if weights is not None:
+        return weights
+    return SYNC_WEIGHTS if sync else AUTOMATIC_WEIGHTS
+
+
+def check_sampling(
+    num_inference_steps: int,
+    guidance_scale: float | None,
+    guidance_rescale: float,
+    weights: str | None,
+    output_type: str,
+) -> None:
+    """Steps in 1 … :data:`MAX_STEPS`, guidance in [0, :data:`MAX_GUIDANCE`] (None: the model's default), rescale
+    in [0, 1], all finite; known weights (None: automatic, :func:`resolve_weights`) and output type."""
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise InvalidInputError(f"steps must be an integer ≥ 1, got {num_inference_steps!r}")
+    if num_inference_steps > MAX_STEPS:
+        raise InvalidInputError(f"steps must be at most {MAX_STEPS:,}, got {num_inference_steps:,}")
+    if guidance_scale is not None:
+        check_guidance(guidance_scale)
+    check_number("guidance rescale", guidance_rescale, 0.0, 1.0)
+    if weights is not None and weights not in WEIGHT_KINDS:
+        raise InvalidInputError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHT_KINDS)}")
+    if output_type not in OUTPUT_TYPES:
+        raise InvalidInputError(f"unknown output type {output_type!r}; choose one of: {', '.join(OUTPUT_TYPES)}")
+
+
+def check_generator(generator: Any) -> None:
+    """None or a ``torch.Generator`` (an int is not taken as a seed, as in diffusers)."""
+    import torch
+
+    if generator is not None and not isinstance(generator, torch.Generator):
+        hint = f"; use torch.Generator().manual_seed({generator})" if isinstance(generator, int) else ""
+        raise InvalidInputError(f"generator must be a torch.Generator (got {type(generator).__name__}){hint}")
+
+
+def check_guidance(value: Any, where: str = "") -> float:
+    """A guidance scale: finite, in [0, :data:`MAX_GUIDANCE`] (1 = no guidance)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= MAX_GUIDANCE):
+        raise InvalidInputError(
+            f"guidance scale must be ≥ 0 (1 = no guidance) and at most {MAX_GUIDANCE:g}, got {value!r}{where}"
+        )
+    return float(value)
+
+
+def check_stride(stride_px: int, window_px: int) -> None:
+    """0 < stride ≤ window (pixels)."""
+    if not isinstance(stride_px, int) or stride_px <= 0:
+        raise InvalidInputError(f"stride must be a positive number of pixels, got {stride_px!r}")
+    if stride_px > window_px:
+        raise InvalidInputError(
+            f"stride ({stride_px} px) must not exceed the window ({window_px} px): cells between windows "
+            "would stay uncovered"
+        )
+
+
+def resolve_window_stride(
+    window_px: int | None, stride_px: int | None, granularity: int, native_px: int, default_stride_px: int | None = None
+) -> tuple[int, int]:
+    """Validated (window, stride) in pixels. Defaults: the model's native window; the model's default stride,
+    else window / 8 (64 px for Stable Diffusion's 512 px window, the paper's 8 latent cells) rounded down to the
+    granularity; a default stride never exceeds the window."""
+    window = native_px if window_px is None else window_px
+    check_pixels("window", window, granularity)
+    if stride_px is None:
+        stride = default_stride_px if default_stride_px is not None else (window // 8) // granularity * granularity
+        stride = max(granularity, min(stride, window))
+    else:
+        stride = stride_px
+    check_stride(stride, window)
+    check_pixels("stride", stride, granularity)
+    return window, stride
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """How views are laid, resolved in pixels: window, stride (the window for shifted tiles) and weights."""
+
+    window_px: int
+    stride_px: int
+    weights: str
+
+
+def check_layout_overrides(layout: str | None, stride_px: int | None, weights: str | None) -> None:
+    """A named layout (checked to exist) sets the stride and weights itself: giving either with it is an error."""
+    if layout is None:
+        return
+    get_layout(layout)
+    if stride_px is not None or weights is not None:
+        raise InvalidInputError(f"layout {layout!r} sets the stride and weights itself; omit stride and weights")
+
+
+def resolve_view_settings(
+    *,
+    window_px: int | None,
+    stride_px: int | None,
+    weights: str | None,
+    layout: str | None,
+    granularity: int,
+    native_px: int,
+    default_stride_px: int | None,
+    canvas_px: tuple[int, int] | None = None,
+    sync: bool = False,
+) -> ViewSettings:
+    """Window, stride and weights of a run from what the user gave, with every check.
+
+    A named ``layout`` (docs/layouts.md) sets the stride and weights itself, so giving either with it is an
+    error; its shifted tiles record the window as their stride. A sliding window whose stride equals the
+    window on an axis the canvas spans with several views warns: the views then do not overlap and cannot
+    blend, so every view border shows (MultiDiffusion needs overlap, paper §3.2).
+
+    Args:
+        canvas_px: (height, width) of the canvas, for the no-overlap warning; None skips it.
+        sync: Whether the run synchronises its views: None ``weights`` then resolve to :data:`SYNC_WEIGHTS`.
+    """
+    check_layout_overrides(layout, stride_px, weights)
+    recipe = get_layout(layout) if layout is not None else None
+    window, stride = resolve_window_stride(window_px, stride_px, granularity, native_px, default_stride_px)
+    if recipe is not None:
+        cells = window // granularity
+        stride = recipe.stride_cells(cells) * granularity if recipe.stride is not None else window
+        return ViewSettings(window, stride, recipe.weights)
+    if canvas_px is not None and stride == window and any(size > window for size in canvas_px):
+        suggestion = max(granularity, window // 4 // granularity * granularity)
+        warnings.warn(
+            f"the stride equals the window ({window} px): views will not overlap or blend, so their borders "
+            f"will show as a grid; use a smaller stride (e.g. {suggestion} px)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ViewSettings(window, stride, resolve_weights(weights, sync))
+
+
+def check_sync_layout(sync: bool, layout: str | None) -> None:
+    """SyncDiffusion needs one fixed layout of same-size views; a named layout may change every step."""
+    if sync and layout is not None:
+        raise InvalidInputError(
+            f"SyncDiffusion runs on a fixed sliding-window layout; omit layout {layout!r} (or sync)"
+        )

@@ -1,0 +1,138 @@
+"""A canvas whose decode would not fit in the memory available is refused before any denoising."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.interfaces.cli.main import main
+from multidiffusion.pipeline.run import memory
+from tests.helpers.spies import counted_rows
+
+
+def test_decode_estimate_follows_the_vae(small_pipe):
+    codec = small_pipe.model.codec  # tiny VAE: c0 = 8 channels at full resolution, float32
+    assert codec.decode_bytes(1, 128, 256) == 128 * 256 * 8 * 8 * 4  # whole: ~8 activations of c0
+    codec.tiled = True
+    try:
+        assert codec.decode_bytes(2, 128, 256) == 2 * 128 * 256 * 4 * 8 * 4  # tiled: ~4 parked canvases
+    finally:
+        codec.tiled = None
+
+
+def test_too_large_for_this_machine_is_refused_before_denoising(small_pipe, monkeypatch):
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 << 20)  # 8 MiB free
+    with counted_rows(small_pipe.model) as calls:
+        with pytest.raises(InvalidInputError, match=r"needs about .* GiB .* available here; make the canvas smaller"):
+            small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False)
+        assert calls == []  # refused before the first model call
+        out = small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False, output_type="latent")
+        assert out.latents.shape == (1, 4, 16, 64)  # latents need no decode
+
+
+@pytest.mark.parametrize("command", ["panorama", "upscale", "outpaint", "regions"])
+def test_cli_refuses_before_loading_exits_2_and_writes_nothing(small_folder, tmp_path, monkeypatch, capfd, command):
+    """The folder's VAE config is read unloaded, so the refusal comes before the model loads (with the same
+    estimate as after loading: the tiny VAE's c₀ = 8, float32, untiled)."""
+    import json
+
+    from PIL import Image
+
+    from multidiffusion.interfaces.cli import launch
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 << 20)
+    loads: list[str] = []
+    monkeypatch.setattr(launch, "load_pipeline", lambda args, model, *a, **k: loads.append(model))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (256, 64)).save(inputs / "photo.png")
+    (inputs / "layout.json").write_text(json.dumps({"width": 512, "height": 128, "background": "sky"}))
+    argv = {
+        "panorama": ["panorama", "sky", "--height", "128", "--width", "512"],
+        "upscale": ["upscale", str(inputs / "photo.png"), "--scale", "2"],
+        "outpaint": ["outpaint", str(inputs / "photo.png"), "--left", "128", "--right", "128", "--prompt", "sky"],
+        "regions": ["regions", "--layout", str(inputs / "layout.json")],
+    }[command]
+    out = tmp_path / "x.png"
+    assert main([*argv, "--model", str(small_folder), "--steps", "1", "--out", str(out), "-q"]) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "make the canvas smaller" in errors[0]
+    assert loads == [] and not out.exists()
+
+
+def test_pre_load_estimate_equals_the_loaded_codecs(small_folder, small_pipe):
+    """Before and after loading, one estimate: the same bytes for whole and tiled decodes."""
+    from multidiffusion.adapters.codecs.vae import decode_bytes_estimate
+    from multidiffusion.adapters.loading.resolve import config_before_loading
+
+    vae = config_before_loading(str(small_folder), "vae/config.json")
+    codec = small_pipe.model.codec
+    for tiled in (False, True):
+        codec.tiled = tiled
+        try:
+            expected = codec.decode_bytes(1, 128, 512)
+        finally:
+            codec.tiled = None
+        assert decode_bytes_estimate(1, 128, 512, vae["block_out_channels"][0], 4, tiled) == expected
+
+
+def test_available_memory_is_read():
+    assert memory.host_available_bytes() > 0
+    assert memory.device_free_bytes(torch.device("cpu")) > 0
+
+
+def test_model_and_view_that_do_not_fit_are_refused_before_loading(small_folder, tmp_path, monkeypatch, capfd):
+    """Weights (1.24 MB, read from the safetensors headers) plus one 128-px view row (2 MiB in float32) against 2 MiB
+    free: refused before the model loads, with the setting that fits (half precision: 1.6 MB)."""
+    from multidiffusion.interfaces.cli import launch
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2 << 20)
+    loads: list[str] = []
+    monkeypatch.setattr(launch, "load_pipeline", lambda args, model, *a, **k: loads.append(model))
+    out = tmp_path / "x.png"
+    argv = ["panorama", "sky", "--height", "128", "--width", "256", "--model", str(small_folder), "--out", str(out)]
+    assert main([*argv, "--steps", "1", "-q"]) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "this run needs about" in errors[0] and "--dtype bfloat16" in errors[0], errors
+    assert loads == [] and not out.exists()
+
+
+def test_pre_load_estimate_equals_the_loaded_models(small_folder, small_pipe):
+    """The weights' bytes from the safetensors headers are the loaded parameters'; the view row's are the loaded
+    model's ``bytes_per_view_cell`` times the view's cells."""
+    from multidiffusion.adapters.families import sd
+    from multidiffusion.adapters.loading.resolve import config_before_loading, weights_bytes_before_loading
+
+    extra = small_pipe.model.extra
+    loaded = sum(p.numel() * 4 for k in ("unet", "vae", "text_encoder") for p in extra[k].parameters())
+    assert weights_bytes_before_loading(small_folder, 4) == loaded
+    unet = config_before_loading(str(small_folder), "unet/config.json")
+    assert sd.view_cell_bytes(unet, 4) == small_pipe.model.bytes_per_view_cell
+
+
+@pytest.mark.parametrize(
+    ("weights", "row", "free", "itemsize", "advice"),
+    [
+        (4 << 30, 2 << 30, 8 << 30, 4, None),  # fits
+        (4 << 30, 2 << 30, 4 << 30, 4, "pass --dtype bfloat16"),  # half precision: 3 GiB
+        (2 << 30, 4 << 30, 3 << 30, 2, "pass --window 256"),  # 1 GiB left: a quarter of the row → half the side
+        (6 << 30, 1 << 30, 4 << 30, 2, "the weights alone leave no room"),
+    ],
+)
+def test_memory_advice_names_the_setting_that_fits(weights, row, free, itemsize, advice):
+    text = memory.model_memory_advice(weights, row, free, itemsize, 512, 8, "cuda:0")
+    if advice is None:
+        assert text is None
+    else:
+        assert advice in text and "cuda:0 has" in text and "\n" not in text
+
+
+def test_a_view_too_large_for_the_device_is_refused_before_the_first_step(small_pipe, monkeypatch):
+    """After loading (the API): one 128-px view row needs 2 MiB in float32; with 1.5 MiB free the run is refused
+    before any model call, naming half precision."""
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 3 << 19)
+    with counted_rows(small_pipe.model) as calls:
+        with pytest.raises(InvalidInputError, match=r"this run needs about .* --dtype bfloat16"):
+            small_pipe("sky", height=128, width=256, num_inference_steps=1, progress=False, output_type="latent")
+        assert calls == []
