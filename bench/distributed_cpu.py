@@ -40,6 +40,7 @@ def worker(args: argparse.Namespace) -> None:
     """One rank: time the panorama's steps and the all-reduces; rank 0 appends a JSON row to ``args.rows``."""
     import torch.distributed as dist
 
+    from multidiffusion import ViewSettings
     from multidiffusion.pipeline import MultiDiffusionPipeline
 
     torch.set_num_threads(1)
@@ -49,7 +50,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def run() -> None:
         pipe("a lake", **size, num_inference_steps=steps, output_type="latent", progress=False,
-             generator=torch.Generator().manual_seed(0), stride=64)  # fmt: skip
+             generator=torch.Generator().manual_seed(0), views=ViewSettings(stride=64))  # fmt: skip
 
     run()  # warm-up (and joins the group)
     start = time.perf_counter()

@@ -54,8 +54,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_common import RowCounter, machine_line  # noqa: E402
 
+from multidiffusion import ViewSettings  # noqa: E402
 from multidiffusion.core.engine.views import layout_views  # noqa: E402
-from multidiffusion.core.oracle.gaussian_field import GaussianField, prompt_colour  # noqa: E402
+from multidiffusion.core.oracle.field import GaussianField  # noqa: E402
+from multidiffusion.core.oracle.prompts import prompt_colour  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
 from multidiffusion.pipeline.modes.image_start import resize  # noqa: E402
 
@@ -134,7 +136,7 @@ def upscale(
     seed: int,
     views: dict[str, Any],
 ) -> torch.Tensor:
-    """An upscale ×2 of ``image`` (3, h, w), (1, 3, 2h, 2w) in [0, 1]; ``views``: window, stride and guidance."""
+    """An upscale ×2 of ``image`` (3, h, w), (1, 3, 2h, 2w) in [0, 1]; ``views``: the views and guidance keywords."""
     return pipe.upscale(
         image,
         scale=2,
@@ -160,7 +162,7 @@ def kept_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for label, spec, size, steps, window, stride, guidance in config["models"]:
         pipe = tiny_sd(16)[0] if spec == "tiny-sd" else MultiDiffusionPipeline.from_pretrained(spec, device="cpu")
-        views = dict(stride=stride, guidance_scale=guidance) | (dict(window=window) if window else {})
+        views = dict(views=ViewSettings(window=window, stride=stride), guidance_scale=guidance)
         starts = [(s, inv) for s in config["strengths"] for inv in (0, steps)]
         scores: dict[Any, list[tuple[float, float]]] = {key: [] for key in ["reference", *starts]}
         for seed in range(config["seeds"]):
@@ -209,7 +211,9 @@ def memory_child(canvas: int, window: int, stride: int, batch: int | None) -> di
     g = torch.Generator().manual_seed(0)
     coarse = torch.rand(1, 3, size // 32, size // 32, generator=g)
     photo = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)[0]
-    kw = dict(strength=0.5, num_inference_steps=2, stride=stride, view_batch_size=batch, progress=False)
+    kw = dict(
+        strength=0.5, num_inference_steps=2, views=ViewSettings(stride=stride), view_batch_size=batch, progress=False
+    )
     small = photo[:, : window // 2, : window // 2]
     pipe.upscale(small, 2, "a photo", generator=torch.Generator().manual_seed(0), **kw)  # warm-up
     before = maxrss_bytes()

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_common import RowCounter, interleaved, machine_line  # noqa: E402
 
+from multidiffusion import ViewSettings  # noqa: E402
 from multidiffusion.adapters import make_scheduler  # noqa: E402
 from multidiffusion.adapters.families.sd import from_components  # noqa: E402
 from multidiffusion.adapters.loading.speed import apply_speed_settings  # noqa: E402
@@ -79,9 +80,8 @@ def ours_call(setup: Setup, common: dict, **extra: Any) -> Callable[[], torch.Te
         out = setup.pipe(
             PROMPT,
             generator=torch.Generator().manual_seed(0),
-            window=WINDOW * 8,
-            stride=STRIDE * 8,
-            weights="uniform",  # diffusers' weights: the comparison is like for like
+            # diffusers' weights: the comparison is like for like
+            views=ViewSettings(window=WINDOW * 8, stride=STRIDE * 8, weights="uniform"),
             progress=False,
             **common,
             **extra,

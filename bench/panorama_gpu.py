@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_common import RowCounter, interleaved, machine_line  # noqa: E402
 
+from multidiffusion import ViewSettings  # noqa: E402
 from multidiffusion.adapters import make_scheduler  # noqa: E402
 from multidiffusion.adapters.families.sd import from_components  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
@@ -162,9 +163,8 @@ def bench(args: argparse.Namespace) -> tuple[list[dict], dict[str, Any]]:
                 num_inference_steps=steps,
                 guidance_scale=7.5,
                 scheduler="ddim",
-                window=window * 8,
-                stride=64,
-                weights="uniform",  # diffusers' weights: the comparison is like for like
+                # diffusers' weights: the comparison is like for like
+                views=ViewSettings(window=window * 8, stride=64, weights="uniform"),
                 generator=torch.Generator().manual_seed(0),
                 output_type="latent",
                 progress=False,

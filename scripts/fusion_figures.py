@@ -17,7 +17,7 @@ window/8 with uniform weights unless a row says otherwise; the same x_T and gene
 * **per-view noise, variance-corrected**: as per-view stepping, but the fused noise is divided by
   sqrt(Σ W_i²) / Σ W_i so each cell's noise has unit variance again;
 * **global view** ω, until: :class:`~multidiffusion.core.features.global_view.GlobalView`; the oracle's global view is
-exact for   the pooled field (:class:`~multidiffusion.core.oracle.gaussian_field.PooledField`).
+exact for   the pooled field (:class:`~multidiffusion.core.oracle.field.PooledField`).
 
 Figures as scripts/quality_figures.py: seam (edge / interior, worst / median), variance retained, correlation at one
 and two windows against the field's own.
@@ -47,7 +47,7 @@ from multidiffusion.core.engine.guidance import ClassifierFreeGuidance, GuidedCo
 from multidiffusion.core.engine.sampling import sample, scale_model_input
 from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.layouts.named import LayoutRecipe
-from multidiffusion.core.oracle.gaussian_field import neighbour_correlation
+from multidiffusion.core.oracle.stats import neighbour_correlation
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -28,9 +28,11 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from multidiffusion.core.oracle.gaussian_field import GaussianField, prompt_colour
+from multidiffusion import ViewSettings
+from multidiffusion.core.oracle.field import GaussianField
+from multidiffusion.core.oracle.prompts import prompt_colour
 from multidiffusion.pipeline import MultiDiffusionPipeline
-from multidiffusion.pipeline.inputs.region_file import load_layout
+from multidiffusion.pipeline.inputs.region_file import load_region_file
 from multidiffusion.pipeline.modes.image_start import resize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,11 +145,10 @@ def feather_inset(feather: float) -> int:
     return math.ceil(3 * feather) + 1 if feather > 0 else 0
 
 
-def run_kwargs(sz: Sizes, seed: int) -> dict[str, Any]:
+def run_kwargs(sz: Sizes, seed: int, tile: str | None = None) -> dict[str, Any]:
     return dict(
         num_inference_steps=sz.steps,
-        window=sz.window,
-        stride=sz.stride,
+        views=ViewSettings(window=sz.window, stride=sz.stride, tile=tile),
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
         progress=False,
@@ -196,7 +197,7 @@ def outpaint_figure(sz: Sizes, out_dir: Path) -> dict[str, Any]:
     image = field_image((n, n), 6.0 * n / 64, prompt, seed=2)
     margins = dict(left=m, right=m, feather=sz.feather)
     plain = pipe.outpaint(image, prompt, **margins, **run_kwargs(sz, 3)).images
-    circular = pipe.outpaint(image, prompt, **margins, circular=True, **run_kwargs(sz, 3)).images
+    circular = pipe.outpaint(image, prompt, **margins, **run_kwargs(sz, 3, tile="x")).images
     box = (m * d, 0, (m + n) * d, n * d)
     w = circular.shape[-1] * d
     seam = enlarge(to_pil(torch.cat([circular, circular], dim=-1)), d)
@@ -284,7 +285,7 @@ def layout_figure(sz: Sizes, out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         to_pil(image).save(Path(tmp) / "photo.png")
         (Path(tmp) / "layout.json").write_text(json.dumps(layout))
-        parsed = load_layout(Path(tmp) / "layout.json")
+        parsed = load_region_file(Path(tmp) / "layout.json")
     out = pipe.regions(
         parsed.regions, parsed.background, height=h, width=w, image=parsed.image, **run_kwargs(sz, 7)
     ).images

@@ -29,7 +29,7 @@ from multidiffusion.adapters.model.loaded import LoadedModel
 from multidiffusion.core.engine.tasks import TaskSchedule
 from multidiffusion.core.layouts.named import LAYOUTS, LayoutRecipe, evaluations_per_step
 from multidiffusion.core.metrics.seams import SeamFigures, edge_pairs, seam_figures
-from multidiffusion.core.oracle.gaussian_field import column_variance
+from multidiffusion.core.oracle.stats import column_variance
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

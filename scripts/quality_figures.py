@@ -7,7 +7,7 @@ Usage::
 
 The harder oracle (docs/quality.md) has a correlation length comparable to the window (ℓ = window/4 and window/2)
 plus a long-range component (L = 4 windows, weight ρ = 0.3 per axis), still exact in its eigenbasis
-(:mod:`multidiffusion.core.oracle.gaussian_field`). For each oracle and candidate layout (those of docs/layouts.md), on
+(:mod:`multidiffusion.core.oracle.field`). For each oracle and candidate layout (those of docs/layouts.md), on
 unconditional 16 × 128 px panoramas with 16-px windows (DPM++ 2M Karras, 50 steps):
 
 * seams: mean lag-1 correlation at view edges over the interior's, and the worst pair over the median pair;
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from multidiffusion.core.oracle.gaussian_field import column_variance, neighbour_correlation
+from multidiffusion.core.oracle.stats import column_variance, neighbour_correlation
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

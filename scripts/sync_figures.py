@@ -9,7 +9,7 @@ Part 1, coherence. The Gaussian-field model with the prompt "red or blue" (two f
 docs/design.md §9): 16 × 256 px canvas, window 16, stride 4, DDIM 50 steps, one seed per row of the mean.
 Per run: the fraction of 16-px crops whose colour (red channel above 0) differs from the centre crop's,
 and the colour spread (core/metrics/coherence.py), seed-averaged as sqrt(mean variance); the theory column is the
-spread of one exact sample of a single-colour field (gaussian_field.expected_crop_colour_variance), and
+spread of one exact sample of a single-colour field (core/oracle/stats.py, expected_crop_colour_variance), and
 "colour error" is the distance of the panorama's mean colour from the nearer of the two prompt colours.
 
 Part 2, cost. Tiny random SD components (tests/helpers/tiny_models.py), 128 × 512 px, window 128, stride 64,
@@ -35,8 +35,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.helpers
 
+from multidiffusion import SyncSettings, ViewSettings  # noqa: E402
 from multidiffusion.core.metrics.coherence import colour_spread, crop_grid  # noqa: E402
-from multidiffusion.core.oracle.gaussian_field import GaussianField, expected_crop_colour_variance, prompt_colour  # noqa: E402
+from multidiffusion.core.oracle.field import GaussianField  # noqa: E402
+from multidiffusion.core.oracle.prompts import prompt_colour  # noqa: E402
+from multidiffusion.core.oracle.stats import expected_crop_colour_variance  # noqa: E402
 from multidiffusion.pipeline import MultiDiffusionPipeline  # noqa: E402
 
 H, W, WINDOW, STRIDE, CROP = 16, 256, 16, 4, 16
@@ -49,8 +52,7 @@ def toy_row(pipe, prompt: str, seeds: int, steps: int, **kw) -> dict:
             prompt,
             height=H,
             width=W,
-            window=WINDOW,
-            stride=STRIDE,
+            views=ViewSettings(window=WINDOW, stride=STRIDE),
             num_inference_steps=steps,
             output_type="pt",
             progress=False,
@@ -76,8 +78,8 @@ def coherence_table(seeds: int, steps: int, stops: list[int | None], weights: li
     rows.append({"run": "red or blue, plain", **toy_row(pipe, "red or blue", seeds, steps)})
     for w in weights:
         for stop in stops:
-            kw = dict(sync=True, sync_loss="builtin", sync_weight=w, sync_stop_step=stop)
-            row = toy_row(pipe, "red or blue", seeds, steps, **kw)
+            sync = SyncSettings(loss="builtin", weight=w, stop_step=stop)
+            row = toy_row(pipe, "red or blue", seeds, steps, sync=sync)
             rows.append({"run": f"red or blue, sync w={w:g}, stop={stop if stop is not None else 'all'}", **row})
     theory = expected_crop_colour_variance(GaussianField(3.0, 0.3), H, W, CROP) ** 0.5
     for row in rows:
@@ -85,36 +87,32 @@ def coherence_table(seeds: int, steps: int, stops: list[int | None], weights: li
     return rows
 
 
-CONFIGS = {
-    "plain": {},
-    "sync": dict(sync=True),
-    "sync, chunk 1": dict(sync=True, sync_chunk_size=1),
-    "sync, checkpointing": dict(sync=True, sync_checkpointing=True),
-    "sync, chunk 1, checkpointing": dict(sync=True, sync_chunk_size=1, sync_checkpointing=True),
+CONFIGS: dict[str, dict | None] = {  # the SyncSettings fields of each configuration (None: no sync)
+    "plain": None,
+    "sync": {},
+    "sync, chunk 1": dict(chunk_size=1),
+    "sync, checkpointing": dict(checkpointing=True),
+    "sync, chunk 1, checkpointing": dict(chunk_size=1, checkpointing=True),
 }
 
 
 def child(config: str, steps: int, repeats: int) -> dict:
     """One configuration, in this (fresh) process: time and peak-memory growth."""
-    from conftest import loaded
-    from tests.helpers.tiny_models import make_components
+    from tests.helpers.tiny_models import loaded, make_components
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         pipe = MultiDiffusionPipeline(loaded(make_components(Path(tmp), sample_size=16, seed=1)))
+    fields = CONFIGS[config]
     kw = dict(
         height=128,
         width=512,
-        window=128,
-        stride=64,
+        views=ViewSettings(window=128, stride=64),
         num_inference_steps=steps,
         output_type="latent",
         progress=False,
-        sync_loss="builtin",
-        sync_stop_step=None,
-        **CONFIGS[config],
+        sync=None if fields is None else SyncSettings(loss="builtin", stop_step=None, **fields),
     )
-    kw = {k: v for k, v in kw.items() if CONFIGS[config].get("sync") or not k.startswith("sync")}
 
     def run() -> torch.Tensor:
         return pipe("a photo of the dolomites", generator=torch.Generator().manual_seed(0), **kw).latents

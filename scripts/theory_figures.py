@@ -25,18 +25,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from multidiffusion import ViewSettings
 from multidiffusion.adapters import SCHEDULER_NAMES, load_model, make_scheduler
 from multidiffusion.adapters.families.toy import NoiseLevels
 from multidiffusion.adapters.model.loaded import LoadedModel
 from multidiffusion.core import ClassifierFreeGuidance, GuidedCondition, layout_views, panorama_tasks, sample
 from multidiffusion.core.engine.tasks import TaskSchedule
 from multidiffusion.core.metrics.seams import edge_pairs, seam_figures
-from multidiffusion.core.oracle.gaussian_field import (
-    GaussianField,
-    column_variance,
-    neighbour_correlation,
-    prompt_colour,
-)
+from multidiffusion.core.oracle.field import GaussianField
+from multidiffusion.core.oracle.prompts import prompt_colour
+from multidiffusion.core.oracle.stats import column_variance, neighbour_correlation
 from multidiffusion.core.types import ViewTask
 from multidiffusion.pipeline import MultiDiffusionPipeline
 
@@ -100,7 +98,7 @@ def toy_model(spec: str = SPEC) -> LoadedModel:
 
 def field_of(model: LoadedModel) -> GaussianField:
     """The model's field (ℓ, σ)."""
-    return model.extra["field"]
+    return model.components["field"]
 
 
 def sample_canvases(
@@ -121,9 +119,7 @@ def sample_canvases(
         prompts,
         height=height,
         width=width,
-        window=WINDOW,
-        stride=stride,
-        weights=weights,
+        views=ViewSettings(window=WINDOW, stride=stride, weights=weights),
         scheduler=scheduler,
         num_inference_steps=steps,
         guidance_scale=guidance,

@@ -11,12 +11,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PIPELINE_NAMES = (
+    "Background",
+    "CheckpointSettings",
     "ControlSpec",
     "Customisation",
     "EmbeddingSpec",
+    "GlobalView",
     "LoraSpec",
     "MultiDiffusionOutput",
     "MultiDiffusionPipeline",
+    "Region",
+    "SyncSettings",
+    "ViewSettings",
 )
 __all__ = [*_PIPELINE_NAMES, "__version__"]
 

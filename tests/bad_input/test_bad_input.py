@@ -22,7 +22,7 @@ from multidiffusion.core.features.regions import Region
 from multidiffusion.interfaces.cli import launch
 from multidiffusion.interfaces.cli.main import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
-from multidiffusion.pipeline.inputs.region_file import load_layout, parse_layout
+from multidiffusion.pipeline.inputs.region_file import load_region_file, parse_region_file
 from tests.helpers.cli import exit_code
 
 TOY = ["--model", "toy", "--window", "32", "--stride", "8", "--steps", "3", "-q"]
@@ -74,7 +74,12 @@ def P(
 
 def L(doc: Any, extra: list[str] = (), loads: bool = False) -> dict[str, Any]:
     """A regions run on the toy model with a layout: a JSON-ready object, raw bytes, or a path placeholder."""
-    return {"kind": "cli", "layout": doc, "argv": ["regions", "--layout", "{layout}", *TOY, *extra], "loads": loads}
+    return {
+        "kind": "cli",
+        "layout": doc,
+        "argv": ["regions", "--regions-file", "{layout}", *TOY, *extra],
+        "loads": loads,
+    }
 
 
 def INIT(init: Any) -> dict[str, Any]:
@@ -129,8 +134,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("height-float", P(["--height", "32.5"]), "invalid int value"),
     ("canvas-1e6-px", P(["--height", "1000000", "--width", "1000000"]), "the limit is 1,074 Mpx"),
     ("not-multiple-of-8", P([], model=SMALL, size=["--height", "130", "--width", "384"], loads=True), "multiple of 8"),
-    ("window-0", P(["--window", "0"]), "--window must be a positive number"),
-    ("window-negative", P(["--window", "-32"]), "--window must be a positive number"),
+    ("window-0", P(["--window", "0"]), "window must be a positive number"),
+    ("window-negative", P(["--window", "-32"]), "window must be a positive number"),
     ("stride-0", P(["--stride", "0"]), "stride must be a positive number"),
     ("stride-negative", P(["--stride", "-8"]), "stride must be a positive number"),
     ("stride-over-window", P(["--stride", "64"]), "must not exceed the window"),
@@ -207,7 +212,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("sync-decay-nan", P(["--sync", "--sync-decay", "nan"]), "sync decay must be in (0, 1]"),
     ("sync-decay-0", P(["--sync", "--sync-decay", "0"]), "sync decay must be in (0, 1]"),
     ("sync-every-0", P(["--sync", "--sync-every", "0"]), "sync every must be an integer ≥ 1"),
-    ("sync-stop-negative", P(["--sync", "--sync-stop", "-1"]), "sync stop step must be an integer ≥ 0"),
+    ("sync-stop-negative", P(["--sync", "--sync-stop-step", "-1"]), "sync stop step must be an integer ≥ 0"),
     ("sync-anchor-text", P(["--sync", "--sync-anchor", "left"]), "must be 'center' or a view index"),
     ("sync-anchor-999", P(["--sync", "--sync-anchor", "999", "--sync-loss", "builtin"], loads=True), "anchor"),
     ("global-view-0", P(["--global-view", "0"]), "the global view's weight must be a number > 0"),
@@ -221,7 +226,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         P(["--global-view"], size=["--height", "32", "--width", "97"], loads=True),
         "no pooling factor divides both sides",
     ),
-    ("sync-chunk-0", P(["--sync", "--sync-chunk", "0"]), "--sync-chunk must be ≥ 1"),
+    ("sync-chunk-0", P(["--sync", "--sync-chunk-size", "0"]), "sync chunk size must be an integer ≥ 1"),
     ("sync-loss-unknown", P(["--sync", "--sync-loss", "l2"]), "invalid choice"),
     ("sync-option-without-sync", P(["--sync-decay", "0.5"]), "only apply with --sync"),
     # layout files
@@ -606,12 +611,12 @@ DOCUMENTS = (
 @given(DOCUMENTS)
 def test_any_layout_document_loads_or_is_invalid_input(tmp_path, document):
     try:
-        parse_layout(document, tmp_path)
+        parse_region_file(document, tmp_path)
     except InvalidInputError as exc:
         assert "\n" not in str(exc)
     path = tmp_path / "layout.json"
     path.write_text(json.dumps(document))
     try:
-        load_layout(path)
+        load_region_file(path)
     except InvalidInputError as exc:
         assert "\n" not in str(exc)

@@ -42,13 +42,15 @@ about 40 s of CPU time on a 2-core x86 machine):
 4. SyncDiffusion (a backward pass through the UNet and the VAE decoder per view): a synchronised
    panorama is at most ``MAX_SYNC_WIDTH`` px wide, and synchronises at most ``MAX_SYNC_STEPS`` step.
 
-Substitutions 3 and 4 apply to ``MultiDiffusionPipeline.__call__`` / ``.regions`` themselves, so the
-CLI's own argument checks still see the values the block wrote.
+Substitutions 3 and 4 apply to ``MultiDiffusionPipeline.__call__``, ``.settings``, ``.regions`` and ``.check_regions``
+themselves (the command line resolves its settings through the last two), so the CLI's own argument checks still see
+the values the block wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import io
@@ -65,6 +67,7 @@ from typing import Any
 
 import pytest
 
+from multidiffusion.core.features.sync import SyncSettings
 from tests.helpers import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -276,8 +279,11 @@ def _capped(method: Callable[..., Any], panorama: bool) -> Callable[..., Any]:
         a = bound.arguments
         a["num_inference_steps"] = min(a["num_inference_steps"], MAX_STEPS)
         if a.get("sync"):
-            stop = a["sync_stop_step"]
-            a["sync_stop_step"] = MAX_SYNC_STEPS if stop is None else min(stop, MAX_SYNC_STEPS)
+            sync = SyncSettings() if a["sync"] is True else a["sync"]
+            stop = sync.stop_step
+            a["sync"] = dataclasses.replace(
+                sync, stop_step=MAX_SYNC_STEPS if stop is None else min(stop, MAX_SYNC_STEPS)
+            )
             if panorama:
                 a["width"] = min(a["width"], MAX_SYNC_WIDTH)
         return method(*bound.args, **bound.kwargs)
@@ -312,8 +318,8 @@ def doc_env(
         return from_pretrained(cls, _stand_in(repo_or_folder, tiny_sd_folder, family_root), **kwargs)
 
     monkeypatch.setattr(MultiDiffusionPipeline, "from_pretrained", classmethod(substituted))
-    monkeypatch.setattr(MultiDiffusionPipeline, "__call__", _capped(MultiDiffusionPipeline.__call__, True))
-    monkeypatch.setattr(MultiDiffusionPipeline, "regions", _capped(MultiDiffusionPipeline.regions, False))
+    for name, panorama in (("__call__", True), ("settings", True), ("regions", False), ("check_regions", False)):
+        monkeypatch.setattr(MultiDiffusionPipeline, name, _capped(getattr(MultiDiffusionPipeline, name), panorama))
     return tmp_path
 
 
@@ -399,11 +405,11 @@ def run_python(block: Block) -> None:
 
 
 def run_json(block: Block) -> None:
-    from multidiffusion.pipeline.inputs.region_file import parse_layout
+    from multidiffusion.pipeline.inputs.region_file import parse_region_file
 
     data = json.loads(block.code)
     if isinstance(data, dict) and "regions" in data:
-        parse_layout(data, Path("examples"))
+        parse_region_file(data, Path("examples"))
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.name for b in BLOCKS])

@@ -82,3 +82,23 @@ def save_embedding(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def family_model_with_lora(family: str, tmp: Path) -> tuple[Any, Path]:
+    """(model, a LoRA file for it) for sd3 and flux, built in ``tmp``."""
+    if family == "sd3":
+        from diffusers import StableDiffusion3Pipeline
+
+        from multidiffusion.adapters.families.sd3 import from_components, named_config
+        from tests.helpers.tiny_sd3 import make_sd3_components
+
+        c = make_sd3_components(tmp, with_t5=False)
+        keys = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+        model = from_components("tiny-sd3", *(c[k] for k in keys), None, None, named_config(c["scheduler"]))
+        return model, save_lora(StableDiffusion3Pipeline, c, tmp / "sd3.safetensors", text_encoders=("text_encoder",))
+    from diffusers import FluxPipeline
+
+    from tests.helpers.tiny_flux import loaded_flux, make_flux_components
+
+    c = make_flux_components(tmp, guidance_embeds=False)
+    return loaded_flux(c), save_lora(FluxPipeline, c, tmp / "flux.safetensors", text_encoders=("text_encoder",))

@@ -2,7 +2,7 @@
 
 The toy model's codec is the identity, so "the known region is kept" is a bitwise statement, and its field is
 Gaussian, so the exact distribution of the margins given the known pixels is a formula
-(:func:`multidiffusion.core.oracle.gaussian_field.conditional`): an outpaint can be compared with what a perfect
+(:func:`multidiffusion.core.oracle.conditional.conditional`): an outpaint can be compared with what a perfect
 inpainter would draw, not only with other code.
 
 Known regions are kept by blending (replacement) after every step (core/features/known.py): the known pixels are put
@@ -48,14 +48,10 @@ from multidiffusion.adapters import make_scheduler
 from multidiffusion.core import ClassifierFreeGuidance, GuidedCondition, sample
 from multidiffusion.core.engine.tasks import panorama_tasks
 from multidiffusion.core.features.known import KnownRegion, latent_mask
-from multidiffusion.core.oracle.gaussian_field import (
-    Conditional,
-    GaussianField,
-    conditional,
-    neighbour_correlation,
-    prompt_colour,
-    se_kernel,
-)
+from multidiffusion.core.oracle.conditional import Conditional, conditional
+from multidiffusion.core.oracle.field import GaussianField, se_kernel
+from multidiffusion.core.oracle.prompts import prompt_colour
+from multidiffusion.core.oracle.stats import neighbour_correlation
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from tests.helpers.numerics import assert_close_scaled
 
@@ -80,7 +76,7 @@ def pipe() -> MultiDiffusionPipeline:
 
 
 def _field(pipe: MultiDiffusionPipeline) -> GaussianField:
-    return pipe.model.extra["field"]
+    return pipe.model.components["field"]
 
 
 def _mu() -> torch.Tensor:

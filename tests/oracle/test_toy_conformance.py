@@ -29,7 +29,8 @@ from multidiffusion.adapters.families.toy import (
 )
 from multidiffusion.adapters.schedulers.names import DIFFUSION_NAMES
 from multidiffusion.core import InvalidInputError
-from multidiffusion.core.oracle.gaussian_field import GaussianField, prompt_colour
+from multidiffusion.core.oracle.field import GaussianField
+from multidiffusion.core.oracle.prompts import prompt_colour
 from multidiffusion.interfaces.cli.main import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from tests.helpers import REPO_ROOT
@@ -105,10 +106,10 @@ def test_bad_spec_raises_one_clear_line(source, message):
 
 def test_load_model_gives_the_adapter_contract():
     model = load_model("toy:ell=2,sigma=0.25", device="cpu")
-    assert model.family == FAMILY == "gaussian-field" and model.source == "toy:ell=2,sigma=0.25"
+    assert model.family == FAMILY.name == "gaussian-field" and model.source == "toy:ell=2,sigma=0.25"
     assert model.native_window == NATIVE_WINDOW == 64 and model.granularity_px == 1
     assert model.codec.latent_channels == 3 and model.dtype == torch.float32
-    field = model.extra["field"]
+    field = model.components["field"]
     assert (field.length_scale, field.sigma) == (2.0, 0.25)
     colours = model.encode_prompts(["sky", ""])
     assert colours.shape == (2, 2, 3) and torch.equal(colours[0, 0], torch.tensor(prompt_colour("sky")))

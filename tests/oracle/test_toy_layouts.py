@@ -11,7 +11,8 @@ import torch
 from multidiffusion.adapters.schedulers.names import DIFFUSION_NAMES
 from multidiffusion.core.features.regions import Region
 from multidiffusion.core.layouts.named import LAYOUT_NAMES, LAYOUTS, LayoutRecipe
-from multidiffusion.core.oracle.gaussian_field import neighbour_correlation, prompt_colour
+from multidiffusion.core.oracle.prompts import prompt_colour
+from multidiffusion.core.oracle.stats import neighbour_correlation
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from tests.helpers import REPO_ROOT
 

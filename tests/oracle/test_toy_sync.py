@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,14 +11,13 @@ from multidiffusion.adapters.families.toy import load
 from multidiffusion.core import ClassifierFreeGuidance, GuidedCondition, panorama_tasks
 from multidiffusion.core.features.sync import SyncDiffusion, SyncSettings
 from multidiffusion.core.metrics.statistics_loss import statistics_distance
-from multidiffusion.core.oracle.gaussian_field import GaussianField
+from multidiffusion.core.oracle.field import GaussianField
 from multidiffusion.core.types import HookContext
-from multidiffusion.pipeline.modes.sync import sync_steps
 from tests.helpers.numerics import assert_close_scaled
 
 # Relative to max|expected| (tests/helpers/numerics.py). float64, eigenbasis vs a dense solve of 35 unknowns: the
 # posterior
-# matches to ~1e-13 (tests/core/oracle/test_gaussian_field.py); its gradients, a few more products: measured ≤ 6e-12.
+# matches to ~1e-13 (tests/core/oracle/test_field.py); its gradients, a few more products: measured ≤ 6e-12.
 REL_F64 = 1e-10
 # float32 analytic gradient vs the float64 one (two eigenbasis transforms, eps 1.2e-7): measured 1.5e-7.
 REL_F32 = 1e-5
@@ -243,9 +240,9 @@ def test_is_synchronised_is_the_step_size_schedule():
         False, False, True, False, False, True, False, False,
     ]  # fmt: skip
     assert not SyncSettings(weight=0.0).is_synchronised(0)
-    fields = dict(sync_decay=0.95, sync_anchor="center", sync_loss=None)
-    pano = types.SimpleNamespace(sync_weight=5.0, sync_stop_step=4, sync_every=2, **fields)  # a settings dataclass
-    assert [sync_steps(pano)(i) for i in range(6)] == [False, True, False, True, False, False]
+    assert [SyncSettings(weight=5.0, stop_step=4, every=2).is_synchronised(i) for i in range(6)] == [
+        False, True, False, True, False, False,
+    ]  # fmt: skip
 
 
 def test_exact_denoiser_takes_non_contiguous_crops():

@@ -138,7 +138,7 @@ def test_guidance_one_skips_the_negative_pass(small):
 
 
 def test_weights_window_and_small_canvas(small_pipe):
-    assert run(small_pipe).metadata.settings.weights == "gaussian"  # the default (docs/fusion.md)
+    assert run(small_pipe).metadata.settings.views.weights == "gaussian"  # the default (docs/fusion.md)
     uniform = run(small_pipe, weights="uniform").latents
     for kind in ("feathered", "gaussian"):
         other = run(small_pipe, weights=kind).latents
@@ -254,10 +254,10 @@ def test_default_weights_are_gaussian_and_uniform_with_sync():
     """weights=None resolves per run and is recorded resolved; a layout refuses explicit weights (docs/fusion.md)."""
     pipe = MultiDiffusionPipeline.from_pretrained("toy")
     args = dict(height=16, width=64, window=16, stride=8, num_inference_steps=2, output_type="latent", progress=False)
-    assert pipe("sky", **args).metadata.settings.weights == "gaussian"
+    assert pipe("sky", **args).metadata.settings.views.weights == "gaussian"
     synced = pipe("sky", sync=True, sync_loss="builtin", **args)
-    assert synced.metadata.settings.weights == "uniform"
-    assert pipe("sky", sync=True, sync_loss="builtin", weights="feathered", **args).metadata.settings.weights == (
+    assert synced.metadata.settings.views.weights == "uniform"
+    assert pipe("sky", sync=True, sync_loss="builtin", weights="feathered", **args).metadata.settings.views.weights == (
         "feathered"
     )
     with pytest.raises(InvalidInputError, match="sets the stride and weights itself"):

@@ -28,7 +28,7 @@ def test_named_layout_runs_and_is_recorded(toy, one_thread, layout, stride, eval
     with counted_rows(toy.model) as calls:
         out = toy("sky", layout=layout, generator=torch.Generator().manual_seed(0), **KW)
     s = out.metadata.settings
-    assert (s.layout, s.stride, s.weights) == (layout, stride, "gaussian")
+    assert (s.views.layout, s.views.stride, s.views.weights) == (layout, stride, "gaussian")
     assert torch.isfinite(out.latents).all()
     if evaluations is not None:
         assert sum(calls) == evaluations * 4  # views per step × steps (guidance 1: one row per view)
@@ -53,12 +53,12 @@ def test_bad_layout_arguments(toy, kwargs, message):
 def test_cli_view_layout_and_speed_flags(small_folder, tmp_path, capfd, one_thread):
     out = tmp_path / "q.png"
     argv = ["panorama", "sky", "--model", str(small_folder), "--height", "128", "--width", "384", "--steps", "2"]
-    assert main([*argv, "-q", "--out", str(out), "--view-layout", "quarter-overlap", "--channels-last"]) == 0
+    assert main([*argv, "-q", "--out", str(out), "--layout", "quarter-overlap", "--channels-last"]) == 0
     meta = json.loads(Image.open(out).text["multidiffusion"])
     assert meta["layout"] == "quarter-overlap" and meta["stride"] == 96 and meta["weights"] == "gaussian"
     bad = tmp_path / "bad.png"
-    assert exit_code([*argv, "-q", "--out", str(bad), "--view-layout", "shifted", "--stride", "64"]) == 2
+    assert exit_code([*argv, "-q", "--out", str(bad), "--layout", "shifted", "--stride", "64"]) == 2
     assert_one_line_error(capfd, "sets the stride and weights itself")
-    assert exit_code([*argv, "-q", "--out", str(bad), "--view-layout", "zigzag"]) == 2
+    assert exit_code([*argv, "-q", "--out", str(bad), "--layout", "zigzag"]) == 2
     assert_one_line_error(capfd, "invalid choice")
     assert not bad.exists()

@@ -25,6 +25,7 @@ from multidiffusion.core.engine.weights import profile, view_weights
 from multidiffusion.core.layouts.shifted import shifted_views
 from multidiffusion.core.metrics.seams import edge_pairs, wrap_correlation
 from multidiffusion.pipeline import MultiDiffusionPipeline
+from multidiffusion.pipeline.settings.views import ViewSettings
 from tests.helpers import REPO_ROOT
 from tests.helpers.numerics import assert_close_scaled
 
@@ -341,7 +342,7 @@ def test_tile_xy_is_seamless_across_the_wrap(toy_pipe):
     """Across the wrap on each axis the neighbour correlation keeps ≥ 0.95 × the interior's (seeds 0–5 at these
     settings: 0.976–0.993); without wrap the opposite edges are 63 cells apart and nearly uncorrelated."""
     out = _samples(toy_pipe, "xy")
-    assert out.metadata.settings.tile == "xy" and out.metadata.settings.circular
+    assert out.metadata.settings.views.tile == "xy" and out.metadata.settings.views.wrap == (True, True)
     figures = wrap_figures(out.latents, (True, True))
     for axis, (across, interior) in figures.items():
         assert interior >= 0.93, (axis, figures)
@@ -372,17 +373,18 @@ def test_pipeline_image_tiles(toy_pipe):
 
 
 def test_tile_settings_and_metadata(toy_pipe):
-    s = toy_pipe.settings("sky", height=32, width=32, window=16, stride=8, circular=True)
-    assert s.tile == "x" and s.circular
-    s = toy_pipe.settings("sky", height=32, width=32, window=16, stride=8, tile="y")
-    assert s.tile == "y" and not s.circular
+    s = toy_pipe.settings("sky", height=32, width=32, window=16, stride=8, circular=True)  # the old spelling
+    assert s.views.tile == "x" and s.views.wrap == (False, True)
+    s = toy_pipe.settings("sky", height=32, width=32, views=ViewSettings(window=16, stride=8, tile="y"))
+    assert s.views.tile == "y" and s.views.wrap == (True, False)
     s = toy_pipe.settings("sky", height=32, width=32, window=16, stride=8, tile="xy", circular=True)
-    assert s.tile == "xy" and s.circular
+    assert s.views.tile == "xy" and s.views.wrap == (True, True)
+    assert s.to_dict()["tile"] == "xy" and "circular" not in s.to_dict()
     with pytest.raises(InvalidInputError, match="circular=True wraps x but tile='y' does not") as info:
         toy_pipe.settings("sky", height=32, width=32, circular=True, tile="y")
     assert "\n" not in str(info.value)
     with pytest.raises(InvalidInputError, match="unknown tile 'z'"):
-        toy_pipe.settings("sky", height=32, width=32, tile="z")
+        ViewSettings(tile="z")
 
 
 @pytest.mark.parametrize("layout", ["half-overlap", "shifted"])
@@ -399,7 +401,7 @@ def test_named_layouts_wrap(toy_pipe, layout):
         generator=torch.Generator().manual_seed(0),
         progress=False,
     )
-    assert out.latents.shape == (1, 3, 32, 48) and out.metadata.settings.tile == "xy"
+    assert out.latents.shape == (1, 3, 32, 48) and out.metadata.settings.views.tile == "xy"
 
 
 def test_sync_runs_with_a_wrapped_y_axis(toy_pipe):
@@ -419,7 +421,7 @@ def test_sync_runs_with_a_wrapped_y_axis(toy_pipe):
         progress=False,
     )
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
-    assert out.metadata.settings.tile == "y" and out.metadata.settings.sync
+    assert out.metadata.settings.views.tile == "y" and out.metadata.settings.sync is not None
 
 
 def test_theory_doc_reports_seamless_tiles():

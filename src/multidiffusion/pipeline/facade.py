@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -11,36 +10,33 @@ from typing import Any
 
 import torch
 
-from multidiffusion.adapters import LoadedModel, check_scheduler_name, load_model
-from multidiffusion.adapters.schedulers.names import check_scheduler_fits, check_scheduler_steps, scheduler_fields
-from multidiffusion.core import layout_tasks, panorama_tasks
-from multidiffusion.core.engine.views import layout_views, parse_tile, tile_name
+from multidiffusion.adapters import LoadedModel, load_model
+from multidiffusion.core.engine.sampling import StepCallback
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.core.features.global_view import GlobalView, pooling_factor
+from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.regions import Region
-from multidiffusion.pipeline.customise.customisation import Customisation, Customised, guide_of
+from multidiffusion.core.features.sync import SyncSettings
+from multidiffusion.pipeline.customise.cache import CustomisationCache
+from multidiffusion.pipeline.customise.customisation import Customisation
 from multidiffusion.pipeline.inputs.region_file import Background
 from multidiffusion.pipeline.modes.image import ImageInputs
-from multidiffusion.pipeline.modes.image_start import ImageStart, check_image_start
-from multidiffusion.pipeline.modes.regions import DEFAULT_BOOTSTRAP_FRACTION, RegionPlan, generate_regions, plan_regions
-from multidiffusion.pipeline.modes.sync import SyncRequest, check_sync, prepare_sync, resolve_anchor, sync_steps
-from multidiffusion.pipeline.modes.sync import layout_views as layout_views_of
-from multidiffusion.pipeline.run.checkpoint import Checkpoint, CheckpointSettings
-from multidiffusion.pipeline.run.generate import StepCallback, generate
-from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
-from multidiffusion.pipeline.settings.checks import (
-    as_prompt_list,
-    check_canvas_pixels,
-    check_generator,
-    check_pixels,
-    check_sampling,
-    check_sync_layout,
-    check_view_count,
-    repeat_prompts,
-    resolve_view_settings,
+from multidiffusion.pipeline.modes.image_start import ImageStart
+from multidiffusion.pipeline.modes.panorama import resolve_settings, run_panorama
+from multidiffusion.pipeline.modes.regions import (
+    DEFAULT_BOOTSTRAP_FRACTION,
+    RegionPlan,
+    RegionRequest,
+    plan_regions,
+    run_regions,
 )
+from multidiffusion.pipeline.run.checkpoint import Checkpoint, CheckpointSettings
+from multidiffusion.pipeline.run.options import RunOptions
+from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
+from multidiffusion.pipeline.settings.checks import check_generator, repeat_prompts
+from multidiffusion.pipeline.settings.legacy import fold_global_view, fold_sync, fold_views, refuse_unknown
 from multidiffusion.pipeline.settings.recipe import DEFAULTS, GenerationMetadata, PanoramaSettings
 from multidiffusion.pipeline.settings.reproduce import call_arguments, check_environment, model_to_load, read_recipe
+from multidiffusion.pipeline.settings.views import ViewSettings
 
 
 class MultiDiffusionPipeline(ImageInputs):
@@ -52,6 +48,7 @@ class MultiDiffusionPipeline(ImageInputs):
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
+        self.customisation_cache = CustomisationCache()  # control networks kept from one run to the next
 
     @classmethod
     def from_pretrained(
@@ -134,16 +131,10 @@ class MultiDiffusionPipeline(ImageInputs):
         """
         recipe = read_recipe(metadata)
         mode, kwargs = call_arguments(recipe)
-        codec = self.model.codec
-        tiled = getattr(codec, "tiled", None)
-        if recipe.get("tiled_vae") is not None and hasattr(codec, "tiled"):
-            codec.tiled = recipe["tiled_vae"]  # the recorded choice, for this call only
-        try:
-            kwargs.update(progress=progress, checkpoint=checkpoint, resume=resume)
-            return self.regions(**kwargs) if mode == "regions" else self(**kwargs)
-        finally:
-            if hasattr(codec, "tiled"):
-                codec.tiled = tiled
+        if hasattr(self.model.codec, "tiled"):  # the recorded choice (None: automatic, as recorded)
+            kwargs["tiled_vae"] = recipe.get("tiled_vae")
+        kwargs.update(progress=progress, checkpoint=checkpoint, resume=resume)
+        return self.regions(**kwargs) if mode == "regions" else self(**kwargs)
 
     def resume(
         self,
@@ -196,60 +187,42 @@ class MultiDiffusionPipeline(ImageInputs):
         self,
         prompt: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
-        **kwargs: Any,
+        height: int = DEFAULTS.height,
+        width: int = DEFAULTS.width,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        *,
+        guidance_rescale: float = DEFAULTS.guidance_rescale,
+        scheduler: Any = DEFAULTS.scheduler,
+        views: ViewSettings | None = None,
+        sync: SyncSettings | bool | None = None,
+        global_view: GlobalView | float | None = None,
+        seed: int | None = None,
+        output_type: str = "pil",
+        **deprecated: Any,
     ) -> PanoramaSettings:
-        """Validated settings for a call (same arguments as ``__call__`` without the runtime ones)."""
-        prompts = as_prompt_list(prompt)
-        if negative_prompt is None:
-            negatives = [""] * len(prompts)
-        else:
-            negatives = as_prompt_list(negative_prompt, "negative prompt")
-            if len(negatives) == 1:
-                negatives *= len(prompts)
-            if len(negatives) != len(prompts):
-                raise InvalidInputError(f"{len(negatives)} negative prompts for {len(prompts)} prompts")
-        scheduler = kwargs.get("scheduler", DEFAULTS.scheduler)
-        kwargs.update(scheduler_fields(self.model.default_scheduler if scheduler is None else scheduler))
-        s = PanoramaSettings(prompt=tuple(prompts), negative_prompt=tuple(negatives), **kwargs)
-        wrap = parse_tile(s.tile)
-        if s.circular and not wrap[1] and s.tile is not None:
-            raise InvalidInputError(
-                f"circular=True wraps x but tile={s.tile!r} does not; use tile='xy' or drop circular"
-            )
-        s = dataclasses.replace(s, tile=tile_name((wrap[0], wrap[1] or s.circular)), circular=wrap[1] or s.circular)
-        g = self.model.granularity_px
-        check_sync_layout(s.sync, s.layout)
-        check_pixels("height", s.height, g)
-        check_pixels("width", s.width, g)
-        check_canvas_pixels(s.height, s.width)
-        views = resolve_view_settings(
-            window_px=s.window,
-            stride_px=s.stride,
-            weights=s.weights,
-            layout=s.layout,
-            granularity=g,
-            native_px=self.native_window_px,
-            default_stride_px=self.model.default_stride_px,
-            canvas_px=(s.height, s.width),
-            sync=s.sync,
+        """The validated settings of a panorama call (the same arguments as ``__call__`` without the runtime ones),
+        every check against the model made once; nothing runs."""
+        views = fold_views(deprecated, views)
+        sync = fold_sync(deprecated, sync)
+        global_view = fold_global_view(deprecated, global_view)
+        refuse_unknown(deprecated, "settings")
+        return resolve_settings(
+            self.model,
+            prompt,
+            negative_prompt,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            scheduler=scheduler,
+            views=views,
+            sync=sync,
+            global_view=global_view,
+            seed=seed,
+            output_type=output_type,
         )
-        window, stride = views.window_px, views.stride_px
-        guidance = self.model.default_guidance_scale if s.guidance_scale is None else s.guidance_scale
-        s = dataclasses.replace(s, window=window, stride=stride, weights=views.weights, guidance_scale=guidance)
-        check_scheduler_name(s.scheduler)
-        check_scheduler_fits(s.scheduler, self.model.scheduler_config, s.scheduler_config)
-        check_sampling(s.num_inference_steps, s.guidance_scale, s.guidance_rescale, s.weights, "pil")
-        check_scheduler_steps(s.scheduler, self.model.scheduler_config, s.num_inference_steps, s.scheduler_config)
-        check_view_count(s.height // g, s.width // g, window // g, stride // g, parse_tile(s.tile))
-        sync = check_sync(s.sync_weight, s.sync_decay, s.sync_stop_step, s.sync_every, s.sync_anchor, s.sync_loss)
-        if s.sync:
-            views = layout_views(s.height // g, s.width // g, window // g, stride // g, wrap=parse_tile(s.tile))
-            anchor = resolve_anchor(views, sync.anchor, s.height // g, s.width // g)
-            s = dataclasses.replace(s, sync_anchor=anchor)
-        if s.global_view is not None:  # a bad weight, fraction or canvas size fails here, before any model call
-            settings = GlobalView(s.global_view, s.global_view_until)
-            pooling_factor(s.height // g, s.width // g, (window // g, window // g), settings.factor)
-        return s
 
     def __call__(
         self,
@@ -265,30 +238,18 @@ class MultiDiffusionPipeline(ImageInputs):
         *,
         guidance_rescale: float = DEFAULTS.guidance_rescale,
         scheduler: Any = DEFAULTS.scheduler,
-        window: int | None = DEFAULTS.window,
-        stride: int | None = DEFAULTS.stride,
-        weights: str | None = DEFAULTS.weights,
-        circular: bool = DEFAULTS.circular,
-        tile: str | None = DEFAULTS.tile,
-        layout: str | None = DEFAULTS.layout,
         num_images_per_prompt: int = 1,
-        view_batch_size: int | None = None,
-        progress: bool = True,
-        sync: bool = DEFAULTS.sync,
-        sync_weight: float = DEFAULTS.sync_weight,
-        sync_decay: float = DEFAULTS.sync_decay,
-        sync_stop_step: int | None = DEFAULTS.sync_stop_step,
-        sync_every: int = DEFAULTS.sync_every,
-        sync_anchor: int | str = DEFAULTS.sync_anchor,
-        sync_loss: str | None = DEFAULTS.sync_loss,
-        sync_chunk_size: int | None = None,
-        sync_checkpointing: bool = False,
-        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
-        resume: Checkpoint | None = None,
+        views: ViewSettings | None = None,
+        sync: SyncSettings | bool | None = None,
+        global_view: GlobalView | float | None = None,
         image: ImageStart | None = None,
         customise: Customisation | None = None,
-        global_view: float | None = DEFAULTS.global_view,
-        global_view_until: float = DEFAULTS.global_view_until,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
+        view_batch_size: int | None = None,
+        progress: bool = True,
+        tiled_vae: bool | None = None,
+        **deprecated: Any,
     ) -> MultiDiffusionOutput:
         """Generate N panoramas (one per prompt).
 
@@ -302,167 +263,113 @@ class MultiDiffusionPipeline(ImageInputs):
             generator: Source of all randomness; default a fresh seed, recorded in the metadata.
             output_type: ``pil``, ``np``, ``pt`` or ``latent`` (see :class:`MultiDiffusionOutput`).
             callback_on_step_end: Called after each step with a
-                :class:`~multidiffusion.core.types.StepState`; return True to stop early.
+                :class:`~multidiffusion.core.types.StepState` (``step_index``, ``num_steps``, ``timestep``, the
+                canvas ``latents`` and the ``view_batch_size`` in use); return True to stop early.
             guidance_rescale: φ of Lin et al. 2023, in [0, 1].
             scheduler: A short name (``ddim``, ``dpmpp_2m``, ``euler_a``, … built from the model's own
                 scheduler config), any diffusers scheduler class name (likewise), or a configured diffusers
                 scheduler instance (used as it is; a fresh copy per run). Recorded in the metadata.
-            window: View size in px (default: the model's native size). Larger than native is allowed.
-            stride: Step between views in px, 0 < stride ≤ window; default the model's, else window / 8
-                (64 px for SD).
-            weights: ``gaussian``, ``feathered`` or ``uniform`` (the paper's and diffusers'); None: ``gaussian``, or
-                ``uniform`` with sync (docs/fusion.md, "Default weights").
-            circular: Wrap views horizontally so the left and right edges continue each other (360°);
-                the same as ``tile="x"`` (recorded so).
-            tile: Seamless texture: ``x``, ``y`` or ``xy`` wraps the views and the decode around those axes
-                so the image tiles without a seam (docs/theory.md, "Seamless tiles"); None: no wrap.
-            layout: A named cheaper layout, ``half-overlap``, ``quarter-overlap`` or ``shifted``
-                (docs/layouts.md); it sets the stride and weights, so give neither with it.
             num_images_per_prompt: Canvases per prompt (diffusers' meaning): the prompts are repeated
                 prompt-major and all canvases share the view batches; the one generator draws their noise
                 together, so image k of a batch differs from a single run with the same seed.
-            view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
-            progress: Show a progress bar.
-            sync: Run SyncDiffusion (Lee et al. 2023): each view's latent takes a perceptual-loss gradient
-                step toward the anchor view's foreseen image before it is denoised (docs/sync.md).
-            sync_weight: w ≥ 0 (the paper's 20).
-            sync_decay: λ in (0, 1]; the step size at step index i is w · λ^i (the paper's 0.95).
-            sync_stop_step: Synchronise while the step index is below this; None = every step.
-            sync_every: Synchronise every n-th step.
-            sync_anchor: ``"center"`` or the anchor view's index in layout order (row-major).
-            sync_loss: ``lpips`` (needs the ``lpips`` extra and VGG weights) or ``builtin`` (weight-free
-                colour and texture statistics); None tries LPIPS and falls back with a warning.
-            sync_chunk_size: Views per gradient batch (default: the engine's batch, at most 128 views of 64×64
-                latent cells: ``core.features.sync.DEFAULT_GRADIENT_CELLS``); lower saves memory.
-            sync_checkpointing: Checkpoint activations in the sync backward pass (less memory, more time).
-            checkpoint: Write the run's state to this file (a path: after every step; or
-                :class:`~multidiffusion.pipeline.run.checkpoint.CheckpointSettings`), atomically, after the last step
-                and on Ctrl-C; finish an interrupted run with :meth:`resume`.
-            resume: A :class:`~multidiffusion.pipeline.run.checkpoint.Checkpoint` of this same call to continue from
-                (:meth:`resume` passes it); a checkpoint of another run raises InvalidInputError.
+            views: How the views are laid: window, stride, weights, a named layout, wrap-around
+                (:class:`~multidiffusion.pipeline.settings.views.ViewSettings`); None: the model's defaults.
+            sync: SyncDiffusion (Lee et al. 2023): each view's latent takes a perceptual-loss gradient step toward
+                the anchor view's foreseen image before it is denoised (docs/sync.md).
+                :class:`~multidiffusion.core.features.sync.SyncSettings`, or True for its defaults; None: off.
+            global_view: One more view of the whole canvas, average-pooled to fit the window, fused with the crops by
+                least squares in x̂₀ space (docs/fusion.md): long-range coherence for one more model call per step.
+                :class:`~multidiffusion.core.features.global_view.GlobalView`, or its weight ω > 0; None: off.
             image: Start from an image of the canvas size
-            (:class:`~multidiffusion.pipeline.modes.image_start.ImageStart`;
-                :meth:`upscale`, :meth:`outpaint` and :meth:`inpaint` build one); None: from noise.
+                (:class:`~multidiffusion.pipeline.modes.image_start.ImageStart`; :meth:`upscale`, :meth:`outpaint`
+                and :meth:`inpaint` build one); None: from noise.
             customise: ControlNets, T2I-Adapters, LoRAs, embeddings and prompt weighting for every view
                 (:class:`~multidiffusion.pipeline.customise.customisation.Customisation`, docs/control.md); None: the
                 model as loaded, prompts weighted where the family supports it.
-            global_view: ω > 0: add one view of the whole canvas, average-pooled to fit the window, fused with the
-                crops by least squares in x̂₀ space (docs/fusion.md): long-range coherence for one more model call
-                per step. Its block means move ω / (1 + ω) of the way to the global view's. None: off.
-            global_view_until: The fraction of the steps, from the first, that use the global view, in (0, 1].
+            checkpoint: Write the run's state to this file (a path: after every step; or
+                :class:`~multidiffusion.pipeline.run.checkpoint.CheckpointSettings`), atomically, after the last
+                step and on Ctrl-C; finish an interrupted run with :meth:`resume`.
+            resume: A :class:`~multidiffusion.pipeline.run.checkpoint.Checkpoint` of this same call to continue from
+                (:meth:`resume` passes it); a checkpoint of another run raises InvalidInputError.
+            view_batch_size: Views per denoiser call; default all that fit in about half the free memory.
+            progress: Show a progress bar.
+            tiled_vae: Decode in tiles (True), whole (False), or by size (None, the codec's choice); for this call.
+            **deprecated: The flat keywords of earlier versions (``window``, ``stride``, ``weights``, ``layout``,
+                ``tile``, ``circular``, ``sync_*``, ``global_view_until``), each warning once with its new spelling.
         """
-        check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
+        # 1. check: every input against the model, once, before anything is encoded or drawn
         check_generator(generator)
         prompt, negative_prompt = repeat_prompts(prompt, negative_prompt, num_images_per_prompt)
-        if generator is None:
-            generator = torch.Generator().manual_seed(secrets.randbits(63))
+        generator = generator if generator is not None else fresh_generator()
         s = self.settings(
             prompt,
             negative_prompt,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
+            height,
+            width,
+            num_inference_steps,
+            guidance_scale,
             guidance_rescale=guidance_rescale,
             scheduler=scheduler,
-            window=window,
-            stride=stride,
-            weights=weights,
-            circular=circular,
-            tile=tile,
-            layout=layout,
-            seed=seed_of(generator),
+            views=views,
             sync=sync,
-            sync_weight=sync_weight,
-            sync_decay=sync_decay,
-            sync_stop_step=sync_stop_step,
-            sync_every=sync_every,
-            sync_anchor=sync_anchor,
-            sync_loss=sync_loss,
             global_view=global_view,
-            global_view_until=global_view_until,
+            seed=seed_of(generator),
+            output_type=output_type,
+            **deprecated,
         )
-        m = self.model
-        g = m.granularity_px
-        if image is not None:
-            s = dataclasses.replace(s, image=check_image_start(image, m, s.height, s.width, s.sync))
-        wrap = parse_tile(s.tile)
-        if s.layout is not None:
-            tasks = layout_tasks(s.layout, s.height // g, s.width // g, s.window // g, wrap=wrap)
-        else:
-            tasks = panorama_tasks(
-                s.height // g, s.width // g, s.window // g, s.stride // g, weights=s.weights, wrap=wrap
-            )
-        customise = customise if customise is not None else Customisation()
-        if s.global_view is not None and customise.control:
-            raise InvalidInputError("a global view cannot be combined with control yet: drop one of them")
-        customised = Customised(m, customise, (), (s.height, s.width), guide_of(image), s.sync)
-        s = dataclasses.replace(s, customisation=customise.record())
-        try:
-            specs = [(s.prompt, s.negative_prompt, s.guidance_scale, s.guidance_rescale)]
-            condition = customised.conditions(specs)[0]
-            make_hooks = None
-            if s.sync:
-                request = SyncRequest(
-                    True,
-                    s.sync_weight,
-                    s.sync_decay,
-                    s.sync_stop_step,
-                    s.sync_every,
-                    s.sync_anchor,
-                    s.sync_loss,
-                    sync_chunk_size,
-                    sync_checkpointing,
-                )
-                make_hooks, fields = prepare_sync(m, request, tasks, [condition], (s.height // g, s.width // g))
-                s = dataclasses.replace(s, **fields)
-            return generate(
-                m,
-                settings=s,
-                mode=s.image["mode"] if s.image else "panorama",
-                tasks=tasks,
-                conditions=[condition],
-                canvas_cells=(len(s.prompt), s.height // g, s.width // g),
-                generator=generator,
-                output_type=output_type,
-                make_hooks=lambda: [make_hooks()] if make_hooks is not None else [],
-                callback_on_step_end=callback_on_step_end,
-                view_batch_size=view_batch_size,
-                progress=progress,
-                heavy_step=sync_steps(s) if s.sync else None,
-                wrap=wrap,
-                checkpoint=CheckpointSettings.of(checkpoint),
-                resume=resume,
-                image=image,
-                customised=customised,
-            )
-        finally:
-            customised.close()
+        run = RunOptions(
+            generator,
+            output_type,
+            callback_on_step_end,
+            view_batch_size,
+            progress,
+            CheckpointSettings.of(checkpoint),
+            resume,
+            tiled_vae,
+        )
+        # 2.–5. encode the prompts, prepare tasks and hooks, denoise, decode
+        return run_panorama(self.model, s, run, image=image, customise=customise, cache=self.customisation_cache)
 
     def check_regions(
-        self, regions: Sequence[Region], background: str | Background | None = None, **kwargs: Any
+        self,
+        regions: Sequence[Region],
+        background: str | Background | None = None,
+        height: int = DEFAULTS.height,
+        width: int = DEFAULTS.width,
+        negative_prompt: str = "",
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        *,
+        guidance_rescale: float = DEFAULTS.guidance_rescale,
+        scheduler: Any = DEFAULTS.scheduler,
+        views: ViewSettings | None = None,
+        bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
+        sync: SyncSettings | bool | None = None,
+        output_type: str = "pil",
+        **deprecated: Any,
     ) -> RegionPlan:
-        """Validate a region run (same arguments as :meth:`regions`) without running it."""
-        if isinstance(background, str):
-            background = Background(background)
-        defaults = dict(
-            height=DEFAULTS.height,
-            width=DEFAULTS.width,
-            num_inference_steps=DEFAULTS.num_inference_steps,
-            guidance_scale=DEFAULTS.guidance_scale,
-            scheduler=DEFAULTS.scheduler,
-            window=DEFAULTS.window,
-            stride=DEFAULTS.stride,
-            weights=DEFAULTS.weights,
-            bootstrap_fraction=DEFAULT_BOOTSTRAP_FRACTION,
+        """Validate a region run (the same arguments as :meth:`regions` without the runtime ones) without running it."""
+        views = fold_views(deprecated, views)
+        sync = fold_sync(deprecated, sync)
+        refuse_unknown(deprecated, "check_regions")
+        return plan_regions(
+            self.model,
+            list(regions),
+            Background(background) if isinstance(background, str) else background,
+            RegionRequest(
+                height=height,
+                width=width,
+                negative_prompt=negative_prompt,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                guidance_rescale=guidance_rescale,
+                scheduler=scheduler,
+                views=views,
+                bootstrap_fraction=bootstrap_fraction,
+                sync=sync,
+                output_type=output_type,
+            ),
         )
-        names = ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss")
-        request = SyncRequest(*(kwargs.pop(k, getattr(DEFAULTS, k)) for k in names))
-        settings = request.check()
-        plan = plan_regions(self.model, list(regions), background, sync=request.enabled, **{**defaults, **kwargs})
-        if request.enabled:
-            resolve_anchor(layout_views_of(plan.tasks), settings.anchor, plan.height_cells, plan.width_cells)
-        return plan
 
     def regions(
         self,
@@ -479,27 +386,17 @@ class MultiDiffusionPipeline(ImageInputs):
         *,
         guidance_rescale: float = DEFAULTS.guidance_rescale,
         scheduler: Any = DEFAULTS.scheduler,
-        window: int | None = DEFAULTS.window,
-        stride: int | None = DEFAULTS.stride,
-        weights: str | None = DEFAULTS.weights,
+        views: ViewSettings | None = None,
         bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION,
-        circular: bool = DEFAULTS.circular,
-        layout: str | None = DEFAULTS.layout,
-        view_batch_size: int | None = None,
-        progress: bool = True,
-        sync: bool = DEFAULTS.sync,
-        sync_weight: float = DEFAULTS.sync_weight,
-        sync_decay: float = DEFAULTS.sync_decay,
-        sync_stop_step: int | None = DEFAULTS.sync_stop_step,
-        sync_every: int = DEFAULTS.sync_every,
-        sync_anchor: int | str = DEFAULTS.sync_anchor,
-        sync_loss: str | None = DEFAULTS.sync_loss,
-        sync_chunk_size: int | None = None,
-        sync_checkpointing: bool = False,
-        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
-        resume: Checkpoint | None = None,
+        sync: SyncSettings | bool | None = None,
         image: ImageStart | None = None,
         customise: Customisation | None = None,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
+        view_batch_size: int | None = None,
+        progress: bool = True,
+        tiled_vae: bool | None = None,
+        **deprecated: Any,
     ) -> MultiDiffusionOutput:
         """Region-based generation (MultiDiffusion §4.2): each region's prompt is painted by its mask or box.
 
@@ -517,67 +414,63 @@ class MultiDiffusionPipeline(ImageInputs):
             callback_on_step_end: As in ``__call__``.
             guidance_rescale: φ of Lin et al. 2023.
             scheduler: Short scheduler name.
-            window: View size in px (default: the model's native size).
-            stride: Step between views in px.
-            weights: View profile (``gaussian``, ``feathered``, ``uniform``; None: ``gaussian``, or ``uniform`` with
-                sync), multiplied by the masks.
+            views: As in ``__call__``; the view weights are multiplied by the masks. Regions wrap around x only
+                (``tile='x'``); a named layout must be fixed (``half-overlap``, ``quarter-overlap``).
             bootstrap_fraction: Fraction of the steps during which foreground views see their region on a
                 random constant-colour background (0 = off; default 0.2, the paper's 20 %).
-            circular: Wrap the views horizontally (a 360° canvas), as in ``__call__``.
-            layout: ``half-overlap`` or ``quarter-overlap`` (docs/layouts.md), which set the stride and
-                weights; ``shifted`` tiles move every step and are refused here.
-            view_batch_size: (view, region) pairs per denoiser call.
-            progress: Show a progress bar.
-            sync, sync_weight, sync_decay, sync_stop_step, sync_every, sync_anchor, sync_loss,
-            sync_chunk_size, sync_checkpointing: SyncDiffusion, as in ``__call__``; the anchor is a view of
-                the layout, denoised with its first task's prompt (the background where it has weight).
-            checkpoint, resume: Checkpoints, as in ``__call__``.
+            sync: SyncDiffusion, as in ``__call__``; the anchor is a view of the layout, denoised with its first
+                task's prompt (the background where it has weight).
             image: Start from an image and keep its known part (a layout's ``init_image``; see
-                :class:`~multidiffusion.pipeline.modes.image_start.ImageStart`): outpaint a picture with region prompts.
+                :class:`~multidiffusion.pipeline.modes.image_start.ImageStart`): outpaint a picture with region
+                prompts.
             customise: Control and customisation for every view, as in ``__call__``; a region's own ControlNets
                 and LoRAs are its ``control`` and ``loras`` (:class:`~multidiffusion.core.features.regions.Region`).
+            checkpoint, resume, view_batch_size, progress, tiled_vae: As in ``__call__``.
+            **deprecated: The flat keywords of earlier versions, as in ``__call__``.
         """
+        # 1. check: every input against the model, once
         check_generator(generator)
-        if generator is None:
-            generator = torch.Generator().manual_seed(secrets.randbits(63))
-        if isinstance(background, str):
-            background = Background(background)
-        return generate_regions(
+        generator = generator if generator is not None else fresh_generator()
+        background = Background(background) if isinstance(background, str) else background
+        plan = self.check_regions(
+            regions,
+            background,
+            height,
+            width,
+            negative_prompt,
+            num_inference_steps,
+            guidance_scale,
+            guidance_rescale=guidance_rescale,
+            scheduler=scheduler,
+            views=views,
+            bootstrap_fraction=bootstrap_fraction,
+            sync=sync,
+            output_type=output_type,
+            **deprecated,
+        )
+        run = RunOptions(
+            generator,
+            output_type,
+            callback_on_step_end,
+            view_batch_size,
+            progress,
+            CheckpointSettings.of(checkpoint),
+            resume,
+            tiled_vae,
+        )
+        # 2.–5. encode the prompts, prepare tasks and hooks (bootstrapping, sync), denoise, decode
+        return run_regions(
             self.model,
             list(regions),
             background,
-            height=height,
-            width=width,
-            negative_prompt=negative_prompt,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            guidance_rescale=guidance_rescale,
-            generator=generator,
-            seed=seed_of(generator),
-            output_type=output_type,
-            callback_on_step_end=callback_on_step_end,
-            scheduler=scheduler,
-            window=window,
-            stride=stride,
-            weights=weights,
-            bootstrap_fraction=bootstrap_fraction,
-            view_batch_size=view_batch_size,
-            progress=progress,
-            circular=circular,
-            layout=layout,
-            sync=SyncRequest(
-                sync,
-                sync_weight,
-                sync_decay,
-                sync_stop_step,
-                sync_every,
-                sync_anchor,
-                sync_loss,
-                sync_chunk_size,
-                sync_checkpointing,
-            ),
-            checkpoint=CheckpointSettings.of(checkpoint),
-            resume=resume,
+            plan,
+            run,
             image=image,
             customise=customise,
+            cache=self.customisation_cache,
         )
+
+
+def fresh_generator() -> torch.Generator:
+    """A CPU generator with a fresh random seed (recorded, so the image can be made again)."""
+    return torch.Generator().manual_seed(secrets.randbits(63))

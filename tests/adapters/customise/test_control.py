@@ -410,4 +410,4 @@ def test_a_control_network_loads_once_for_consecutive_runs(small_pipe, nets_smal
     again = small_pipe(PROMPT, generator=torch.Generator().manual_seed(1), customise=custom, **kwargs).latents
     assert loads == [str(nets_small)] and torch.equal(first, again)
     small_pipe(PROMPT, **kwargs)
-    assert control_module.NETWORKS_KEY not in small_pipe.model.extra
+    assert small_pipe.customisation_cache.control_networks == {}

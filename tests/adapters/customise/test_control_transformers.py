@@ -203,7 +203,8 @@ def test_sd3_guide_crops_follow_the_views(sd3, tmp_path):
     """Canvas of 8×16 cells (16 px), views of 8 cells at stride 4; the guide lives on the packed latent grid (the VAE's
     attention spreads a pixel change over the whole encoding, so the guide is changed on that grid directly): a change
     in cells 14–15 reaches the last view only; the others' outputs stay bit-identical."""
-    from multidiffusion.adapters.customise.control import SD3_CONTROLNET, ControlUnit
+    from multidiffusion.adapters.customise.control import ControlUnit
+    from multidiffusion.adapters.families.sd3 import SD3_CONTROLNET
     from multidiffusion.core import layout_views
 
     model = _sd3_model(sd3)

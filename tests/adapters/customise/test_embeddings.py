@@ -241,13 +241,13 @@ def test_bad_embedding_is_one_line_and_leaves_the_model_as_it_was(kind, words, s
     model = _sd_model(sd)
     specs, changes = _bad_specs(kind, tmp_path)
     target = dataclasses.replace(model, **changes) if changes else model
-    vocabulary = len(model.extra["tokenizer"])
+    vocabulary = len(model.components["tokenizer"])
     base = model.encode_prompts(["a goodtok cat"])
     with pytest.raises(InvalidInputError) as info:
         load_embeddings(target, specs)
     message = str(info.value)
     assert words in message and "\n" not in message
-    assert len(model.extra["tokenizer"]) == vocabulary
+    assert len(model.components["tokenizer"]) == vocabulary
     assert torch.equal(model.encode_prompts(["a goodtok cat"]), base)
     assert not isinstance(model.encode_prompts, ExpandingEncoder)
 
@@ -268,3 +268,21 @@ def test_the_same_token_twice_across_calls_is_refused(sd, tmp_path):
     load_embeddings(model, [EmbeddingSpec(str(save_embedding(tmp_path / "two.safetensors", 2, WIDTH)))])
     limit = model.prompt_limits[0]
     assert limit.count("one two") == limit.count(" ") + 4  # both expansions in place, installed once
+
+
+def test_the_model_records_its_embeddings_so_every_pipeline_on_it_reuses_them(sd, tmp_path):
+    """The tokens live in the model's tokenizer, so the record of them lives with the model (``model.state``): a second
+    pipeline on the same model reuses them instead of loading the file again (which would be refused)."""
+    from multidiffusion.pipeline import MultiDiffusionPipeline
+    from multidiffusion.pipeline.customise.customisation import Customisation
+
+    model = _sd_model(sd)
+    file = save_embedding(tmp_path / "shiny.safetensors", 2, WIDTH)
+    load_embeddings(model, [EmbeddingSpec(str(file))])
+    assert model.state.embeddings == {"shiny": file.resolve()}
+    custom = Customisation(embeddings=(EmbeddingSpec(str(file)),))
+    run = dict(height=128, width=128, num_inference_steps=1, output_type="latent", progress=False)
+    first, second = MultiDiffusionPipeline(model), MultiDiffusionPipeline(model)
+    a = first("a shiny hill", generator=torch.Generator().manual_seed(1), customise=custom, **run).latents
+    b = second("a shiny hill", generator=torch.Generator().manual_seed(1), customise=custom, **run).latents
+    assert torch.equal(a, b)

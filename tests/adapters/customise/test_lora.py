@@ -17,7 +17,7 @@ from multidiffusion.adapters.customise.host import diffusers_host
 from multidiffusion.adapters.customise.lora import LoraSpec, LoraSwitch
 from multidiffusion.core.errors import InvalidInputError
 from tests.helpers.numerics import assert_close_scaled
-from tests.helpers.tiny_lora import save_lora
+from tests.helpers.tiny_lora import family_model_with_lora, save_lora
 from tests.helpers.tiny_models import loaded, make_components
 from tests.helpers.tiny_sdxl import make_sdxl_components, sdxl_pipeline
 
@@ -255,9 +255,9 @@ def test_switching_is_bit_exact(sd, files):
     assert all(torch.equal(x, y) for x, y in zip(_outputs(model), base, strict=True)), "after close"
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    networks = (model.extra["unet"], model.extra["text_encoder"])
+    networks = (model.components["unet"], model.components["text_encoder"])
     assert not any(isinstance(m, BaseTunerLayer) for net in networks for m in net.modules())
-    assert "lora_switch" not in model.extra
+    assert model.state.lora_switch is None
     switch.close()  # twice is fine
 
 
@@ -323,33 +323,13 @@ def test_a_second_switch_on_one_model_is_refused(sd, files):
 # --- other families: the generic host ------------------------------------------------------------------------------
 
 
-def _family_model(family: str, tmp: Path):
-    """(model, a LoRA file for it) for sd3 and flux, built in ``tmp``."""
-    if family == "sd3":
-        from diffusers import StableDiffusion3Pipeline
-
-        from multidiffusion.adapters.families.sd3 import from_components, named_config
-        from tests.helpers.tiny_sd3 import make_sd3_components
-
-        c = make_sd3_components(tmp, with_t5=False)
-        keys = ("transformer", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
-        model = from_components("tiny-sd3", *(c[k] for k in keys), None, None, named_config(c["scheduler"]))
-        return model, save_lora(StableDiffusion3Pipeline, c, tmp / "sd3.safetensors", text_encoders=("text_encoder",))
-    from diffusers import FluxPipeline
-
-    from tests.helpers.tiny_flux import loaded_flux, make_flux_components
-
-    c = make_flux_components(tmp, guidance_embeds=False)
-    return loaded_flux(c), save_lora(FluxPipeline, c, tmp / "flux.safetensors", text_encoders=("text_encoder",))
-
-
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_transformer_families_switch_bit_exact(family, tmp_path):
     """SD 3 and Flux through the same generic host: a one-view run changes with the LoRA active and is bit-identical
     to the run without any LoRA when none is active and after close()."""
     from multidiffusion.pipeline import MultiDiffusionPipeline
 
-    model, file = _family_model(family, tmp_path)
+    model, file = family_model_with_lora(family, tmp_path)
     assert type(diffusers_host(model)).__name__ == {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}[family]
 
     def run() -> torch.Tensor:
@@ -421,7 +401,7 @@ def test_bad_lora_is_one_line_and_leaves_the_model_as_it_was(kind, words, sd, fi
     message = str(info.value)
     assert words in message and "\n" not in message
     assert all(torch.equal(x, y) for x, y in zip(_outputs(model), base, strict=True))
-    assert "lora_switch" not in model.extra
+    assert model.state.lora_switch is None
 
 
 def test_sdxl_lora_whose_layers_partly_fit_is_refused(sd, sdxl, tmp_path):

@@ -195,7 +195,7 @@ def test_sd_up_weight_moves_only_its_tokens_by_compels_formula(sd: Any) -> None:
     model, weighted = sd
     z = model.encode_prompts(["a cat sits"])
     empty = model.encode_prompts([""])
-    where = positions(model.extra["tokenizer"], "a ", "cat")
+    where = positions(model.components["tokenizer"], "a ", "cat")
     got = weighted.encode(["a (cat:1.5) sits"])
     assert torch.equal(got[:, : where.start], z[:, : where.start])
     assert torch.equal(got[:, where.stop :], z[:, where.stop :])
@@ -209,7 +209,7 @@ def test_sd_up_weight_moves_only_its_tokens_by_compels_formula(sd: Any) -> None:
 def test_sd_down_weight_blends_with_the_run_masked_out(sd: Any, w: float) -> None:
     """compel's w < 1: (z_w + t · z_w,masked) / (1 + t), t = tan((1 − w)·π/2); causal CLIP keeps what comes before."""
     model, weighted = sd
-    tokenizer, encoder = model.extra["tokenizer"], model.extra["text_encoder"]
+    tokenizer, encoder = model.components["tokenizer"], model.components["text_encoder"]
     ids = tokenizer(["a cat sits"], padding="max_length", max_length=77, return_tensors="pt").input_ids
     where = positions(tokenizer, "a ", "cat")
     mask = torch.ones_like(ids)
@@ -228,7 +228,7 @@ def test_sd_down_weight_blends_with_the_run_masked_out(sd: Any, w: float) -> Non
 
 def test_sd_long_prompt_is_chunked_not_cut(sd: Any) -> None:
     model, weighted = sd
-    tokens = len(model.extra["tokenizer"](LONG).input_ids)
+    tokens = len(model.components["tokenizer"](LONG).input_ids)
     assert 2 * 77 < tokens <= 3 * 75 + 2
     got = weighted.encode([LONG])
     assert got.shape == (1, 3 * 77, 32)
@@ -276,7 +276,7 @@ def test_sdxl_up_weight_moves_only_its_tokens_and_not_the_pooled(xl: Any, sdxl_p
     model, weighted = xl
     plain = model.encode_prompts(["a cat sits"])
     empty = sdxl_model(sdxl_parts, zeros=False).encode_prompts([""]).prompt_embeds  # the empty prompt as text
-    where = positions(model.extra["tokenizer"], "a ", "cat")
+    where = positions(model.components["tokenizer"], "a ", "cat")
     got = weighted.encode(["a (cat:1.5) sits"])
     z = plain.prompt_embeds
     assert torch.equal(got.prompt_embeds[:, : where.start], z[:, : where.start])
@@ -288,7 +288,7 @@ def test_sdxl_up_weight_moves_only_its_tokens_and_not_the_pooled(xl: Any, sdxl_p
 def test_sdxl_down_weight_keeps_what_comes_before(xl: Any) -> None:
     model, weighted = xl
     z = model.encode_prompts(["a cat sits"]).prompt_embeds
-    where = positions(model.extra["tokenizer"], "a ", "cat")
+    where = positions(model.components["tokenizer"], "a ", "cat")
     got = weighted.encode(["a [cat] sits"]).prompt_embeds  # w = 1/1.1: p·z + (1 − p)·z, to rounding
     assert_close_scaled(got[:, : where.start], z[:, : where.start], rel=1e-6, what="before the run")
     assert (got[:, where.start :] - z[:, where.start :]).abs().amax(-1).min() > 0
@@ -328,7 +328,7 @@ def test_flux_weights_its_t5_and_reads_plain_prompts_as_the_family(
     assert_close_scaled(same.prompt_embeds, plain.prompt_embeds, rel=1e-5, what="Flux plain prompt")
     assert torch.equal(same.pooled, plain.pooled)
     empty = model.encode_prompts([""]).prompt_embeds
-    where = positions(model.extra["tokenizer_2"], "a ", "cat", start=0)  # T5: no BOS
+    where = positions(model.components["tokenizer_2"], "a ", "cat", start=0)  # T5: no BOS
     got = weighted.encode(["a (cat:1.5) sits"])
     assert_close_scaled(got.prompt_embeds, up_weighted(same.prompt_embeds, empty, where, 1.5), rel=1e-6, what="T5")
     assert (got.prompt_embeds[:, where] - same.prompt_embeds[:, where]).abs().amax(-1).min() > 0

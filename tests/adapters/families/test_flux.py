@@ -313,7 +313,7 @@ def test_cli_panorama_and_regions_on_the_saved_folder(dev_folder, tmp_path):
     regions = [{"name": "ball", "prompt": "a red ball", "box": [0, 0, 128, 128]}]
     layout.write_text(json.dumps({"width": 256, "height": 128, "background": "a sandy beach", "regions": regions}))
     out = tmp_path / "regions.png"
-    assert main(["regions", "--layout", str(layout), "--model", str(dev_folder), "--out", str(out), *view]) == 0
+    assert main(["regions", "--regions-file", str(layout), "--model", str(dev_folder), "--out", str(out), *view]) == 0
     assert Image.open(out).size == (256, 128)
 
 

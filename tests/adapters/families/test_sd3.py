@@ -79,7 +79,7 @@ def test_folder_loads_through_load_model(model, sd3):
     assert model.native_window == 16  # sample_size 32 VAE cells = 16 patches = 256 px
     assert model.default_scheduler == "FlowMatchEulerDiscreteScheduler" and model.default_guidance_scale == 7.0
     assert model.scheduler_config["shift"] == 3.0
-    assert model.differentiable is not None and model.extra["text_encoder_3"] is not None
+    assert model.differentiable is not None and model.components["text_encoder_3"] is not None
     assert model.weights_sha256 is not None
     condition = model.encode_prompts([PROMPT, ""])
     assert isinstance(condition, Sd3Condition) and len(condition) == 2
@@ -189,7 +189,7 @@ def test_a_view_output_does_not_depend_on_its_canvas_offset(model):
     at_a = denoiser(canvas[:, :, 2:18, 5:21], t, [condition], views=[View(2, 5, 16, 16)])
     at_b = denoiser(canvas[:, :, 8:24, 16:32], t, [condition], views=[View(8, 16, 16, 16)])
     assert torch.equal(at_a, at_b)
-    embed = model.extra["transformer"].pos_embed  # the mechanism: the table's centre 16 × 16 patches
+    embed = model.components["transformer"].pos_embed  # the mechanism: the table's centre 16 × 16 patches
     table = embed.pos_embed.reshape(48, 48, -1)
     assert torch.equal(embed.cropped_pos_embed(32, 32).reshape(16, 16, -1), table[16:32, 16:32])
     with pytest.raises(InvalidInputError, match=r"256×784 px exceeds .* table of 48×48 latent cells \(768 px\)"):
@@ -253,7 +253,7 @@ def test_cli_panorama_and_regions_on_the_folder(sd3_folder, tmp_path):
         )
     )
     regions_out = tmp_path / "regions.png"
-    assert main(["regions", "--layout", str(layout), *args, "--out", str(regions_out)]) == 0
+    assert main(["regions", "--regions-file", str(layout), *args, "--out", str(regions_out)]) == 0
     assert Image.open(regions_out).size == (384, 256)
 
 
@@ -268,7 +268,7 @@ def test_folder_without_t5_uses_zeros_and_matches_the_pipeline(tmp_path):
         ("image_encoder", "feature_extractor", "text_encoder_3", "tokenizer_3")
     )
     model = load_model(str(folder), device="cpu")
-    assert model.extra["text_encoder_3"] is None
+    assert model.components["text_encoder_3"] is None
     condition = model.encode_prompts([PROMPT])
     assert condition.prompt_embeds.shape == (1, 77 + 256, 32) and bool((condition.prompt_embeds[:, 77:] == 0).all())
     ours = _run(MultiDiffusionPipeline(model), height=256, width=256, num_inference_steps=2, output_type="latent")

@@ -68,7 +68,7 @@ def test_saved_folder_loads_through_load_model(sdxl, sdxl_folder, one_thread):
     assert model.default_scheduler == "EulerDiscreteScheduler" and model.default_guidance_scale == 5.0
     assert model.denoiser.crop_coords == "zero" and model.weights_sha256 is not None
     for key in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        saved, original = model.extra[key].state_dict(), sdxl[key].state_dict()
+        saved, original = model.components[key].state_dict(), sdxl[key].state_dict()
         assert saved.keys() == original.keys(), key
         assert all(torch.equal(saved[name], original[name]) for name in saved), key
     # prompts encoded as diffusers encodes them: penultimate states of both encoders, pooled of the second;
@@ -389,5 +389,5 @@ def test_cli_panorama_and_regions_on_the_saved_folder(sdxl_folder, tmp_path, one
         )
     )
     out = tmp_path / "regions.png"
-    assert main(["regions", "--layout", str(layout), "--model", str(sdxl_folder), "--out", str(out), *fast]) == 0
+    assert main(["regions", "--regions-file", str(layout), "--model", str(sdxl_folder), "--out", str(out), *fast]) == 0
     assert Image.open(out).size == (256, 128)

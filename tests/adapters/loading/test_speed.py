@@ -9,6 +9,7 @@ import torch
 
 from multidiffusion.adapters import load_model
 from multidiffusion.adapters.loading.speed import apply_speed_settings, networks
+from multidiffusion.adapters.model.state import SpeedSettings
 from tests.helpers.numerics import assert_close_scaled
 from tests.helpers.tiny_models import loaded
 
@@ -37,7 +38,7 @@ def test_channels_last_keeps_the_outputs(fresh, small):
     after = fresh.denoiser(x, torch.tensor(500), [text])
     assert after.is_contiguous() or after.is_contiguous(memory_format=torch.channels_last)
     assert_close_scaled(after, before, rel=REL_CHANNELS_LAST, what="channels-last UNet vs contiguous")
-    assert fresh.extra["speed"] == {"channels_last": True, "compile": False}
+    assert fresh.state.speed == SpeedSettings(channels_last=True, compile=False)
     assert not small["unet"].conv_in.weight.is_contiguous(memory_format=torch.channels_last)  # a copy changed
 
 

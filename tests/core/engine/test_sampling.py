@@ -22,6 +22,7 @@ from multidiffusion.core import (
     rescale_guidance,
     sample,
 )
+from multidiffusion.core.types import SamplerState
 from tests.helpers.numerics import assert_close_scaled
 
 # Tolerances relative to max|expected| (tests/helpers/numerics.py). Whole sampling loops: |x| ≈ 2–21 over 5–10 steps,
@@ -272,10 +273,25 @@ def test_invalid_arguments() -> None:
     tasks = make_tasks()
     with pytest.raises(InvalidInputError):
         sample(FakeDenoiser(), FakeScheduler(), noise(), tasks, CONDITIONS, view_batch_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInputError, match="task condition 1 out of range for 1 conditions; a task's condition"):
         sample(FakeDenoiser(), FakeScheduler(), noise(), tasks, CONDITIONS[:1])  # condition 1 out of range
     with pytest.raises(InvalidInputError):  # the layout does not cover a wider canvas
         sample(FakeDenoiser(), FakeScheduler(), noise(shape=(N, C, H, W + 3)), tasks, CONDITIONS)
+    with pytest.raises(InvalidInputError, match=r"x_T must be \(N, C, H, W\), got shape \(3, 13, 22\)"):
+        sample(FakeDenoiser(), FakeScheduler(), noise(shape=(C, H, W)), tasks, CONDITIONS)
+
+
+@pytest.mark.parametrize(
+    ("step", "shape", "message"),
+    [
+        (7, (N, C, H, W), "cannot start at step 7 of 5 from a canvas"),
+        (2, (N, C, H, W + 1), r"a start needs a step in 0…5 and a canvas of x_T's shape"),
+    ],
+)
+def test_a_start_that_does_not_fit_is_refused(step: int, shape: tuple[int, ...], message: str) -> None:
+    start = SamplerState(step, noise(shape=shape))
+    with pytest.raises(InvalidInputError, match=message):
+        sample(FakeDenoiser(), FakeScheduler(), noise(), make_tasks(), CONDITIONS, start=start)
 
 
 # --- classifier-free guidance -------------------------------------------------------------------

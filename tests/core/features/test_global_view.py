@@ -18,13 +18,8 @@ from multidiffusion.core.engine.tasks import panorama_tasks
 from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.global_view import GlobalStep, GlobalView, pooling_factor
-from multidiffusion.core.oracle.gaussian_field import (
-    GaussianField,
-    column_variance,
-    neighbour_correlation,
-    pooled_field,
-    se_kernel,
-)
+from multidiffusion.core.oracle.field import GaussianField, pooled_field, se_kernel
+from multidiffusion.core.oracle.stats import column_variance, neighbour_correlation
 
 HARD = "toy:ell=8,sigma=0.3,long=64,rho=0.3"
 
@@ -70,7 +65,7 @@ def test_the_pooled_field_is_the_exact_prior_of_block_means():
 def test_the_toy_denoiser_is_exact_for_a_view_of_the_whole_canvas():
     """Latents smaller than their view by k: the posterior of the pooled field, checked against a dense solve."""
     model = load_toy("toy:ell=3,sigma=0.3", device=torch.device("cpu"))
-    field = model.extra["field"]
+    field = model.components["field"]
     k, h, w = 4, 2, 5
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, h, w, generator=gen, dtype=torch.float64)
@@ -262,12 +257,12 @@ def test_the_pipeline_records_and_reproduces_a_global_view(small_pipe):
     args = dict(height=128, width=512, num_inference_steps=3, output_type="latent", progress=False)
     out = small_pipe("a red sky", generator=torch.Generator().manual_seed(5), global_view=2.0, **args)
     plain = small_pipe("a red sky", generator=torch.Generator().manual_seed(5), **args)
-    assert out.metadata.settings.global_view == 2.0 and out.metadata.settings.global_view_until == 1.0
+    assert out.metadata.settings.global_view == GlobalView(2.0, until=1.0)
     assert "Global view: weight 2, until 1" in out.metadata.to_a1111()
     assert torch.isfinite(out.latents).all()
     assert not torch.allclose(out.latents, plain.latents)
     method, kwargs = call_arguments(out.metadata.to_dict())
-    assert method == "panorama" and kwargs["global_view"] == 2.0
+    assert method == "panorama" and kwargs["global_view"] == GlobalView(2.0)
     kwargs.update(output_type="latent", progress=False)
     again = small_pipe(**kwargs)
     assert torch.equal(again.latents, out.latents)
@@ -306,6 +301,6 @@ def test_an_outpaint_keeps_its_picture_with_a_global_view():
         output_type="np",
         progress=False,
     )
-    assert out.metadata.settings.global_view == 4.0 and out.metadata.mode == "outpaint"
+    assert out.metadata.settings.global_view.weight == 4.0 and out.metadata.mode == "outpaint"
     kept = out.images[0][:, 40:88].astype(float)
     assert abs(kept[..., 0].mean() - 200 / 255) < 0.05 and abs(kept[..., 1].mean() - 40 / 255) < 0.05

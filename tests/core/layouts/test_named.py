@@ -210,7 +210,8 @@ def test_recipe_strides_round_down_and_stay_positive():
     tasks = recipe.tasks(12, 40, (8, 10))
     assert sorted({t.view.left for t in tasks}) == [0, 7, 14, 21, 28, 30]
     assert sorted({t.view.top for t in tasks}) == [0, 4]
-    with pytest.raises(ValueError, match="no stride"):
+    message = "layout 'shifted' has no stride: it shifts non-overlapping tiles; layouts with a stride: half-overlap, "
+    with pytest.raises(InvalidInputError, match=message):
         LAYOUTS["shifted"].stride_cells(64)
 
 

@@ -88,7 +88,9 @@ def test_layout_gives_a_region_its_own_controlnet_and_lora(small_folder, files, 
     path = files["edges"].parent / "layout.json"  # image and LoRA paths are relative to the layout file
     path.write_text(json.dumps(layout))
     out = tmp_path / "regions.png"
-    assert exit_code(["regions", "--layout", str(path), "--model", str(small_folder), "--out", str(out), *RUN]) == 0
+    assert (
+        exit_code(["regions", "--regions-file", str(path), "--model", str(small_folder), "--out", str(out), *RUN]) == 0
+    )
     record = recipe(out)["customisation"]
     assert record["region_control"][1][0]["scale"] == 0.9  # condition 0 is the background
     assert record["region_loras"] == [[], ["style.safetensors:0.6"]]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli.main import build_parser, main
-from multidiffusion.pipeline import MultiDiffusionPipeline
+from multidiffusion.pipeline import MultiDiffusionPipeline, ViewSettings
 from tests.helpers.cli import exit_code, one_error_line, pixels
 
 TOY = ["--model", "toy", "--height", "32", "--width", "96", "--window", "32", "--stride", "8", "--steps", "3", "-q"]
@@ -103,16 +103,15 @@ def test_progress_eta_weighs_synchronised_steps():
     ("extra", "message"),
     [
         (["--sync-weight", "3"], "--sync-weight only apply with --sync"),
-        (["--sync-stop", "2", "--sync-loss", "builtin"], "--sync-stop, --sync-loss only apply with --sync"),
+        (["--sync-stop-step", "2", "--sync-loss", "builtin"], "--sync-stop-step, --sync-loss only apply with --sync"),
         (["--sync-checkpointing"], "--sync-checkpointing only apply with --sync"),
-        (["--sync", "--view-layout", "shifted"], "SyncDiffusion runs on a fixed sliding-window layout"),
-        (["--view-layout", "half-overlap", "--stride", "64"], "sets the stride and weights"),
+        (["--sync", "--layout", "shifted"], "SyncDiffusion runs on a fixed sliding-window layout"),
+        (["--layout", "half-overlap", "--stride", "64"], "sets the stride and weights"),
         (["--seed", "1e30"], "--seed: must be a whole number"),
         (["--seed", str(2**64)], "--seed: must be in 0…18446744073709551615"),
         (["--num-images", "0"], "--num-images must be in 1…"),
         (["--config", "x"], "--config describes a single-file checkpoint"),
         (["--tile", "z"], "invalid choice"),
-        (["--circular", "--tile", "y"], "--circular wraps x but --tile y does not"),
     ],
 )
 def test_bad_options_fail_before_loading(no_loading, tmp_path, capfd, extra, message):
@@ -162,12 +161,12 @@ def test_model_help_names_toy_and_uncovered_regions_speak_pixels():
 def test_stride_equal_to_window_warns():
     pipe = MultiDiffusionPipeline.from_pretrained("toy")
     with pytest.warns(UserWarning, match="views will not overlap or blend"):
-        pipe.settings("sky", height=64, width=256, stride=64)
+        pipe.settings("sky", height=64, width=256, views=ViewSettings(stride=64))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pipe.settings("sky", height=64, width=256, stride=16)
-        pipe.settings("sky", height=64, width=64, stride=64)  # one view: nothing to blend
-        pipe.settings("sky", height=64, width=256, layout="shifted")  # shifted tiles: by design
+        pipe.settings("sky", height=64, width=256, views=ViewSettings(stride=16))
+        pipe.settings("sky", height=64, width=64, views=ViewSettings(stride=64))  # one view: nothing to blend
+        pipe.settings("sky", height=64, width=256, views=ViewSettings(layout="shifted"))  # shifted tiles: by design
 
 
 # 9. Region masks as PIL images, NumPy arrays and tensors.
@@ -273,7 +272,7 @@ def test_config_option_reaches_the_single_file_loader(small_folder, tmp_path, mo
     assert "holds no diffusers model" in one_error_line(capfd)
 
 
-# 15. Several images with consecutive seeds; regions get --circular and --view-layout.
+# 15. Several images with consecutive seeds; regions get --tile x and --layout.
 def test_num_images_writes_numbered_files_with_consecutive_seeds(tmp_path):
     out = tmp_path / "sky.png"
     assert main(["panorama", "sky", *TOY, "--seed", "5", "--num-images", "2", "--out", str(out)]) == 0
@@ -292,13 +291,13 @@ def test_regions_take_circular_and_named_layouts(tmp_path, capfd):
             {"width": 128, "height": 32, "background": "blue", "regions": [{"prompt": "red", "box": [0, 0, 32, 32]}]}
         )
     )
-    base = ["regions", "--layout", str(layout), "--model", "toy", "--window", "32", "--steps", "3", "-q"]
+    base = ["regions", "--regions-file", str(layout), "--model", "toy", "--window", "32", "--steps", "3", "-q"]
     out = tmp_path / "r.png"
-    assert main([*base, "--circular", "--view-layout", "half-overlap", "--out", str(out)]) == 0
+    assert main([*base, "--tile", "x", "--layout", "half-overlap", "--out", str(out)]) == 0
     meta = json.loads(Image.open(out).text["multidiffusion"])
-    assert meta["circular"] is True and meta["layout"] == "half-overlap" and meta["stride"] == 16
+    assert meta["tile"] == "x" and meta["layout"] == "half-overlap" and meta["stride"] == 16
     assert meta["weights"] == "gaussian"
-    assert exit_code([*base, "--view-layout", "shifted", "--out", str(tmp_path / "s.png")]) == 2
+    assert exit_code([*base, "--layout", "shifted", "--out", str(tmp_path / "s.png")]) == 2
     assert "regions need a fixed layout" in one_error_line(capfd)
 
 

@@ -89,7 +89,8 @@ def test_console_script_and_progress(small_folder, tmp_path):
             "256",
             "--steps",
             "2",
-            "--circular",
+            "--tile",
+            "x",
             "--weights",
             "feathered",
         ],
@@ -104,7 +105,7 @@ def test_console_script_and_progress(small_folder, tmp_path):
     err = proc.stderr
     assert "loaded the stable-diffusion model in" in err and "ETA" in err and "decoding" in err
     assert "Loading pipeline components" not in err and "Loading weights" not in err and "torchvision" not in err
-    assert json.loads(Image.open(out).text["multidiffusion"])["circular"] is True
+    assert json.loads(Image.open(out).text["multidiffusion"])["tile"] == "x"
 
 
 BAD = [

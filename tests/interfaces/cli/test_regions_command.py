@@ -45,7 +45,16 @@ def layout_dir(tmp_path):
 def test_regions_writes_image_metadata_and_segmentation(small_folder, layout_dir):
     layout = write_layout(layout_dir, BASE)
     out, seg = layout_dir / "out.png", layout_dir / "seg.png"
-    args = ["regions", "--layout", str(layout), "--model", str(small_folder), *FAST, "--bootstrap-fraction", "0.5"]
+    args = [
+        "regions",
+        "--regions-file",
+        str(layout),
+        "--model",
+        str(small_folder),
+        *FAST,
+        "--bootstrap-fraction",
+        "0.5",
+    ]
     assert exit_code([*args, "--out", str(out), "--segmentation", str(seg)]) == 0
     image = Image.open(out)
     assert image.size == (256, 128)
@@ -65,10 +74,10 @@ def test_regions_writes_image_metadata_and_segmentation(small_folder, layout_dir
 
 @pytest.mark.parametrize("example", ["boxes.json", "masks.json"])
 def test_examples_are_valid_layouts(example):
-    from multidiffusion.pipeline.inputs.region_file import load_layout
+    from multidiffusion.pipeline.inputs.region_file import load_region_file
     from multidiffusion.pipeline.modes.regions import check_regions
 
-    layout = load_layout(ROOT / "examples" / example)
+    layout = load_region_file(ROOT / "examples" / example)
     check_regions(layout.regions, layout.background, 0.2)
     assert layout.width == 1024 and layout.height == 512 and len(layout.regions) == 2
 
@@ -117,7 +126,7 @@ def test_bad_layouts_exit_2_without_file(small_folder, layout_dir, capfd, layout
     code = exit_code(
         [
             "regions",
-            "--layout",
+            "--regions-file",
             str(path),
             "--model",
             str(small_folder),
@@ -147,7 +156,9 @@ def test_bad_region_options_exit_2(small_folder, layout_dir, capfd, extra, messa
     path = write_layout(layout_dir, BASE)
     out = layout_dir / "out.png"
     extra = [str(out) if e == "OUT" else str(layout_dir / e) if e.endswith(".jpg") else e for e in extra]
-    code = exit_code(["regions", "--layout", str(path), "--model", str(small_folder), "--out", str(out), *FAST, *extra])
+    code = exit_code(
+        ["regions", "--regions-file", str(path), "--model", str(small_folder), "--out", str(out), *FAST, *extra]
+    )
     assert code == 2
     assert_one_line_error(capfd, message)
     assert not out.exists()
@@ -158,7 +169,16 @@ def test_unreadable_layout_file(small_folder, tmp_path, capfd):
     bad.write_text("{not json")
     assert (
         exit_code(
-            ["regions", "--layout", str(bad), "--model", str(small_folder), "--out", str(tmp_path / "o.png"), *FAST]
+            [
+                "regions",
+                "--regions-file",
+                str(bad),
+                "--model",
+                str(small_folder),
+                "--out",
+                str(tmp_path / "o.png"),
+                *FAST,
+            ]
         )
         == 2
     )
@@ -167,7 +187,7 @@ def test_unreadable_layout_file(small_folder, tmp_path, capfd):
         exit_code(
             [
                 "regions",
-                "--layout",
+                "--regions-file",
                 str(tmp_path / "none.json"),
                 "--model",
                 str(small_folder),

@@ -17,7 +17,7 @@ TOY = ["--model", "toy", "--height", "16", "--width", "96", "--window", "16", "-
 
 def test_panorama_sync_records_its_settings(tmp_path, capfd, one_thread):
     out = tmp_path / "sync.png"
-    argv = ["panorama", "red or blue", "--out", str(out), "--seed", "1", *TOY, "--sync", "--sync-stop", "3"]
+    argv = ["panorama", "red or blue", "--out", str(out), "--seed", "1", *TOY, "--sync", "--sync-stop-step", "3"]
     with pytest.warns(UserWarning, match="LPIPS is not available.*using the built-in") as caught:
         assert main(argv) == 0
     assert len(caught) == 1
@@ -37,9 +37,9 @@ BAD = [
     (["--sync-weight", "-1"], "sync weight must be a finite number ≥ 0"),
     (["--sync-decay", "0"], "sync decay must be in (0, 1]"),
     (["--sync-decay", "1.5"], "sync decay must be in (0, 1]"),
-    (["--sync-stop", "-2"], "sync stop step must be an integer ≥ 0"),
+    (["--sync-stop-step", "-2"], "sync stop step must be an integer ≥ 0"),
     (["--sync-every", "0"], "sync every must be an integer ≥ 1"),
-    (["--sync-chunk", "0"], "--sync-chunk must be ≥ 1"),
+    (["--sync-chunk-size", "0"], "sync chunk size must be an integer ≥ 1"),
     (["--sync-loss", "lpips"], "LPIPS is not available"),
 ]
 

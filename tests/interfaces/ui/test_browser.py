@@ -29,17 +29,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
     """(url, session, painted masks the server saw) of a UI served in this process."""
     from multidiffusion.interfaces.ui import app as ui
     from multidiffusion.interfaces.ui.session import UiSession
+    from multidiffusion.interfaces.ui.tabs import image, regions
 
     seen: list[dict[str, np.ndarray]] = []
-    original = ui.painted_masks
+    original = regions.painted_masks
 
     def recording(layer: np.ndarray) -> dict[str, np.ndarray]:
         masks = original(layer)
         seen.append(masks)
         return masks
 
-    ui.painted_masks = recording
-    split = ui._picture_and_mask
+    regions.painted_masks = recording
+    split = image.picture_and_mask
 
     def recording_mask(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
         picture, mask = split(value)
@@ -47,7 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
             seen.append({"inpaint": mask > 0})
         return picture, mask
 
-    ui._picture_and_mask = recording_mask
+    image.picture_and_mask = recording_mask
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -59,8 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
         yield f"http://127.0.0.1:{port}/", session, seen
     finally:
         app.close()
-        ui.painted_masks = original
-        ui._picture_and_mask = split
+        regions.painted_masks = original
+        image.picture_and_mask = split
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,7 @@ def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
     pixel is classified by its nearest vocabulary colour; IoU against the masks the server received ≥ 0.9."""
     from PIL import Image
 
-    from multidiffusion.core.oracle.gaussian_field import prompt_colour
+    from multidiffusion.core.oracle.prompts import prompt_colour
 
     page.get_by_role("tab", name="Regions").click()
     canvas = page.locator("#paint canvas").first

@@ -55,7 +55,7 @@ def test_a_painted_layout_exports_for_the_cli_and_imports_back(tmp_path):
     import zipfile
 
     from multidiffusion.interfaces.ui.session import layout_to_paint, layout_to_zip
-    from multidiffusion.pipeline.inputs.region_file import load_layout
+    from multidiffusion.pipeline.inputs.region_file import load_region_file
 
     masks = {"red": np.zeros((32, 48), dtype=bool), "blue": np.zeros((32, 48), dtype=bool)}
     masks["red"][4:20, 2:18] = True
@@ -63,7 +63,7 @@ def test_a_painted_layout_exports_for_the_cli_and_imports_back(tmp_path):
     archive = layout_to_zip(masks, {"red": "a red ball", "blue": "a blue box"}, "green grass", tmp_path / "l.zip")
     with zipfile.ZipFile(archive) as z:
         z.extractall(tmp_path / "x")
-    layout = load_layout(tmp_path / "x" / "layout.json")
+    layout = load_region_file(tmp_path / "x" / "layout.json")
     assert (layout.width, layout.height) == (48, 32) and [r.prompt for r in layout.regions] == [
         "a red ball",
         "a blue box",

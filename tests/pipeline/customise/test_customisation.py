@@ -126,7 +126,7 @@ def test_embedding_through_the_api_loads_once_and_changes_only_prompts_with_its_
     from tests.helpers.tiny_models import make_components
 
     pipe = MultiDiffusionPipeline(loaded(make_components(tmp_path / "own", sample_size=16, seed=1)))
-    dim = pipe.model.extra["text_encoder"].config.hidden_size
+    dim = pipe.model.components["text_encoder"].config.hidden_size
     path = save_embedding(tmp_path / "shiny-style.safetensors", 2, dim, seed=3)
     custom = Customisation(embeddings=(EmbeddingSpec(str(path)),))
     kwargs = dict(height=128, width=256, num_inference_steps=1, output_type="latent", progress=False)
@@ -161,9 +161,9 @@ def test_sync_with_a_region_lora_is_refused(pipe, lora):
 
 def test_a_region_lora_runs_on_a_family_without_control(tmp_path):
     """SD 3 takes LoRAs but no ControlNet: a region's own LoRA set still batches by set (no control wrapper)."""
-    from test_lora import _family_model
+    from tests.helpers.tiny_lora import family_model_with_lora
 
-    model, file = _family_model("sd3", tmp_path)
+    model, file = family_model_with_lora("sd3", tmp_path)
     pipe = MultiDiffusionPipeline(model)
     kwargs = dict(height=128, width=256, num_inference_steps=1, output_type="latent", progress=False)
     regions = [Region("a barn", box=(0, 0, 128, 128), loras=(LoraSpec(str(file), 0.8),))]

@@ -22,7 +22,7 @@ from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.channels import ConcatChannels, crop_window
 from multidiffusion.core.features.known import KnownRegion, latent_mask
-from multidiffusion.pipeline.inputs.region_file import load_layout
+from multidiffusion.pipeline.inputs.region_file import load_region_file
 from multidiffusion.pipeline.modes.image_start import ImageStart
 
 SD_CONFIG = {
@@ -204,7 +204,7 @@ def test_strength_one_ignores_the_image(toy: MultiDiffusionPipeline) -> None:
 
 def test_noise_inversion_keeps_more_of_the_image(toy: MultiDiffusionPipeline) -> None:
     """At strength 0.8 the inverted start keeps the input's structure far better than fresh noise."""
-    field = toy.model.extra["field"]
+    field = toy.model.components["field"]
     g = torch.Generator().manual_seed(5)
     image = (field.sample(1, 48, 48, mean=torch.tensor([0.0, 0.0, 0.0]), generator=g)[0] + 1) / 2
     errors = {}
@@ -235,7 +235,7 @@ def test_outpaint_keeps_the_image_and_joins_a_circular_canvas(toy: MultiDiffusio
     out = toy.outpaint(image, "blue", left=16, right=24, feather=0.0, circular=True, **run_kwargs())
     assert out.images.shape == (1, 3, 32, 72)
     torch.testing.assert_close(out.images[0, :, :, 16:48], image, rtol=0, atol=1e-6)
-    assert out.metadata.settings.circular
+    assert out.metadata.settings.views.wrap == (False, True)
 
 
 def test_layout_init_image_keeps_it_under_region_prompts(toy: MultiDiffusionPipeline, tmp_path: Path) -> None:
@@ -249,7 +249,7 @@ def test_layout_init_image_keeps_it_under_region_prompts(toy: MultiDiffusionPipe
         "init_image": {"path": "photo.png", "left": 8, "top": 8, "feather": 0},
     }
     (tmp_path / "layout.json").write_text(json.dumps(layout))
-    parsed = load_layout(tmp_path / "layout.json")
+    parsed = load_region_file(tmp_path / "layout.json")
     assert isinstance(parsed.image, ImageStart) and parsed.image.size == (40, 96)
     out = toy.regions(parsed.regions, parsed.background, height=40, width=96, image=parsed.image, **run_kwargs())
     kept = out.images[0, :, 8:32, 8:40]
@@ -274,7 +274,7 @@ def test_layout_init_image_errors(tmp_path: Path, init: object, message: str) ->
         json.dumps({"width": 96, "height": 40, "background": "x", "init_image": init})
     )
     with pytest.raises(InvalidInputError, match=message):
-        load_layout(tmp_path / "layout.json")
+        load_region_file(tmp_path / "layout.json")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.sync import SyncDiffusion, SyncSettings, centre_view
 from multidiffusion.core.metrics.coherence import colour_spread, crop_grid
 from multidiffusion.core.metrics.statistics_loss import statistics_distance
-from multidiffusion.core.oracle.gaussian_field import GaussianField, expected_crop_colour_variance
+from multidiffusion.core.oracle.field import GaussianField
+from multidiffusion.core.oracle.stats import expected_crop_colour_variance
 from multidiffusion.core.types import HookContext
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from multidiffusion.pipeline.modes.sync import resolve_loss
@@ -161,7 +162,7 @@ def test_one_update_lowers_that_views_loss_on_tiny_sd(small, one_thread):
     step = 1e-3 / float(grad_step[0].abs().max())
     after = loss(x[:1] - step * grad_step[:1])
     assert after < before
-    assert all(p.grad is None for p in model.extra["unet"].parameters())  # weights untouched
+    assert all(p.grad is None for p in model.components["unet"].parameters())  # weights untouched
 
 
 @pytest.mark.float_sensitive

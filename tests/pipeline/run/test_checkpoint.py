@@ -114,7 +114,7 @@ def test_a_checkpoint_of_another_run_is_refused(toy, tmp_path):
 
 def cli_interrupted(monkeypatch, argv: list[str], steps: int) -> int:
     """Run the CLI, pressing Ctrl-C once ``steps`` steps are done (after their checkpoint)."""
-    from multidiffusion.pipeline.run.generate import progress
+    from multidiffusion.pipeline.run import progress
 
     original = progress.StepProgress.step
 

@@ -52,7 +52,7 @@ def test_cli_refuses_before_loading_exits_2_and_writes_nothing(small_folder, tmp
         "panorama": ["panorama", "sky", "--height", "128", "--width", "512"],
         "upscale": ["upscale", str(inputs / "photo.png"), "--scale", "2"],
         "outpaint": ["outpaint", str(inputs / "photo.png"), "--left", "128", "--right", "128", "--prompt", "sky"],
-        "regions": ["regions", "--layout", str(inputs / "layout.json")],
+        "regions": ["regions", "--regions-file", str(inputs / "layout.json")],
     }[command]
     out = tmp_path / "x.png"
     assert main([*argv, "--model", str(small_folder), "--steps", "1", "--out", str(out), "-q"]) == 2
@@ -104,8 +104,8 @@ def test_pre_load_estimate_equals_the_loaded_models(small_folder, small_pipe):
     from multidiffusion.adapters.families import sd
     from multidiffusion.adapters.loading.resolve import config_before_loading, weights_bytes_before_loading
 
-    extra = small_pipe.model.extra
-    loaded = sum(p.numel() * 4 for k in ("unet", "vae", "text_encoder") for p in extra[k].parameters())
+    parts = small_pipe.model.components
+    loaded = sum(p.numel() * 4 for k in ("unet", "vae", "text_encoder") for p in parts[k].parameters())
     assert weights_bytes_before_loading(small_folder, 4) == loaded
     unet = config_before_loading(str(small_folder), "unet/config.json")
     assert sd.view_cell_bytes(unet, 4) == small_pipe.model.bytes_per_view_cell

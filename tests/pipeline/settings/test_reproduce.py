@@ -21,7 +21,7 @@ TOY = ["--model", "toy", "--window", "32", "--stride", "8", "--steps", "4", "-q"
 def test_reproduce_panorama_on_the_toy_model_is_bit_identical(tmp_path):
     first, again = tmp_path / "a.png", tmp_path / "b.png"
     argv = ["panorama", "red or blue", *TOY, "--height", "32", "--width", "96", "--scheduler", "dpmpp_2m"]
-    assert main([*argv, "--tile", "x", "--sync", "--sync-stop", "2", "--out", str(first)]) == 0
+    assert main([*argv, "--tile", "x", "--sync", "--sync-stop-step", "2", "--out", str(first)]) == 0
     assert main(["reproduce", str(first), "--out", str(again), "-q"]) == 0
     assert pixels(again) == pixels(first)
     assert recipe(again) == recipe(first)
@@ -46,7 +46,7 @@ def test_reproduce_regions_with_masks_needs_no_mask_files(tmp_path):
     }
     (tmp_path / "layout.json").write_text(json.dumps(layout))
     out = tmp_path / "regions.png"
-    argv = ["regions", "--layout", str(tmp_path / "layout.json"), *TOY, "--seed", "3", "--out", str(out)]
+    argv = ["regions", "--regions-file", str(tmp_path / "layout.json"), *TOY, "--seed", "3", "--out", str(out)]
     assert main(argv) == 0
     moved = tmp_path / "elsewhere"
     moved.mkdir()
@@ -118,7 +118,7 @@ def test_from_metadata_and_batches_in_python():
 def test_metadata_records_the_shifted_stride_and_no_paths():
     pipe = MultiDiffusionPipeline.from_pretrained("toy")
     result = pipe("sky", height=32, width=128, layout="shifted", num_inference_steps=2, progress=False)
-    assert result.metadata.settings.stride == result.metadata.settings.window == 64
+    assert result.metadata.settings.views.stride == result.metadata.settings.views.window == 64
     assert "MultiDiffusion stride: 64" in result.metadata.to_a1111()
     regions = pipe.regions(
         [Region("red", mask=Image.new("L", (64, 32), 255))],

@@ -41,16 +41,36 @@ from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.channels import crop_window
 from multidiffusion.core.features.tags import control_of, untag
 
+
+@dataclass(frozen=True)
+class ControlKind:
+    """One kind of control network; a family declares the kinds it takes (``Family.control_kinds``).
+
+    Attributes:
+        name: What :attr:`ControlUnit.kind` holds (``"controlnet"``).
+        class_name: The diffusers class that loads it, as its ``config.json`` names it (``_class_name``).
+        title: For people: what it is and for which models (error messages).
+    """
+
+    name: str
+    class_name: str
+    title: str
+
+
 CONTROLNET = "controlnet"
 T2I_ADAPTER = "t2i-adapter"
-SD3_CONTROLNET = "sd3-controlnet"
-FLUX_CONTROLNET = "flux-controlnet"
-KIND_NAMES = {
-    CONTROLNET: "ControlNet for SD 1.x/2.x or SDXL",
-    T2I_ADAPTER: "T2I-Adapter for SD 1.x/2.x or SDXL",
-    SD3_CONTROLNET: "SD 3 ControlNet",
-    FLUX_CONTROLNET: "Flux ControlNet",
-}
+UNET_KINDS: tuple[ControlKind, ...] = (
+    ControlKind(CONTROLNET, "ControlNetModel", "ControlNet for SD 1.x/2.x or SDXL"),
+    ControlKind(T2I_ADAPTER, "T2IAdapter", "T2I-Adapter for SD 1.x/2.x or SDXL"),
+)
+"""The kinds :class:`UNetControl` runs (the SD 1.x/2.x and SDXL families share them)."""
+
+
+def kind_title(name: str) -> str:
+    """The title of the kind called ``name``, among those of every registered family (the name itself if none)."""
+    from multidiffusion.adapters.families.registry import control_kinds  # the registry imports the families
+
+    return next((kind.title for kind in control_kinds() if kind.name == name), name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +79,7 @@ class ControlUnit:
 
     Attributes:
         network: A diffusers ``ControlNetModel``, ``T2IAdapter``, ``SD3ControlNetModel`` or ``FluxControlNetModel``.
-        kind: One of :data:`KIND_NAMES`.
+        kind: The :attr:`ControlKind.name` of its kind.
         image: The guide on the canvas: (1 or N, C, H·factor, W·factor) for a canvas of H × W cells (pixels in [0, 1]
             for UNet families; encoded, packed latents for SD 3 and Flux), on the network's device.
         scale: Conditioning scale (multiplies the residuals).
@@ -107,18 +127,18 @@ class FamilyControl:
 
     Args:
         base: The family's denoiser (:class:`ResidualDenoiser`).
-        kinds: The network kinds the family takes.
+        kinds: The network kinds the family takes (its ``Family.control_kinds``).
     """
 
-    def __init__(self, base: ResidualDenoiser, kinds: tuple[str, ...]) -> None:
+    def __init__(self, base: ResidualDenoiser, kinds: tuple[ControlKind, ...]) -> None:
         self.base = base
         self.kinds = kinds
 
     def check(self, network: torch.nn.Module, kind: str, label: str) -> None:
         """A network made for another family, as one line (before any step runs)."""
-        if kind not in self.kinds:
-            taken = " or ".join(KIND_NAMES[k] for k in self.kinds)
-            raise InvalidInputError(f"{label!r} is a {KIND_NAMES[kind]}; this model takes a {taken}")
+        if kind not in (k.name for k in self.kinds):
+            taken = " or ".join(k.title for k in self.kinds)
+            raise InvalidInputError(f"{label!r} is a {kind_title(kind)}; this model takes a {taken}")
 
     def guide(self, network: torch.nn.Module, kind: str, pixels: Tensor) -> tuple[Tensor, int]:
         """(guide on the canvas, guide cells per canvas cell) from the canvas-sized image (1, C, H, W) in [0, 1]."""
@@ -240,7 +260,7 @@ class UNetControl(FamilyControl):
     """ControlNets and T2I-Adapters on an SD 1.x/2.x or SDXL UNet: pixel guides, cropped at 8 px per cell."""
 
     def __init__(self, base: ResidualDenoiser, scale_factor: int) -> None:
-        super().__init__(base, (CONTROLNET, T2I_ADAPTER))
+        super().__init__(base, UNET_KINDS)
         self.scale_factor = scale_factor
 
     def check(self, network: torch.nn.Module, kind: str, label: str) -> None:

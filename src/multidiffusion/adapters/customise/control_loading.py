@@ -8,18 +8,16 @@ from typing import Any
 
 import torch
 
-from multidiffusion.adapters.customise.control import CONTROLNET, FLUX_CONTROLNET, SD3_CONTROLNET, T2I_ADAPTER
+from multidiffusion.adapters.families.registry import control_kinds
 from multidiffusion.adapters.loading.hub import explain_load_error
 from multidiffusion.adapters.loading.quiet import library_chatter_off
 from multidiffusion.adapters.loading.resolve import ALLOW_PICKLE_HINT, PICKLE_SUFFIXES, looks_like_repo_id
 from multidiffusion.core.errors import InvalidInputError
 
-CONTROL_CLASSES = {  # config.json _class_name → kind
-    "ControlNetModel": CONTROLNET,
-    "T2IAdapter": T2I_ADAPTER,
-    "SD3ControlNetModel": SD3_CONTROLNET,
-    "FluxControlNetModel": FLUX_CONTROLNET,
-}
+
+def control_classes() -> dict[str, str]:
+    """``config.json``'s ``_class_name`` → kind name, for every kind a registered family takes (in registry order)."""
+    return {kind.class_name: kind.name for kind in control_kinds()}
 
 
 def control_kind(source: str, allow_pickle: bool = False) -> str | None:
@@ -36,9 +34,10 @@ def control_kind(source: str, allow_pickle: bool = False) -> str | None:
             name = json.loads(config.read_text(encoding="utf-8")).get("_class_name")
         except (OSError, ValueError, AttributeError):
             raise InvalidInputError(f"control network folder {source!r} has no readable config.json") from None
-        if name not in CONTROL_CLASSES:
+        classes = control_classes()
+        if name not in classes:
             raise InvalidInputError(
-                f"control network folder {source!r} holds a {name!r}; supported: {', '.join(CONTROL_CLASSES)}"
+                f"control network folder {source!r} holds a {name!r}; supported: {', '.join(classes)}"
             )
         files = [f.name for f in path.iterdir() if f.is_file()]
         if not any(f.endswith(".safetensors") for f in files):
@@ -50,7 +49,7 @@ def control_kind(source: str, allow_pickle: bool = False) -> str | None:
                     f"control network {source!r} has only pickled weights, which can run code when they are loaded; "
                     f"convert them to .safetensors, {ALLOW_PICKLE_HINT}"
                 )
-        return CONTROL_CLASSES[name]
+        return classes[name]
     if path.is_file():
         raise InvalidInputError(
             f"control network {source!r} is a single file; give its diffusers folder (config.json and "
@@ -64,17 +63,12 @@ def control_kind(source: str, allow_pickle: bool = False) -> str | None:
 def load_control_network(
     source: str, dtype: torch.dtype, device: torch.device, *, allow_pickle: bool = False
 ) -> tuple[Any, str]:
-    """(network, kind): a ``ControlNetModel``, ``T2IAdapter``, ``SD3ControlNetModel`` or ``FluxControlNetModel`` from a
-    folder or hub id, on ``device`` in ``dtype``."""
+    """(network, kind name): a network of a kind some family takes (``ControlNetModel``, ``T2IAdapter``,
+    ``SD3ControlNetModel``, ``FluxControlNetModel``) from a folder or hub id, on ``device`` in ``dtype``."""
     import diffusers
 
     kind = control_kind(source, allow_pickle)
-    classes = {
-        CONTROLNET: diffusers.ControlNetModel,
-        T2I_ADAPTER: diffusers.T2IAdapter,
-        SD3_CONTROLNET: diffusers.SD3ControlNetModel,
-        FLUX_CONTROLNET: diffusers.FluxControlNetModel,
-    }
+    classes = {k.name: getattr(diffusers, k.class_name) for k in control_kinds()}
     kinds = [kind] if kind is not None else list(classes)
     error: Exception | None = None
     for candidate in kinds:  # a hub id names no class until its config is read: try each

@@ -231,7 +231,8 @@ def load_embeddings(
 
     Every file is checked (exists, pickle only with ``allow_pickle``), read, and matched to the model (layout,
     vector width, token not yet in the vocabulary) before any is loaded, so a bad one leaves the model as it was.
-    The model's ``encode_prompts`` then expands multi-vector words (see the module docstring).
+    The model's ``encode_prompts`` then expands multi-vector words (see the module docstring), and
+    ``model.state.embeddings`` records each token's file (a later run naming the same file need not load it).
 
     Raises:
         InvalidInputError: One line: a missing or pickled file, not an embedding, for another model family, a token
@@ -269,6 +270,7 @@ def load_embeddings(
     expand = _expansion_of(model)
     for spec, plan in zip(specs, plans, strict=True):
         expand.vectors[spec.token] = int(plan[0][0].shape[0])
+        model.state.embeddings[spec.token.lower()] = Path(spec.path).expanduser().resolve()
     return tuple(spec.token for spec in specs)
 
 

@@ -2,10 +2,11 @@
 around the model's networks, whose loader mixins (``load_lora_weights``, ``load_textual_inversion``) do the work.
 
 The host holds the very modules the engine runs (nothing is copied), so whatever a loader changes in it changes the
-model. It is built from the pipeline class's ``__init__`` signature alone, never from the family's name: each
-parameter gets the model's component of that name, a scheduler built from the model's config, or None for the
-optional parts the engine does not use (safety checker, feature extractor, image encoder); the safety checker and
-the watermarker are switched off where the class takes the switch.
+model. It is built from the first pipeline class the family names (``Family.pipelines``) and that class's
+``__init__`` signature alone: each parameter gets the model's component of that name (``LoadedModel.components``), a
+scheduler built from the model's config, or None for the optional parts the engine does not use (safety checker,
+feature extractor, image encoder); the safety checker and the watermarker are switched off where the class takes the
+switch. The host is kept in ``LoadedModel.state``.
 
 Also here: the cheap checks of an add-on file before anything heavy is loaded (it exists, and pickle files only with
 ``allow_pickle``).
@@ -18,14 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from multidiffusion.adapters.families.registry import FAMILIES, Family
+from multidiffusion.adapters.families.family import Family
+from multidiffusion.adapters.families.registry import file_families
 from multidiffusion.adapters.loading.diffusers_files import pipeline_class
 from multidiffusion.adapters.loading.resolve import ALLOW_PICKLE_HINT, PICKLE_SUFFIXES
 from multidiffusion.adapters.model.loaded import LoadedModel
 from multidiffusion.core.errors import InvalidInputError
-
-HOST_KEY = "host"
-"""``LoadedModel.extra`` key of the cached host pipeline."""
 
 WEIGHTS_SUFFIXES: tuple[str, ...] = (".safetensors", *PICKLE_SUFFIXES)
 _SWITCHED_OFF: dict[str, Any] = {"requires_safety_checker": False, "add_watermarker": False}
@@ -33,7 +32,7 @@ _SWITCHED_OFF: dict[str, Any] = {"requires_safety_checker": False, "add_watermar
 
 def families_taking(capability: Callable[[type], bool]) -> list[Family]:
     """The families whose diffusers pipeline class has ``capability`` (e.g. a loader method)."""
-    return [family for family in FAMILIES if capability(pipeline_class(family.pipelines[0]))]
+    return [family for family in file_families() if capability(pipeline_class(family.pipelines[0]))]
 
 
 def host_family(model: LoadedModel, what: str, capability: Callable[[type], bool]) -> Family:
@@ -44,7 +43,7 @@ def host_family(model: LoadedModel, what: str, capability: Callable[[type], bool
         what: The add-on, plural, for the message (``"LoRA files"``).
         capability: Pipeline class → whether that family takes the add-on.
     """
-    family = next((f for f in FAMILIES if f.name == model.family), None)
+    family = next((f for f in file_families() if f.name == model.family), None)
     if family is None or not capability(pipeline_class(family.pipelines[0])):
         takers = ", ".join(f.name for f in families_taking(capability))
         has = "has no networks" if family is None else "takes none"
@@ -53,22 +52,21 @@ def host_family(model: LoadedModel, what: str, capability: Callable[[type], bool
 
 
 def diffusers_host(model: LoadedModel) -> Any:
-    """The family's diffusers pipeline around ``model``'s own components, built once and cached in ``model.extra``.
+    """The family's diffusers pipeline around ``model``'s own components, built once and kept in ``model.state``.
 
     Raises:
         InvalidInputError: ``model`` is of no diffusers family (the Gaussian-field model).
     """
-    host = model.extra.get(HOST_KEY)
-    if host is not None:
-        return host
+    if model.state.host is not None:
+        return model.state.host
     family = host_family(model, "add-on weights", lambda cls: True)
     cls = pipeline_class(family.pipelines[0])
     kwargs: dict[str, Any] = {}
     for name, parameter in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        if name in model.extra:
-            kwargs[name] = model.extra[name]
+        if name in model.components:
+            kwargs[name] = model.components[name]
         elif name == "scheduler":
             from multidiffusion.adapters.schedulers.names import make_scheduler
 
@@ -81,7 +79,7 @@ def diffusers_host(model: LoadedModel) -> Any:
 
     with library_chatter_off():
         host = cls(**kwargs)
-    model.extra[HOST_KEY] = host
+    model.state.host = host
     return host
 
 

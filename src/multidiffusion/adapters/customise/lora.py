@@ -30,9 +30,6 @@ from multidiffusion.adapters.loading.resolve import PICKLE_SUFFIXES
 from multidiffusion.adapters.model.loaded import LoadedModel
 from multidiffusion.core.errors import InvalidInputError
 
-SWITCH_KEY = "lora_switch"
-"""``LoadedModel.extra`` key of the open :class:`LoraSwitch` (one per model at a time)."""
-
 
 def takes_lora(pipeline_class: type) -> bool:
     """Whether a diffusers pipeline class loads LoRA files."""
@@ -145,7 +142,7 @@ class LoraSwitch:
         for spec in specs:
             file = check_weights_file(spec.path, "LoRA", allow_pickle).resolve()
             files.setdefault(file, f"lora{len(files)}")
-        if model.extra.get(SWITCH_KEY) is not None:
+        if model.state.lora_switch is not None:
             raise RuntimeError("this model already has LoRAs loaded by another LoraSwitch; close that one first")
         self.model = model
         self.host = diffusers_host(model)
@@ -153,7 +150,7 @@ class LoraSwitch:
         self._names = {spec.path: files[Path(spec.path).expanduser().resolve()] for spec in specs}
         self._active: dict[str, float] = {}
         self.switches = 0
-        model.extra[SWITCH_KEY] = self
+        model.state.lora_switch = self  # one per model at a time: its LoRAs are in the model's networks
         try:
             for file, name in files.items():
                 self._load(file, name, family)
@@ -199,7 +196,7 @@ class LoraSwitch:
         The order of ``key`` does not matter; a file named twice runs at the sum of its scales, and one at scale 0
         is left out. A no-op when that set is already active.
         """
-        if self.model.extra.get(SWITCH_KEY) is not self:
+        if self.model.state.lora_switch is not self:
             raise RuntimeError("this LoraSwitch is closed: its LoRAs are unloaded")
         wanted: dict[str, float] = {}
         for spec in key:
@@ -220,13 +217,13 @@ class LoraSwitch:
 
     def close(self) -> None:
         """Unload every LoRA: the model computes what it did before they were loaded. Safe to call twice."""
-        if self.model.extra.get(SWITCH_KEY) is not self:
+        if self.model.state.lora_switch is not self:
             return
         if self._files:
             with library_chatter_off():
                 self.host.unload_lora_weights()
         self._active = {}
-        del self.model.extra[SWITCH_KEY]
+        self.model.state.lora_switch = None
 
     def __enter__(self) -> LoraSwitch:
         return self

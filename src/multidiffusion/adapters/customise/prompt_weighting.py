@@ -24,15 +24,16 @@ prompt are text) and embedded by compel's ``EmbeddingsProvider`` (compel 2.5), t
   arithmetic when every weight is 1): bit-identical for SD and SDXL (an SDXL batch's pooled vectors, which the
   family's encoder computes as one batch and this one prompt by prompt, to float rounding).
 
-Families, chosen by the class of the model's prompt encoder (``model.encode_prompts``):
+Families: each family module builds the weighted twin of its own prompt encoder from the pieces here (its
+``weighted_prompts``, handed over as ``LoadedModel.prompt_weighting``):
 
-* SD 1.x/2.x (:class:`~multidiffusion.adapters.families.sd.ClipTextEncoder`): CLIP's last hidden states.
-* SDXL (:class:`~multidiffusion.adapters.families.sdxl.SdxlTextEncoder`): both encoders' penultimate hidden states side
-by   side, as ``CompelForSDXL``; the pooled projection is the second encoder's on the first chunk's tokens,
+* SD 1.x/2.x (:func:`~multidiffusion.adapters.families.sd.weighted_prompts`): CLIP's last hidden states.
+* SDXL (:func:`~multidiffusion.adapters.families.sdxl.weighted_prompts`): both encoders' penultimate hidden states
+  side by side, as ``CompelForSDXL``; the pooled projection is the second encoder's on the first chunk's tokens,
   unweighted (A1111's pooled). A prompt that reads as nothing (``""``, ``"()"``) is zeros where the model's
   ``force_zeros_for_empty_prompt`` says so, as the family's encoder makes it, and
   :attr:`WeightedPrompts.same_length` continues zero rows with zeros (what diffusers pairs with a long prompt).
-* Flux (:class:`~multidiffusion.adapters.families.flux.FluxTextEncoder`), as ``CompelForFlux``: weights act on T5's
+* Flux (:func:`~multidiffusion.adapters.families.flux.weighted_prompts`), as ``CompelForFlux``: weights act on T5's
   hidden states; T5 reads one sequence of ``max_sequence_length`` tokens, so long prompts are still cut there
   and a BREAK only separates words; CLIP's pooled vector reads the literal text (compel weighs no pooled
   output). T5 is bidirectional, so a down-weighted run moves every position. Without weighting it matches the
@@ -55,13 +56,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from multidiffusion.adapters.customise.a1111_syntax import Fragment, Segment, has_weighting, literal, parse
-from multidiffusion.adapters.families.flux import FluxCondition, FluxTextEncoder
-from multidiffusion.adapters.families.sd import ClipTextEncoder
-from multidiffusion.adapters.families.sdxl import SdxlCondition, SdxlTextEncoder
+from multidiffusion.adapters.customise.a1111_syntax import Fragment, Segment, has_weighting, literal
 from multidiffusion.adapters.model.loaded import LoadedModel
 
-__all__ = ["WeightedPrompts", "has_weighting", "literal", "unwrapped", "weighted_encoder"]
+__all__ = ["TextChunks", "WeightedPrompts", "has_weighting", "literal", "pad_rows", "unwrapped", "weighted_encoder"]
 
 
 @dataclass(frozen=True)
@@ -157,111 +155,12 @@ def pad_rows(embeds: Tensor, length: int, chunk: Tensor, zero_rows: Tensor | Non
     return torch.cat([embeds, filler], dim=1)
 
 
-def _sd(encoder: ClipTextEncoder) -> WeightedPrompts:
-    clip = TextChunks(encoder.tokenizer, encoder.text_encoder, penultimate=False)
-
-    def pad(conditions: Sequence[Tensor]) -> list[Tensor]:
-        longest = max(int(c.shape[1]) for c in conditions)
-        return [pad_rows(c, longest, clip.empty) for c in conditions]
-
-    @torch.no_grad()
-    def encode(texts: Sequence[str]) -> Tensor:
-        rows = pad([clip.prompt(parse(text))[0] for text in texts])
-        return torch.cat(rows).to(encoder.dtype)
-
-    return WeightedPrompts(encode=encode, same_length=lambda conditions: pad(list(conditions)))
-
-
-def _sdxl(encoder: SdxlTextEncoder) -> WeightedPrompts | None:
-    clips = [
-        TextChunks(tokenizer, text_encoder, penultimate=True)
-        for tokenizer, text_encoder in zip(encoder.tokenizers, encoder.text_encoders, strict=True)
-    ]
-    device = encoder.text_encoders[0].device
-    # the encoder with the pooled projection (CLIPTextModelWithProjection): SDXL's second
-    pooling = next((i for i, c in enumerate(clips) if hasattr(c.text_encoder, "text_projection")), None)
-    if pooling is None:
-        return None
-
-    def empty_chunk() -> Tensor:
-        return torch.cat([c.empty.to(device) for c in clips], dim=-1)  # (1, 77, D₁ + D₂)
-
-    def one(text: str) -> SdxlCondition:
-        segments = parse(text)
-        parts = [clip.prompt(segments) for clip in clips]
-        longest = max(int(embeds.shape[1]) for embeds, _ in parts)
-        # both tokenizers chunk alike; one that split differently is padded with its own empty chunk
-        embeds = torch.cat(
-            [pad_rows(e.to(device), longest, c.empty) for (e, _), c in zip(parts, clips, strict=True)], dim=-1
-        )
-        # the pooled projection of the first chunk's tokens, unweighted (A1111's)
-        pooler = clips[pooling]
-        first = parts[pooling][1][:, : pooler.chunk].to(pooler.text_encoder.device)
-        pooled = pooler.text_encoder(first, output_hidden_states=False)[0].to(device)
-        if encoder.zeros_for_empty and literal(text) == "":
-            embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
-        return SdxlCondition(embeds.to(encoder.dtype), pooled.to(encoder.dtype))
-
-    def pad(conditions: Sequence[SdxlCondition]) -> list[SdxlCondition]:
-        longest = max(int(c.prompt_embeds.shape[1]) for c in conditions)
-        chunk = empty_chunk()
-        out = []
-        for c in conditions:
-            zero = None
-            if encoder.zeros_for_empty:  # "no caption" rows stay zeros
-                zero = (c.prompt_embeds == 0).flatten(1).all(1) & (c.pooled == 0).flatten(1).all(1)
-            out.append(SdxlCondition(pad_rows(c.prompt_embeds, longest, chunk, zero), c.pooled, c.guidance))
-        return out
-
-    @torch.no_grad()
-    def encode(texts: Sequence[str]) -> SdxlCondition:
-        rows = pad([one(text) for text in texts])
-        return SdxlCondition(torch.cat([r.prompt_embeds for r in rows]), torch.cat([r.pooled for r in rows]))
-
-    return WeightedPrompts(encode=encode, same_length=lambda conditions: pad(list(conditions)))
-
-
-def _flux(encoder: FluxTextEncoder) -> WeightedPrompts:
-    t5 = TextChunks(encoder.tokenizer_2, encoder.text_encoder_2, cut_at=encoder.max_sequence_length)
-
-    def pooled_of(texts: list[str]) -> Tensor:
-        """CLIP's pooled output (N, D) of the literal texts, as the family's encoder (unweighted, cut at 77)."""
-        tokenizer, clip = encoder.tokenizer, encoder.text_encoder
-        ids = tokenizer(
-            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids
-        return clip(ids.to(clip.device), output_hidden_states=False).pooler_output
-
-    def same_length(conditions: Sequence[FluxCondition]) -> list[FluxCondition]:
-        lengths = {int(c.prompt_embeds.shape[1]) for c in conditions}
-        if len(lengths) > 1:
-            raise ValueError(f"Flux conditions of different token lengths {sorted(lengths)}")
-        return list(conditions)
-
-    @torch.no_grad()
-    def encode(texts: Sequence[str]) -> FluxCondition:
-        # one T5 sequence (no chunks): a BREAK joins its segments
-        embeds = [t5.segment(tuple(f for segment in parse(text) for f in segment))[0] for text in texts]
-        pooled = pooled_of([literal(text) for text in texts])
-        return FluxCondition(torch.cat(embeds).to(encoder.dtype), pooled.to(embeds[0].device, encoder.dtype))
-
-    return WeightedPrompts(encode=encode, same_length=same_length)
-
-
-_BUILDERS: dict[type, Callable[[Any], WeightedPrompts | None]] = {
-    ClipTextEncoder: _sd,
-    SdxlTextEncoder: _sdxl,
-    FluxTextEncoder: _flux,
-}
-"""Prompt encoder class → the builder of its weighted twin (read from the encoder the model actually uses)."""
-
-
 def unwrapped(encoder: Any) -> tuple[Any, list[Callable[[str], str]]]:
     """The family's own prompt encoder under wrappers that rewrite each prompt before encoding it (any object
     with ``encode``, the wrapped encoder, and ``expand``, text → text: e.g. textual inversion's trigger-word
     expansion), and those rewrites, outermost first."""
     rewrites: list[Callable[[str], str]] = []
-    while type(encoder) not in _BUILDERS and callable(getattr(encoder, "expand", None)) and hasattr(encoder, "encode"):
+    while callable(getattr(encoder, "expand", None)) and hasattr(encoder, "encode"):
         rewrites.append(encoder.expand)
         encoder = encoder.encode
     return encoder, rewrites
@@ -274,10 +173,10 @@ def weighted_encoder(model: LoadedModel) -> WeightedPrompts | None:
     Prompt rewrites wrapped around the family's encoder (:func:`unwrapped`) apply to the A1111 text first, as
     they are installed on ``model.encode_prompts`` when a prompt is encoded (so a multi-vector trigger word in
     ``(word:1.2)`` spells out its tokens inside the weight)."""
-    base, _ = unwrapped(model.encode_prompts)
-    builder = _BUILDERS.get(type(base))
+    builder = model.prompt_weighting
     if builder is None:
         return None
+    base, _ = unwrapped(model.encode_prompts)
     try:
         import compel  # noqa: F401
     except ImportError:

@@ -66,13 +66,16 @@ from torch import Tensor
 
 from multidiffusion.adapters.codecs.packed import PackedCodec, tokens, untokens
 from multidiffusion.adapters.codecs.vae import VaeCodec
+from multidiffusion.adapters.customise.a1111_syntax import literal, parse
 from multidiffusion.adapters.customise.control import (
-    FLUX_CONTROLNET,
+    ControlKind,
     ControlUnit,
     FamilyControl,
     check_transformer_control,
     take_rows,
 )
+from multidiffusion.adapters.customise.prompt_weighting import TextChunks, WeightedPrompts
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.loading.diffusers_files import (
     load_pretrained_pipeline,
     load_single_file_pipeline,
@@ -84,8 +87,17 @@ from multidiffusion.adapters.schedulers.flow import accepts, dynamic_shift
 from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
 
-FAMILY = "flux"
 PIPELINE = "FluxPipeline"
+FLUX_CONTROLNET = "flux-controlnet"
+CONTROL_KINDS: tuple[ControlKind, ...] = (ControlKind(FLUX_CONTROLNET, "FluxControlNetModel", "Flux ControlNet"),)
+FAMILY = Family(
+    name="flux",
+    title="Flux (dev and schnell)",
+    module=__name__,
+    pipelines=(PIPELINE,),
+    checkpoint_types=("flux-dev", "flux-schnell"),
+    control_kinds=CONTROL_KINDS,
+)
 
 PATCH = 2
 """VAE cells per canvas cell along each axis (Flux packs 2 × 2 latent patches into one token)."""
@@ -204,11 +216,16 @@ class FluxDenoiser(SamplingDenoiser):
         embeds = torch.cat([c.prompt_embeds for c in conds]) if len(conds) > 1 else conds[0].prompt_embeds
         pooled = torch.cat([c.pooled for c in conds]) if len(conds) > 1 else conds[0].pooled
         if embeds.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} latents but {embeds.shape[0]} text embeddings")
+            raise InvalidInputError(
+                f"{x.shape[0]} latents but {embeds.shape[0]} text embeddings; each condition needs one row per canvas"
+            )
         guidance = None
         if self.guidance_embeds:
             if any(c.guidance is None for c in conds):
-                raise ValueError("this Flux transformer embeds the guidance scale; the condition carries none")
+                raise InvalidInputError(
+                    "this Flux transformer embeds the guidance scale; the condition carries none (set it with "
+                    "embed_guidance)"
+                )
             guidance = torch.tensor([c.guidance for c in conds], dtype=torch.float32, device=x.device)
             guidance = guidance.repeat_interleave(n)
         return {"encoder_hidden_states": embeds, "pooled_projections": pooled, "guidance": guidance}
@@ -293,7 +310,7 @@ class FluxControl(FamilyControl):
     transformer's double and single blocks."""
 
     def __init__(self, base: FluxDenoiser, codec: Any) -> None:
-        super().__init__(base, (FLUX_CONTROLNET,))
+        super().__init__(base, CONTROL_KINDS)
         self.codec = codec
 
     def check(self, network: torch.nn.Module, kind: str, label: str) -> None:
@@ -404,6 +421,39 @@ class FluxTextEncoder:
         return FluxCondition(embeds.to(self.dtype), pooled.pooler_output.to(self.dtype))
 
 
+def weighted_prompts(encoder: Any) -> WeightedPrompts | None:
+    """T5's hidden states with A1111 weighting, as compel's ``CompelForFlux``
+    (:mod:`~multidiffusion.adapters.customise.prompt_weighting`): T5 reads one sequence of ``max_sequence_length``
+    tokens, so long prompts are still cut there and a BREAK only separates words; CLIP's pooled vector reads the
+    literal text (compel weighs no pooled output). None for an encoder other than :class:`FluxTextEncoder`."""
+    if not isinstance(encoder, FluxTextEncoder):
+        return None
+    t5 = TextChunks(encoder.tokenizer_2, encoder.text_encoder_2, cut_at=encoder.max_sequence_length)
+
+    def pooled_of(texts: list[str]) -> Tensor:
+        """CLIP's pooled output (N, D) of the literal texts, as the family's encoder (unweighted, cut at 77)."""
+        tokenizer, clip = encoder.tokenizer, encoder.text_encoder
+        ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
+        return clip(ids.to(clip.device), output_hidden_states=False).pooler_output
+
+    def same_length(conditions: Sequence[FluxCondition]) -> list[FluxCondition]:
+        lengths = {int(c.prompt_embeds.shape[1]) for c in conditions}
+        if len(lengths) > 1:
+            raise ValueError(f"Flux conditions of different token lengths {sorted(lengths)}")
+        return list(conditions)
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> FluxCondition:
+        # one T5 sequence (no chunks): a BREAK joins its segments
+        embeds = [t5.segment(tuple(f for segment in parse(text) for f in segment))[0] for text in texts]
+        pooled = pooled_of([literal(text) for text in texts])
+        return FluxCondition(torch.cat(embeds).to(encoder.dtype), pooled.to(embeds[0].device, encoder.dtype))
+
+    return WeightedPrompts(encode=encode, same_length=same_length)
+
+
 def timestep_options(scheduler: Any, steps: int, view_cells: tuple[int, int]) -> dict[str, Any]:
     """``set_timesteps`` keyword arguments as ``FluxPipeline.__call__`` passes them, for views of h × w tokens.
 
@@ -450,7 +500,7 @@ def from_components(
     encoder = FluxTextEncoder(tokenizer, text_encoder, tokenizer_2, text_encoder_2, dtype, max_sequence_length)
     return LoadedModel(
         source=source,
-        family=FAMILY,
+        family=FAMILY.name,
         denoiser=denoiser,
         codec=codec,
         encode_prompts=encoder,
@@ -469,7 +519,8 @@ def from_components(
         control=FluxControl(denoiser, codec),
         # T5 carries the prompt (CLIP gives only the pooled vector): warn where T5 cuts it
         prompt_limits=(PromptLimit.of("T5", tokenizer_2, encoder.max_sequence_length),),
-        extra={
+        prompt_weighting=weighted_prompts,
+        components={
             "transformer": transformer,
             "vae": vae,
             "text_encoder": text_encoder,

@@ -1,87 +1,76 @@
-"""The model families this package runs, and which one a folder, hub id or checkpoint file holds.
+"""The model families this package runs, and which one a spec string, folder, hub id or checkpoint file holds.
 
-A folder or hub id names its pipeline in ``model_index.json`` (``_class_name``); a single-file checkpoint is
-recognised from its tensor names and shapes by diffusers' own ``infer_diffusers_model_type``. Each family
-is one adapter module with ``load_pretrained(source, dtype, device, *, allow_pickle)`` and
-``load_single_file(path, dtype, device, config)`` (docs/design.md §7).
+:data:`REGISTRY` lists every family, one line each: the ``FAMILY`` object its module declares
+(:class:`~multidiffusion.adapters.families.family.Family`, docs/design.md §7). A spec string (``toy:ell=3``) belongs
+to the family whose ``claims`` accepts it; a folder or hub id names its pipeline in ``model_index.json``
+(``_class_name``); a single-file checkpoint is recognised from its tensor names and shapes by diffusers' own
+``infer_diffusers_model_type``. Every lookup reads :data:`REGISTRY` when it runs, so a family added to it (a test's,
+with ``monkeypatch``) is found everywhere.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
+from multidiffusion.adapters.customise.control import ControlKind
+from multidiffusion.adapters.families import flux, sd, sd3, sdxl, toy
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.loading.hub import explain_load_error, first_line
 from multidiffusion.adapters.loading.quiet import library_chatter_off
 from multidiffusion.core.errors import InvalidInputError
 
-
-@dataclass(frozen=True)
-class Family:
-    """One model family.
-
-    Attributes:
-        name: Recorded in metadata and printed when a model loads (``LoadedModel.family``).
-        title: For people: what the family covers.
-        pipelines: diffusers pipeline class names (``model_index.json``'s ``_class_name``) of this family.
-        checkpoint_types: diffusers' names for its single-file checkpoints (``infer_diffusers_model_type``).
-        module: The adapter module under ``multidiffusion.adapters``.
-    """
-
-    name: str
-    title: str
-    pipelines: tuple[str, ...]
-    checkpoint_types: tuple[str, ...]
-    module: str
-
-    def adapter(self) -> ModuleType:
-        """The adapter module (imported on first use: each pulls in its own diffusers classes)."""
-        return importlib.import_module(f"{__package__}.{self.module}")
-
-
-FAMILIES: tuple[Family, ...] = (
-    Family(
-        "stable-diffusion",
-        "Stable Diffusion 1.x/2.x (also SD-Turbo and LCM)",
-        ("StableDiffusionPipeline", "StableDiffusionInpaintPipeline"),
-        ("v1", "v2", "inpainting", "inpainting_v2"),
-        "sd",
-    ),
-    Family(
-        "sdxl",
-        "SDXL (also SDXL-Turbo and Lightning)",
-        ("StableDiffusionXLPipeline", "StableDiffusionXLInpaintPipeline"),
-        ("xl_base", "xl_inpaint"),
-        "sdxl",
-    ),
-    Family(
-        "sd3", "Stable Diffusion 3 / 3.5", ("StableDiffusion3Pipeline",), ("sd3", "sd35_medium", "sd35_large"), "sd3"
-    ),
-    Family("flux", "Flux (dev and schnell)", ("FluxPipeline",), ("flux-dev", "flux-schnell"), "flux"),
+REGISTRY: tuple[Family, ...] = (
+    sd.FAMILY,
+    sdxl.FAMILY,
+    sd3.FAMILY,
+    flux.FAMILY,
+    toy.FAMILY,
 )
-FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
-SUPPORTED = "; ".join(f"{f.title} ({', '.join(f.pipelines)})" for f in FAMILIES)
+"""Every model family, one line each; the order is the order of help texts, error messages and lookups."""
+
+
+def file_families() -> tuple[Family, ...]:
+    """The registered families that load diffusers files (those naming a pipeline), in registry order."""
+    return tuple(family for family in REGISTRY if family.pipelines)
+
+
+def supported() -> str:
+    """The families that load files, for error messages: ``title (pipeline, …); …``."""
+    return "; ".join(f"{f.title} ({', '.join(f.pipelines)})" for f in file_families())
 
 
 def family_named(name: str) -> Family:
-    """The family called ``name`` (one of :data:`FAMILY_NAMES`)."""
-    for family in FAMILIES:
+    """The registered family called ``name``."""
+    for family in REGISTRY:
         if family.name == name:
             return family
-    raise InvalidInputError(f"unknown model family {name!r}; supported: {', '.join(FAMILY_NAMES)}")
+    names = ", ".join(family.name for family in REGISTRY)
+    raise InvalidInputError(f"unknown model family {name!r}; supported: {names}")
+
+
+def family_claiming(source: str) -> Family | None:
+    """The family whose ``claims`` accepts ``source`` (a spec string such as ``toy:ell=3``); None: none does, and
+    ``source`` names files (a folder, hub id or checkpoint)."""
+    return next((f for f in REGISTRY if f.claims is not None and f.claims(source)), None)
 
 
 def family_of_pipeline(class_name: str, source: str) -> Family:
     """The family whose pipeline is ``class_name`` (from ``source``'s model_index.json)."""
-    for family in FAMILIES:
+    for family in REGISTRY:
         if class_name in family.pipelines:
             return family
-    raise InvalidInputError(f"model {source!r} is a {class_name}, which this tool does not run; supported: {SUPPORTED}")
+    raise InvalidInputError(
+        f"model {source!r} is a {class_name}, which this tool does not run; supported: {supported()}"
+    )
+
+
+def control_kinds() -> tuple[ControlKind, ...]:
+    """Every control network kind some registered family takes, each once, in registry order."""
+    return tuple(dict.fromkeys(kind for family in REGISTRY for kind in family.control_kinds))
 
 
 def model_index(source: str) -> dict[str, Any]:
@@ -154,11 +143,11 @@ def family_of_checkpoint(path: str) -> Family:
     if kind == "v1" and CHECKPOINT_KEY_NAMES["v1"] not in keys:  # diffusers' fallback when nothing matched
         raise InvalidInputError(
             f"checkpoint {path!r} holds no whole model this tool recognises (a LoRA, VAE or text encoder alone?); "
-            f"supported: {SUPPORTED}"
+            f"supported: {supported()}"
         )
-    for family in FAMILIES:
+    for family in REGISTRY:
         if kind in family.checkpoint_types:
             return family
     raise InvalidInputError(
-        f"checkpoint {path!r} holds a {kind!r} model, which this tool does not run; supported: {SUPPORTED}"
+        f"checkpoint {path!r} holds a {kind!r} model, which this tool does not run; supported: {supported()}"
     )

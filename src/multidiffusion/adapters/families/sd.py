@@ -1,4 +1,5 @@
-"""Stable Diffusion 1.x / 2.x adapter: CLIP text encoding, the UNet as a Denoiser, the VAE codec."""
+"""Stable Diffusion 1.x / 2.x adapter: CLIP text encoding (A1111 weighting through compel), the UNet as a Denoiser
+with ControlNets and T2I-Adapters, the VAE codec."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import torch
 from torch import Tensor
 
 from multidiffusion.adapters.codecs.vae import VaeCodec
-from multidiffusion.adapters.customise.control import UNetControl
+from multidiffusion.adapters.customise.a1111_syntax import parse
+from multidiffusion.adapters.customise.control import UNET_KINDS, UNetControl
+from multidiffusion.adapters.customise.prompt_weighting import TextChunks, WeightedPrompts, pad_rows
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.loading.diffusers_files import (
     load_pretrained_pipeline,
     load_single_file_pipeline,
@@ -19,9 +23,17 @@ from multidiffusion.adapters.model.differentiable import SamplingDenoiser, diffe
 from multidiffusion.adapters.model.loaded import LoadedModel, PromptLimit
 from multidiffusion.adapters.schedulers.names import default_scheduler_for, is_few_step_config
 from multidiffusion.core.engine.views import View
+from multidiffusion.core.errors import InvalidInputError
 
-FAMILY = "stable-diffusion"
 PIPELINE = "StableDiffusionPipeline"
+FAMILY = Family(
+    name="stable-diffusion",
+    title="Stable Diffusion 1.x/2.x (also SD-Turbo and LCM)",
+    module=__name__,
+    pipelines=(PIPELINE, "StableDiffusionInpaintPipeline"),
+    checkpoint_types=("v1", "v2", "inpainting", "inpainting_v2"),
+    control_kinds=UNET_KINDS,
+)
 
 DENOISER = "unet"  # the denoising network's folder in a diffusers model
 
@@ -63,7 +75,10 @@ class UNetDenoiser(SamplingDenoiser):
         UNet's dtype. A ControlNet takes the same (:mod:`~multidiffusion.adapters.customise.control`)."""
         embeddings = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if embeddings.shape[0] != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings")
+            raise InvalidInputError(
+                f"{x.shape[0]} latents but {embeddings.shape[0]} text embeddings; each condition needs one row per "
+                "canvas"
+            )
         return {"encoder_hidden_states": embeddings}
 
     def forward(
@@ -109,6 +124,26 @@ class ClipTextEncoder:
         return hidden.to(self.dtype)
 
 
+def weighted_prompts(encoder: Any) -> WeightedPrompts | None:
+    """CLIP's last hidden states with A1111 weighting and 77-token chunks
+    (:mod:`~multidiffusion.adapters.customise.prompt_weighting`); None for an encoder other than
+    :class:`ClipTextEncoder`."""
+    if not isinstance(encoder, ClipTextEncoder):
+        return None
+    clip = TextChunks(encoder.tokenizer, encoder.text_encoder, penultimate=False)
+
+    def pad(conditions: Sequence[Tensor]) -> list[Tensor]:
+        longest = max(int(c.shape[1]) for c in conditions)
+        return [pad_rows(c, longest, clip.empty) for c in conditions]
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> Tensor:
+        rows = pad([clip.prompt(parse(text))[0] for text in texts])
+        return torch.cat(rows).to(encoder.dtype)
+
+    return WeightedPrompts(encode=encode, same_length=lambda conditions: pad(list(conditions)))
+
+
 def from_components(
     source: str, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: Any
 ) -> LoadedModel:
@@ -118,7 +153,7 @@ def from_components(
     itemsize = torch.finfo(unet.dtype).bits // 8
     return LoadedModel(
         source=source,
-        family=FAMILY,
+        family=FAMILY.name,
         denoiser=denoiser,
         codec=codec,
         encode_prompts=ClipTextEncoder(tokenizer, text_encoder, unet.dtype),
@@ -131,11 +166,12 @@ def from_components(
         # Few-step models (SD-Turbo, LCM) run their own scheduler without guidance; others DDIM, as the paper.
         default_scheduler=default_scheduler_for(scheduler_config, "ddim"),
         default_guidance_scale=1.0 if is_few_step_config(scheduler_config) else 7.5,
-        extra={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
+        components={"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer},
         prompt_limits=(PromptLimit.of("CLIP", tokenizer),),
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
         control=UNetControl(denoiser, codec.scale_factor),
+        prompt_weighting=weighted_prompts,
     )
 
 

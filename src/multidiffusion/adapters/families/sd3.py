@@ -40,11 +40,12 @@ from torch import Tensor
 from multidiffusion.adapters.codecs.packed import PackedCodec, pack, unpack
 from multidiffusion.adapters.codecs.vae import VaeCodec
 from multidiffusion.adapters.customise.control import (
-    SD3_CONTROLNET,
+    ControlKind,
     ControlUnit,
     FamilyControl,
     check_transformer_control,
 )
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.loading.diffusers_files import (
     load_pretrained_pipeline,
     load_single_file_pipeline,
@@ -57,8 +58,17 @@ from multidiffusion.adapters.schedulers.names import check_scheduler_name
 from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
 
-FAMILY = "sd3"
 PIPELINE = "StableDiffusion3Pipeline"
+SD3_CONTROLNET = "sd3-controlnet"
+CONTROL_KINDS: tuple[ControlKind, ...] = (ControlKind(SD3_CONTROLNET, "SD3ControlNetModel", "SD 3 ControlNet"),)
+FAMILY = Family(
+    name="sd3",
+    title="Stable Diffusion 3 / 3.5",
+    module=__name__,
+    pipelines=(PIPELINE,),
+    checkpoint_types=("sd3", "sd35_medium", "sd35_large"),
+    control_kinds=CONTROL_KINDS,
+)
 DEFAULT_GUIDANCE_SCALE = 7.0  # StableDiffusion3Pipeline.__call__'s default
 MAX_SEQUENCE_LENGTH = 256  # T5 tokens, StableDiffusion3Pipeline.__call__'s default max_sequence_length
 OPTIONAL_TEXT = ("text_encoder_3", "tokenizer_3")  # may be null in model_index.json: then T5 is zeros
@@ -147,7 +157,10 @@ class Sd3Denoiser(SamplingDenoiser):
         grad mode (SyncDiffusion's gradient), else no graph is built; ``residuals``: ControlNet block samples."""
         n = x.shape[0] // len(conds)
         if any(len(c) != n for c in conds) or n * len(conds) != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries")
+            raise InvalidInputError(
+                f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries; each condition needs one "
+                "entry per canvas"
+            )
         h, w = x.shape[-2:]
         if self.max_cells is not None and max(h, w) > self.max_cells:
             m, f = self.max_cells, self.cell_px
@@ -183,7 +196,7 @@ class Sd3Control(FamilyControl):
     projection``) see their guide without the VAE's shift and zero pooled projections, as the pipeline gives them."""
 
     def __init__(self, base: Sd3Denoiser, codec: Any) -> None:
-        super().__init__(base, (SD3_CONTROLNET,))
+        super().__init__(base, CONTROL_KINDS)
         self.codec = codec
 
     def check(self, network: torch.nn.Module, kind: str, label: str) -> None:
@@ -356,7 +369,7 @@ def from_components(
     itemsize = torch.finfo(transformer.dtype).bits // 8
     return LoadedModel(
         source=source,
-        family=FAMILY,
+        family=FAMILY.name,
         denoiser=denoiser,
         codec=codec,
         encode_prompts=encoder,
@@ -367,7 +380,7 @@ def from_components(
         bytes_per_view_cell=view_cell_bytes(config, itemsize),
         default_guidance_scale=DEFAULT_GUIDANCE_SCALE,
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, transformer, vae),
-        extra={
+        components={
             "transformer": transformer,
             "vae": vae,
             "text_encoder": text_encoder,

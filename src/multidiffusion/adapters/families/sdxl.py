@@ -53,8 +53,11 @@ import torch
 from torch import Tensor
 
 from multidiffusion.adapters.codecs.vae import VaeCodec
-from multidiffusion.adapters.customise.control import UNetControl
+from multidiffusion.adapters.customise.a1111_syntax import literal, parse
+from multidiffusion.adapters.customise.control import UNET_KINDS, UNetControl
+from multidiffusion.adapters.customise.prompt_weighting import TextChunks, WeightedPrompts, pad_rows
 from multidiffusion.adapters.families import sd
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.loading.diffusers_files import (
     load_pretrained_pipeline,
     load_single_file_pipeline,
@@ -66,8 +69,15 @@ from multidiffusion.adapters.schedulers.names import check_scheduler_name, is_fe
 from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
 
-FAMILY = "sdxl"
 PIPELINE = "StableDiffusionXLPipeline"
+FAMILY = Family(
+    name="sdxl",
+    title="SDXL (also SDXL-Turbo and Lightning)",
+    module=__name__,
+    pipelines=(PIPELINE, "StableDiffusionXLInpaintPipeline"),
+    checkpoint_types=("xl_base", "xl_inpaint"),
+    control_kinds=UNET_KINDS,  # SD's UNet control: ControlNets and T2I-Adapters made for SDXL
+)
 CROP_COORDS: tuple[str, ...] = ("zero", "offset")
 DEFAULT_GUIDANCE_SCALE = 5.0  # StableDiffusionXLPipeline.__call__'s default
 DENOISER = "unet"  # the denoising network's folder in a diffusers model
@@ -165,7 +175,10 @@ class SdxlDenoiser(SamplingDenoiser):
         ControlNet takes the same (:mod:`~multidiffusion.adapters.customise.control`)."""
         n = x.shape[0] // len(conds)
         if any(len(c) != n for c in conds) or n * len(conds) != x.shape[0]:
-            raise ValueError(f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries")
+            raise InvalidInputError(
+                f"{x.shape[0]} latents but conditions of {[len(c) for c in conds]} entries; each condition needs one "
+                "entry per canvas"
+            )
         dtype, device = self.unet.dtype, x.device
         embeds = torch.cat([c.prompt_embeds for c in conds]).to(device, dtype)
         pooled = torch.cat([c.pooled for c in conds]).to(device, dtype)
@@ -244,6 +257,62 @@ class SdxlTextEncoder:
         return SdxlCondition(embeds, pooled)
 
 
+def weighted_prompts(encoder: Any) -> WeightedPrompts | None:
+    """Both encoders' penultimate hidden states with A1111 weighting and 77-token chunks, side by side, as compel's
+    ``CompelForSDXL`` (:mod:`~multidiffusion.adapters.customise.prompt_weighting`); the pooled projection is the second
+    encoder's on the first chunk's tokens, unweighted (A1111's pooled). A prompt that reads as nothing (``""``,
+    ``"()"``) is zeros where the model's ``force_zeros_for_empty_prompt`` says so, and padding continues zero rows with
+    zeros. None for an encoder other than :class:`SdxlTextEncoder`, or one without a pooled projection."""
+    if not isinstance(encoder, SdxlTextEncoder):
+        return None
+    clips = [
+        TextChunks(tokenizer, text_encoder, penultimate=True)
+        for tokenizer, text_encoder in zip(encoder.tokenizers, encoder.text_encoders, strict=True)
+    ]
+    device = encoder.text_encoders[0].device
+    # the encoder with the pooled projection (CLIPTextModelWithProjection): SDXL's second
+    pooling = next((i for i, c in enumerate(clips) if hasattr(c.text_encoder, "text_projection")), None)
+    if pooling is None:
+        return None
+
+    def empty_chunk() -> Tensor:
+        return torch.cat([c.empty.to(device) for c in clips], dim=-1)  # (1, 77, D₁ + D₂)
+
+    def one(text: str) -> SdxlCondition:
+        segments = parse(text)
+        parts = [clip.prompt(segments) for clip in clips]
+        longest = max(int(embeds.shape[1]) for embeds, _ in parts)
+        # both tokenizers chunk alike; one that split differently is padded with its own empty chunk
+        embeds = torch.cat(
+            [pad_rows(e.to(device), longest, c.empty) for (e, _), c in zip(parts, clips, strict=True)], dim=-1
+        )
+        # the pooled projection of the first chunk's tokens, unweighted (A1111's)
+        pooler = clips[pooling]
+        first = parts[pooling][1][:, : pooler.chunk].to(pooler.text_encoder.device)
+        pooled = pooler.text_encoder(first, output_hidden_states=False)[0].to(device)
+        if encoder.zeros_for_empty and literal(text) == "":
+            embeds, pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+        return SdxlCondition(embeds.to(encoder.dtype), pooled.to(encoder.dtype))
+
+    def pad(conditions: Sequence[SdxlCondition]) -> list[SdxlCondition]:
+        longest = max(int(c.prompt_embeds.shape[1]) for c in conditions)
+        chunk = empty_chunk()
+        out = []
+        for c in conditions:
+            zero = None
+            if encoder.zeros_for_empty:  # "no caption" rows stay zeros
+                zero = (c.prompt_embeds == 0).flatten(1).all(1) & (c.pooled == 0).flatten(1).all(1)
+            out.append(SdxlCondition(pad_rows(c.prompt_embeds, longest, chunk, zero), c.pooled, c.guidance))
+        return out
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> SdxlCondition:
+        rows = pad([one(text) for text in texts])
+        return SdxlCondition(torch.cat([r.prompt_embeds for r in rows]), torch.cat([r.pooled for r in rows]))
+
+    return WeightedPrompts(encode=encode, same_length=lambda conditions: pad(list(conditions)))
+
+
 def embed_guidance(condition: SdxlCondition, guidance_scale: float) -> SdxlCondition:
     """The condition with g embedded, for UNets with ``time_cond_proj_dim`` (LoadedModel.embed_guidance)."""
     return replace(condition, guidance=float(guidance_scale))
@@ -296,7 +365,7 @@ def from_components(
     guidance_embedded = getattr(unet.config, "time_cond_proj_dim", None) is not None
     return LoadedModel(
         source=source,
-        family=FAMILY,
+        family=FAMILY.name,
         denoiser=denoiser,
         codec=codec,
         encode_prompts=SdxlTextEncoder(tokenizers, encoders, unet.dtype, force_zeros_for_empty_prompt),
@@ -308,7 +377,7 @@ def from_components(
         # LCM-distilled UNets embed g (their cards use 8); other few-step models run unguided.
         default_guidance_scale=LCM_GUIDANCE_SCALE if guidance_embedded else 1.0 if few_step else DEFAULT_GUIDANCE_SCALE,
         differentiable=differentiable_parts(denoiser, codec.decode_differentiable, unet, vae),
-        extra={
+        components={
             "unet": unet,
             "vae": vae,
             "text_encoder": text_encoder,
@@ -322,6 +391,7 @@ def from_components(
         # Inpainting UNets (9 input channels) also read the mask and the masked image's latents.
         inpaint_channels=int(unet.config.in_channels) - codec.latent_channels,
         control=UNetControl(denoiser, codec.scale_factor),
+        prompt_weighting=weighted_prompts,
     )
 
 

@@ -1,7 +1,7 @@
 """The Gaussian-field reference model (``--model toy``): an exact denoiser behind the ordinary adapter contract.
 
 Pixels are the latent (identity codec, scale factor 1), prompts map to a mean colour, and the denoiser is
-the exact posterior mean of :class:`~multidiffusion.core.oracle.gaussian_field.GaussianField` under the noise
+the exact posterior mean of :class:`~multidiffusion.core.oracle.field.GaussianField` under the noise
 level of its training schedule (DDPM's linear betas, see ``SCHEDULER_CONFIG``). The pipeline, CLI and
 schedulers run on it unchanged, so the conformance tests measure the method (seams, colour, guidance) and
 not only code agreement, and users get an offline demo.
@@ -27,12 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multidiffusion.adapters.families.family import Family
 from multidiffusion.adapters.model.loaded import Differentiable, LoadedModel
 from multidiffusion.core.engine.views import View
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.core.oracle.gaussian_field import PREDICTION_TYPES, GaussianField, pooled_field, prompt_mixtures
+from multidiffusion.core.oracle.field import PREDICTION_TYPES, GaussianField, pooled_field
+from multidiffusion.core.oracle.prompts import prompt_mixtures
 
-FAMILY = "gaussian-field"
 PREFIX = "toy"
 NATIVE_WINDOW = 64  # px = latent cells: the default view size
 DEFAULT_MAX_WINDOW = 512  # px
@@ -76,6 +77,14 @@ def is_toy_source(source: str) -> bool:
     return source == PREFIX or source.startswith(PREFIX + ":")
 
 
+FAMILY = Family(
+    name="gaussian-field",
+    title="the exact Gaussian-field model (toy, toy:ell=3,sigma=0.3; no weights)",
+    module=__name__,
+    claims=is_toy_source,  # a spec string, never a file: no pipelines, checkpoint types or control
+)
+
+
 def parse_spec(source: str) -> ToySpec:
     """``toy`` / ``toy:ell=3,sigma=0.3`` → :class:`ToySpec`.
 
@@ -99,6 +108,16 @@ def parse_spec(source: str) -> ToySpec:
             raise InvalidInputError(f"toy model option {key!r} is given twice")
         values[key] = _parse_value(key, raw)
     return ToySpec(**values)
+
+
+def check_spec(source: str) -> None:
+    """Cheap checks of a ``toy[:…]`` spec before loading (:func:`parse_spec`'s errors)."""
+    parse_spec(source)
+
+
+def spec_scheduler_config(source: str) -> dict[str, Any]:
+    """The scheduler config of the model ``source`` names, without building its field."""
+    return {**SCHEDULER_CONFIG, "prediction_type": parse_spec(source).prediction}
 
 
 def _parse_value(key: str, raw: str) -> Any:
@@ -141,7 +160,9 @@ def alphas_cumprod(config: Mapping[str, Any]) -> Tensor:
     elif schedule == "scaled_linear":
         betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
     else:
-        raise ValueError(f"beta schedule {schedule!r} is not supported by the toy model")
+        raise InvalidInputError(
+            f"beta schedule {schedule!r} is not supported by the toy model; use 'linear' or 'scaled_linear'"
+        )
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
 
 
@@ -168,7 +189,7 @@ class NoiseLevels:
             raise ValueError(f"{tt.numel()} timesteps for {rows} rows")
         last = self.num_train_timesteps - 1
         if bool(((tt < -1e-3) | (tt > last + 1e-3)).any()):
-            raise ValueError(f"timestep out of the trained range 0…{last}: {tt.tolist()}")
+            raise InvalidInputError(f"timestep out of the trained range 0…{last}: {tt.tolist()}")
         tt = tt.clamp(0, last)
         low = tt.floor().clamp(max=last - 1).long()
         frac = tt - low
@@ -202,7 +223,7 @@ def _identity(latents: Tensor) -> Tensor:
 
 def _check_rgb(x: Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W), got shape {tuple(x.shape)}")
+        raise InvalidInputError(f"expected (B, 3, H, W), got shape {tuple(x.shape)}")
 
 
 class GaussianFieldDenoiser:
@@ -242,13 +263,16 @@ class GaussianFieldDenoiser:
         Differentiable in x when grad is enabled and x requires grad (SyncDiffusion's gradient).
         """
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"the toy denoiser takes (B, 3, h, w) latents, got shape {tuple(x.shape)}")
+            raise InvalidInputError(f"the toy denoiser takes (B, 3, h, w) latents, got shape {tuple(x.shape)}")
         self.check_window(x.shape[2], x.shape[3])
         means = torch.cat(list(conds)) if len(conds) > 1 else conds[0]
         if means.ndim == 2:
             means = means[:, None]
         if means.ndim != 3 or means.shape[0] != x.shape[0] or means.shape[2] != 3:
-            raise ValueError(f"{x.shape[0]} latents but mean colours of shape {tuple(means.shape)}")
+            raise InvalidInputError(
+                f"{x.shape[0]} latents but mean colours of shape {tuple(means.shape)}; conditions must be (N, 3) or "
+                "(N, K, 3), one row per canvas"
+            )
         field = self._field_for(x, views)
         alpha, s = self.levels(t, x.shape[0])
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
@@ -285,7 +309,7 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
     denoiser = GaussianFieldDenoiser(field, config, spec.max_window)
     return LoadedModel(
         source=source,
-        family=FAMILY,
+        family=FAMILY.name,
         denoiser=denoiser,
         codec=IdentityCodec(),
         encode_prompts=lambda texts: prompt_mixtures(list(texts), device),
@@ -302,5 +326,5 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
         default_stride_px=NATIVE_WINDOW // 4,
         # The exact denoiser is differentiable as it is and the codec is the identity: nothing to checkpoint.
         differentiable=Differentiable(denoiser, _identity, lambda on: None),
-        extra={"field": field, "spec": spec, "max_window_px": spec.max_window},
+        components={"field": field},
     )

@@ -108,11 +108,11 @@ def looks_like_repo_id(source: str) -> bool:
 
 
 def check_model_source(source: str, config: str | None = None, allow_pickle: bool = False) -> None:
-    """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or the
-    Gaussian-field model (``toy`` / ``toy:ell=3,sigma=0.3``, whose options are checked here); ``config``
-    only with a checkpoint file, and naming a model folder or repo id. Without ``allow_pickle``, a pickled
-    checkpoint file or a folder with a part stored only as pickle files is refused."""
-    from multidiffusion.adapters.families import toy
+    """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or a spec string
+    that a family claims (the Gaussian-field model's ``toy`` / ``toy:ell=3,sigma=0.3``, whose options the family
+    checks here); ``config`` only with a checkpoint file, and naming a model folder or repo id. Without
+    ``allow_pickle``, a pickled checkpoint file or a folder with a part stored only as pickle files is refused."""
+    from multidiffusion.adapters.families.registry import family_claiming
     from multidiffusion.adapters.loading.diffusers_files import check_config_source
 
     if config is not None:
@@ -122,8 +122,9 @@ def check_model_source(source: str, config: str | None = None, allow_pickle: boo
             )
         check_config_source(config)
 
-    if toy.is_toy_source(source):
-        toy.parse_spec(source)
+    claimed = family_claiming(source)
+    if claimed is not None:
+        claimed.adapter().check_spec(source)
         return
     path = Path(source).expanduser()
     if path.is_dir():
@@ -225,12 +226,13 @@ _STORED_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def scheduler_config_before_loading(source: str, config: str | None = None) -> dict[str, Any] | None:
-    """The scheduler config of a model without loading it (see :func:`config_before_loading`); the toy model's
-    own."""
-    from multidiffusion.adapters.families import toy
+    """The scheduler config of a model without loading it (see :func:`config_before_loading`); for a spec string,
+    the config its family gives it."""
+    from multidiffusion.adapters.families.registry import family_claiming
 
-    if toy.is_toy_source(source):
-        return {**toy.SCHEDULER_CONFIG, "prediction_type": toy.parse_spec(source).prediction}
+    claimed = family_claiming(source)
+    if claimed is not None:
+        return dict(claimed.adapter().spec_scheduler_config(source))
     return config_before_loading(source, "scheduler/scheduler_config.json", config)
 
 
@@ -244,10 +246,11 @@ def load_model(
     config: str | None = None,
     allow_pickle: bool = False,
 ) -> LoadedModel:
-    """Load a model: a diffusers folder or repo id, a single-file checkpoint, or ``toy[:…]``.
+    """Load a model: a diffusers folder or repo id, a single-file checkpoint, or a spec string such as ``toy[:…]``.
 
-    The family (:data:`~multidiffusion.adapters.families.registry.FAMILIES`: SD 1.x/2.x, SDXL, SD 3/3.5, Flux) is read
-    from the folder's or repo's ``model_index.json``, or from a checkpoint's tensor names; its adapter loads it.
+    The family (:data:`~multidiffusion.adapters.families.registry.REGISTRY`: SD 1.x/2.x, SDXL, SD 3/3.5, Flux, the
+    Gaussian-field model) is the one whose ``claims`` accepts a spec string, else the one read from the folder's or
+    repo's ``model_index.json``, or from a checkpoint's tensor names; its module loads it.
 
     ``channels_last`` and ``compile`` are speed settings of the networks (see
     :func:`~multidiffusion.adapters.loading.speed.apply_speed_settings`); they do not change the results beyond
@@ -256,15 +259,15 @@ def load_model(
     metadata. Weights are read from ``.safetensors`` only, unless ``allow_pickle`` (pickled ``.ckpt``, ``.pt``,
     ``.pth`` and ``.bin`` files can run code when they are loaded).
     """
-    from multidiffusion.adapters.families import toy
-    from multidiffusion.adapters.families.registry import family_of_checkpoint, family_of_model
+    from multidiffusion.adapters.families.registry import family_claiming, family_of_checkpoint, family_of_model
     from multidiffusion.adapters.loading.fingerprint import weights_sha256
     from multidiffusion.adapters.loading.speed import apply_speed_settings
 
     check_model_source(source, config, allow_pickle)
     dev = resolve_device(device)
-    if toy.is_toy_source(source):
-        return toy.load(source, device=dev, dtype=None if dtype is None else resolve_dtype(dtype, dev))
+    claimed = family_claiming(source)
+    if claimed is not None:  # no files: no weights to hash, no networks to speed up
+        return claimed.adapter().load(source, device=dev, dtype=None if dtype is None else resolve_dtype(dtype, dev))
     dt = resolve_dtype(dtype, dev)
     warn_slow_dtype(dt, dev)
     path = Path(source).expanduser()

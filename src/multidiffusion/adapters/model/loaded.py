@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from multidiffusion.adapters.model.state import ModelState
 from multidiffusion.core.types import Codec, Denoiser
+
+if TYPE_CHECKING:  # prompt_weighting imports this module: the type only, to keep the import graph one-way
+    from multidiffusion.adapters.customise.prompt_weighting import WeightedPrompts
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class LoadedModel:
 
     Attributes:
         source: What the user asked for (repo id, folder or file), recorded in metadata.
-        family: Adapter name, e.g. ``"stable-diffusion"``.
+        family: The family's name (``Family.name`` of its module's ``FAMILY``), e.g. ``"stable-diffusion"``.
         denoiser: Unguided denoiser; conditions are what ``encode_prompts`` returns.
         codec: Latents ↔ images.
         encode_prompts: Texts (N,) → one condition holding N entries; called once per prompt set per run.
@@ -91,6 +95,12 @@ class LoadedModel:
         default_guidance_scale: The guidance scale a run uses when none is given.
         default_stride_px: The stride a run uses when none is given (None: window / 8).
         differentiable: The differentiable parts, or None if the family has none (no SyncDiffusion).
+        components: The family's parts by name, as its diffusers pipeline names them (``unet`` or ``transformer``,
+            ``vae``, ``text_encoder``, ``tokenizer``, …; None for an optional part the model lacks); the toy model:
+            its ``field``. The modules the denoiser and codec run, not copies: the add-on loaders and the speed
+            settings act on them.
+        state: What changes on the model after loading (:class:`~multidiffusion.adapters.model.state.ModelState`:
+            the diffusers host pipeline, the open LoRA switch, embeddings loaded, speed settings).
         default_scheduler: The scheduler a run uses when none is given: a short name or a diffusers class
             name (few-step models name the one their config names).
         noise_patch: p where one latent cell of the canvas packs p × p cells of the VAE (SD3, Flux: 2):
@@ -115,6 +125,10 @@ class LoadedModel:
             T2I-Adapters; SD 3 and Flux: their ControlNets): a
             :class:`~multidiffusion.adapters.customise.control.FamilyControl`
             that checks networks, prepares guides and makes the controlled denoiser; None: no control.
+        prompt_weighting: The family's A1111 prompt weighting: its own prompt encoder (``encode_prompts`` under any
+            wrappers that rewrite prompts, :func:`~multidiffusion.adapters.customise.prompt_weighting.unwrapped`) →
+            the weighted twin (:class:`~multidiffusion.adapters.customise.prompt_weighting.WeightedPrompts`), or None
+            where that encoder cannot weight; None: the family has no prompt weighting (SD 3, the toy model).
     """
 
     source: str
@@ -130,7 +144,8 @@ class LoadedModel:
     default_guidance_scale: float = 7.5
     default_stride_px: int | None = None
     differentiable: Differentiable | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    components: Mapping[str, Any] = field(default_factory=dict)
+    state: ModelState = field(default_factory=ModelState, repr=False, compare=False)
     weights_sha256: str | None = None
     default_scheduler: str = "ddim"
     noise_patch: int = 1
@@ -140,6 +155,7 @@ class LoadedModel:
     inpaint_channels: int = 0
     first_step: Callable[[int, float], int] = first_step_truncating
     control: Any | None = None
+    prompt_weighting: Callable[[Any], WeightedPrompts | None] | None = None
 
     @property
     def name(self) -> str:

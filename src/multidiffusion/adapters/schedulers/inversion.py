@@ -23,6 +23,7 @@ from torch import Tensor
 
 from multidiffusion.adapters.schedulers.names import is_flow_config
 from multidiffusion.core.engine.noise import add_noise
+from multidiffusion.core.errors import InvalidInputError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 
@@ -60,11 +61,14 @@ class InvertingScheduler:
 
     def __init__(self, denoise_scheduler: Any, target: Tensor, steps: int, config: Mapping[str, Any]) -> None:
         if steps < 1:
-            raise ValueError(f"inversion needs at least one step, got {steps}")
+            raise InvalidInputError(f"inversion needs at least one step, got {steps}")
         self.flow = is_flow(denoise_scheduler)
         self.prediction_type = "flow" if self.flow else str(config.get("prediction_type", "epsilon"))
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"cannot invert a model that predicts {self.prediction_type!r}")
+            raise InvalidInputError(
+                f"cannot invert a model that predicts {self.prediction_type!r}; supported: "
+                f"{', '.join(PREDICTION_TYPES)}"
+            )
         a_end, b_end = _level(denoise_scheduler, torch.as_tensor(target))
         train = int(config.get("num_train_timesteps", 1000))
         if self.flow:  # levels σ_k from 0 to the target σ; the transformer's timestep is σ · T

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from multidiffusion.core.engine.views import View
+from multidiffusion.core.errors import InvalidInputError
 
 
 def view_indices(views: Sequence[View], height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
@@ -28,16 +29,19 @@ def view_indices(views: Sequence[View], height: int, width: int, device: torch.d
         Long tensor of shape (V, h·w): ``row · width + col`` for each cell, in row-major order.
     """
     if not views:
-        raise ValueError("no views given")
+        raise InvalidInputError("no views given; give at least one view")
     h, w = views[0].height, views[0].width
     if any((v.height, v.width) != (h, w) for v in views):
-        raise ValueError("all views of a batch must have one size")
+        sizes = sorted({(v.height, v.width) for v in views})
+        raise InvalidInputError(f"all views of a batch must have one size, got (height, width) {sizes}")
     tops = torch.tensor([v.top for v in views], dtype=torch.long)
     lefts = torch.tensor([v.left for v in views], dtype=torch.long)
     if int(tops.min()) < 0 or int(tops.max()) >= height or int(lefts.min()) < 0 or int(lefts.max()) >= width:
-        raise ValueError(f"a view starts outside the {height}×{width} canvas")
+        raise InvalidInputError(
+            f"a view starts outside the {height}×{width} canvas; tops must be in 0…{height - 1}, lefts in 0…{width - 1}"
+        )
     if h > height or w > width:
-        raise ValueError(f"a {h}×{w} view is larger than the {height}×{width} canvas")
+        raise InvalidInputError(f"a {h}×{w} view is larger than the {height}×{width} canvas; a view must fit in it")
     rows = (tops[:, None] + torch.arange(h)[None, :]) % height  # (V, h)
     cols = (lefts[:, None] + torch.arange(w)[None, :]) % width  # (V, w)
     flat = rows[:, :, None] * width + cols[:, None, :]  # (V, h, w)

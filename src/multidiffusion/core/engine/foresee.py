@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multidiffusion.core.errors import InvalidInputError
+
 
 def _sigma_index(scheduler: Any, timestep: Tensor) -> int | None:
     """The index of the current step into ``scheduler.sigmas``, or None if the scheduler has none."""
@@ -66,7 +68,10 @@ def step_level(scheduler: Any, timestep: Tensor) -> tuple[str, float, float, flo
     if kind == "flow_prediction":
         index = _sigma_index(scheduler, timestep)
         if index is None:
-            raise ValueError(f"cannot read the noise level: {type(scheduler).__name__} keeps no sigmas")
+            raise InvalidInputError(
+                f"cannot read the noise level: {type(scheduler).__name__} keeps no sigmas; a flow-matching model "
+                "needs a scheduler with sigmas (FlowMatchEulerDiscreteScheduler and the others of its family)"
+            )
         sigma = float(scheduler.sigmas[index])
         return kind, 1.0 - sigma, sigma, 1.0
     abar, exploding = alpha_bar(scheduler, timestep)
@@ -84,7 +89,9 @@ def x0_from_output(kind: str, a: float, s: float, output: Tensor, model_input: T
         return a * model_input - s * output
     if kind == "sample":
         return output
-    raise ValueError(f"cannot foresee x0 for prediction type {kind!r}")
+    raise InvalidInputError(
+        f"cannot foresee x0 for prediction type {kind!r}; supported: epsilon, v_prediction, sample, flow_prediction"
+    )
 
 
 def output_from_x0_at(kind: str, a: float, s: float, x0: Tensor, model_input: Tensor) -> Tensor:
@@ -95,7 +102,9 @@ def output_from_x0_at(kind: str, a: float, s: float, x0: Tensor, model_input: Te
         return (a * model_input - x0) / s
     if kind == "sample":
         return x0
-    raise ValueError(f"cannot invert x0 for prediction type {kind!r}")
+    raise InvalidInputError(
+        f"cannot invert x0 for prediction type {kind!r}; supported: epsilon, v_prediction, sample, flow_prediction"
+    )
 
 
 def foresee_x0(scheduler: Any, model_output: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:

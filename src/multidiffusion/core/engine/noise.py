@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from multidiffusion.core.errors import InvalidInputError
+
 
 def initial_noise(
     shape: tuple[int, ...],
@@ -28,14 +30,20 @@ def initial_noise(
     if patch > 1:
         n, c, h, w = shape
         if c % (patch * patch):
-            raise ValueError(f"{c} channels do not pack into {patch}×{patch} patches")
+            raise InvalidInputError(
+                f"{c} channels do not pack into {patch}×{patch} patches; the channels must be a multiple of "
+                f"{patch * patch}"
+            )
         flat = initial_noise((n, c // (patch * patch), h * patch, w * patch), generator, device, dtype)
         return torch.nn.functional.pixel_unshuffle(flat, patch)
     device = torch.device(device)
     rand_device = device
     if generator is not None and generator.device.type != device.type:
         if generator.device.type != "cpu":
-            raise ValueError(f"cannot draw {device.type} noise from a {generator.device.type} generator")
+            raise InvalidInputError(
+                f"cannot draw {device.type} noise from a {generator.device.type} generator; use a CPU generator "
+                f"or one on {device.type}"
+            )
         rand_device = torch.device("cpu")
     return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
 

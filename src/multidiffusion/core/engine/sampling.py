@@ -81,7 +81,10 @@ class _Plans:
         plan = FusionPlan(tasks, *self.shape)
         for task in plan.tasks:
             if not 0 <= task.condition < self.num_conditions:
-                raise ValueError(f"task condition {task.condition} out of range for {self.num_conditions} conditions")
+                raise InvalidInputError(
+                    f"task condition {task.condition} out of range for {self.num_conditions} conditions; "
+                    "a task's condition is an index into the conditions given"
+                )
         return plan, self._local_batches(plan)
 
     def _local_batches(self, plan: FusionPlan) -> list[slice]:
@@ -273,7 +276,7 @@ def sample(
         NonFiniteError: When a step leaves inf or NaN anywhere in the canvas (named by its step).
     """
     if x_T.ndim != 4:
-        raise ValueError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
+        raise InvalidInputError(f"x_T must be (N, C, H, W), got shape {tuple(x_T.shape)}")
     n, _, height, width = x_T.shape
     timesteps = scheduler.timesteps
     shard = shard if shard is not None else Shard()
@@ -281,7 +284,10 @@ def sample(
     step_kwargs = _step_kwargs(scheduler, generator)
     first = 0 if start is None else start.step_index
     if start is not None and (tuple(start.x.shape) != tuple(x_T.shape) or not 0 <= first <= len(timesteps)):
-        raise ValueError(f"cannot start at step {first} of {len(timesteps)} from a canvas {tuple(start.x.shape)}")
+        raise InvalidInputError(
+            f"cannot start at step {first} of {len(timesteps)} from a canvas {tuple(start.x.shape)}; a start needs a "
+            f"step in 0…{len(timesteps)} and a canvas of x_T's shape {tuple(x_T.shape)}"
+        )
     x = (x_T if start is None else start.x).to(torch.float32)
     global_steps: dict[int, GlobalStep] = {}
     if global_view is not None:  # a bad factor or condition raises before any model call

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from multidiffusion.core.engine.views import View
+from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.types import Denoiser
 
 
@@ -39,7 +40,7 @@ class ConcatChannels:
 
     def __init__(self, denoiser: Denoiser, extra: Tensor) -> None:
         if extra.ndim != 4:
-            raise ValueError(f"extra channels must be (N, C', H, W), got shape {tuple(extra.shape)}")
+            raise InvalidInputError(f"extra channels must be (N, C', H, W), got shape {tuple(extra.shape)}")
         self.denoiser = denoiser
         self.extra = extra
 

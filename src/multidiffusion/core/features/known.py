@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multidiffusion.core.engine.noise import add_noise
+from multidiffusion.core.errors import InvalidInputError
 
 
 def latent_mask(mask_px: Tensor, cell_px: int, feather_px: float = 0.0) -> Tensor:
@@ -37,7 +38,7 @@ def latent_mask(mask_px: Tensor, cell_px: int, feather_px: float = 0.0) -> Tenso
         (N or 1, 1, H / cell_px, W / cell_px) float32: the fraction of each cell that is known (area mean).
     """
     if mask_px.ndim != 4 or mask_px.shape[1] != 1:
-        raise ValueError(f"a mask must be (N, 1, H, W), got shape {tuple(mask_px.shape)}")
+        raise InvalidInputError(f"a mask must be (N, 1, H, W), got shape {tuple(mask_px.shape)}")
     m = mask_px.float()
     if feather_px > 0:
         radius = max(1, int(3 * feather_px + 0.5))

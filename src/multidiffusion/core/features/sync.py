@@ -13,7 +13,7 @@ composes with panoramas, regions and bootstrapping unchanged.
 
 The gradient goes through the guided denoiser and the decoder: that backward pass is the cost. Views are
 processed in chunks of ``chunk_size`` (the loss is a sum of per-view terms, so chunking does not change
-the gradient), and the adapter may checkpoint activations (see the pipeline's ``sync_checkpointing``).
+the gradient), and the adapter may checkpoint activations (``SyncSettings.checkpointing``).
 """
 
 from __future__ import annotations
@@ -50,9 +50,20 @@ Decoder = Callable[[Tensor], Tensor]
 MAX_SYNC_WEIGHT = 1e4  # far above the paper's 20: the gradient step then overwhelms the latents
 
 
+SYNC_LOSSES: tuple[str, ...] = ("lpips", "builtin")
+"""Names of the perceptual distance d of Eq. 13: LPIPS (the paper's; needs pretrained weights) or the weight-free
+colour and texture statistics of :mod:`multidiffusion.core.metrics.statistics_loss`."""
+
+CENTER = "center"
+
+
 @dataclass(frozen=True)
 class SyncSettings:
-    """SyncDiffusion's knobs.
+    """SyncDiffusion's settings: the one object the API, the command line and the recipe share.
+
+    The command line spells each field ``--sync-<field>`` and the recipe ``sync_<field>`` (``stop_step`` is
+    ``--sync-stop-step`` and ``sync_stop_step``); ``chunk_size`` and ``checkpointing`` change memory and time, not
+    the result, so the recipe leaves them out. Every field is checked here, once.
 
     Attributes:
         weight: w of Eq. 14, ≥ 0 (0 turns the update off). The paper's 20.
@@ -63,18 +74,24 @@ class SyncSettings:
             overshoot and flatten the prior's own variation.
         every: Synchronise every ``every``-th step (step indices i with (i + 1) % every == 0, as the
             official code's ``sync_freq``).
-        anchor: Index of the anchor view in the layout's view order (row-major), or None for the view
+        anchor: Index of the anchor view in the layout's view order (row-major), or ``"center"`` for the view
             nearest the canvas centre.
+        loss: d of Eq. 13, one of :data:`SYNC_LOSSES`; None tries LPIPS and falls back to ``builtin`` with a warning
+            (the run records the one it used).
         chunk_size: Views per gradient batch (None: as many as fit in :data:`DEFAULT_GRADIENT_CELLS`, at least
             one). Lower it to save memory; it does not change the update.
+        checkpointing: Checkpoint the denoiser's and decoder's activations in the backward pass (less memory, more
+            time; the same update).
     """
 
     weight: float = 20.0
     decay: float = 0.95
     stop_step: int | None = 5
     every: int = 1
-    anchor: int | None = None
+    anchor: int | str = CENTER
+    loss: str | None = None
     chunk_size: int | None = None
+    checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if not (
@@ -89,14 +106,23 @@ class SyncSettings:
             )
         if not (isinstance(self.decay, (int, float)) and not isinstance(self.decay, bool) and 0 < self.decay <= 1):
             raise InvalidInputError(f"sync decay must be in (0, 1], got {self.decay!r}")
-        if self.stop_step is not None and not (isinstance(self.stop_step, int) and self.stop_step >= 0):
+        if self.stop_step is not None and not (_whole(self.stop_step) and self.stop_step >= 0):
             raise InvalidInputError(f"sync stop step must be an integer ≥ 0 (or None for all), got {self.stop_step!r}")
-        if not (isinstance(self.every, int) and self.every >= 1):
+        if not (_whole(self.every) and self.every >= 1):
             raise InvalidInputError(f"sync every must be an integer ≥ 1, got {self.every!r}")
-        if self.anchor is not None and not (isinstance(self.anchor, int) and self.anchor >= 0):
+        if self.anchor != CENTER and not (_whole(self.anchor) and self.anchor >= 0):
             raise InvalidInputError(f"sync anchor must be 'center' or a view index ≥ 0, got {self.anchor!r}")
-        if self.chunk_size is not None and not (isinstance(self.chunk_size, int) and self.chunk_size >= 1):
+        if self.loss is not None and self.loss not in SYNC_LOSSES:
+            raise InvalidInputError(f"unknown sync loss {self.loss!r}; choose one of: {', '.join(SYNC_LOSSES)}")
+        if self.chunk_size is not None and not (_whole(self.chunk_size) and self.chunk_size >= 1):
             raise InvalidInputError(f"sync chunk size must be an integer ≥ 1, got {self.chunk_size!r}")
+        if not isinstance(self.checkpointing, bool):
+            raise InvalidInputError(f"sync checkpointing must be True or False, got {self.checkpointing!r}")
+
+    @property
+    def anchor_index(self) -> int | None:
+        """The anchor's view index, or None for the centre view."""
+        return None if self.anchor == CENTER else int(self.anchor)
 
     def is_synchronised(self, step_index: int) -> bool:
         """Whether step index i gets the update: w > 0, i < ``stop_step`` (if set) and (i + 1) % ``every`` == 0.
@@ -112,10 +138,15 @@ class SyncSettings:
         return self.weight * self.decay**step_index if self.is_synchronised(step_index) else 0.0
 
 
+def _whole(value: Any) -> bool:
+    """An int that is not a bool (True is not a step count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def centre_view(views: Sequence[View], height: int, width: int) -> int:
     """Index of the view whose centre is nearest the canvas centre (the first such in view order)."""
     if not views:
-        raise ValueError("no views")
+        raise InvalidInputError("no views; give at least one view")
     cy, cx = height / 2, width / 2
 
     def distance(v: View) -> float:

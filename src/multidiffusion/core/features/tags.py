@@ -106,7 +106,7 @@ class BySet:
                 torch.empty((x.shape[0], *part.shape[1:]), dtype=part.dtype, device=part.device) if out is None else out
             )
             out.index_copy_(0, rows, part)
-        assert out is not None
+        assert out is not None  # internal: order holds ≥ 2 adapter sets here, so the loop ran
         return out
 
 

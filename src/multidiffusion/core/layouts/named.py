@@ -40,7 +40,10 @@ class LayoutRecipe:
     def stride_cells(self, window: int) -> int:
         """The stride in latent cells for a window of ``window`` cells (sliding recipes only)."""
         if self.stride is None:
-            raise ValueError(f"layout {self.name!r} has no stride: it shifts non-overlapping tiles")
+            sliding = ", ".join(name for name, recipe in LAYOUTS.items() if recipe.stride is not None)
+            raise InvalidInputError(
+                f"layout {self.name!r} has no stride: it shifts non-overlapping tiles; layouts with a stride: {sliding}"
+            )
         return max(1, math.floor(window * self.stride))
 
     def tasks(

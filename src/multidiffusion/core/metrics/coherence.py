@@ -31,7 +31,7 @@ def crop_grid(image: Tensor, size: int) -> Tensor:
         InvalidInputError: ``size`` < 1, or fewer than two crops fit.
     """
     if image.ndim != 3:
-        raise ValueError(f"expected an image (C, H, W), got shape {tuple(image.shape)}")
+        raise InvalidInputError(f"expected an image (C, H, W), got shape {tuple(image.shape)}")
     _, height, width = image.shape
     if not isinstance(size, int) or size < 1:
         raise InvalidInputError(f"crop size must be a positive number of pixels, got {size!r}")

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from multidiffusion.core.engine.views import View
-from multidiffusion.core.oracle.gaussian_field import neighbour_correlation
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.oracle.stats import neighbour_correlation
 
 
 def edge_pairs(views: Iterable[View], width: int, *, axis: str = "x", wrap: bool = False) -> tuple[int, ...]:
@@ -36,7 +37,7 @@ def edge_pairs(views: Iterable[View], width: int, *, axis: str = "x", wrap: bool
         Sorted c in ``[0, width − 2]`` (``[0, width − 1]`` with ``wrap``).
     """
     if axis not in ("x", "y"):
-        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+        raise InvalidInputError(f"axis must be 'x' or 'y', got {axis!r}")
     pairs = set()
     for v in views:
         start, size = (v.left, v.width) if axis == "x" else (v.top, v.height)
@@ -53,7 +54,7 @@ def wrap_correlation(images: Tensor, mean: Tensor | float = 0.0, *, axis: str = 
     Args:
         images: (N, C, H, W) canvases.
         mean: Their known mean μ, a float or (N, C) (see
-            :func:`~multidiffusion.core.oracle.gaussian_field.neighbour_correlation`).
+            :func:`~multidiffusion.core.oracle.stats.neighbour_correlation`).
         axis: ``x``: column pairs, pooled over rows; ``y``: row pairs, pooled over columns.
 
     Returns:
@@ -61,7 +62,7 @@ def wrap_correlation(images: Tensor, mean: Tensor | float = 0.0, *, axis: str = 
         (W − 1, 0) across the wrap.
     """
     if axis not in ("x", "y"):
-        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+        raise InvalidInputError(f"axis must be 'x' or 'y', got {axis!r}")
     x = images if axis == "x" else images.transpose(-1, -2)
     return neighbour_correlation(torch.cat([x, x[..., :1]], dim=-1), mean)
 

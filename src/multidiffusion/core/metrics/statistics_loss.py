@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multidiffusion.core.errors import InvalidInputError
+
 SCALES: tuple[int, ...] = (1, 2, 4)
 _LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights for Y
 
@@ -51,7 +53,7 @@ def _features(images: Tensor) -> Tensor:
 def image_statistics(images: Tensor) -> list[tuple[Tensor, Tensor]]:
     """Per scale, (means (B, K), Gram matrices (B, K, K)) of the filter-bank features; see the module doc."""
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
+        raise InvalidInputError(f"expected images (B, 3, H, W), got shape {tuple(images.shape)}")
     stats = []
     x = images
     for scale in SCALES:
@@ -72,7 +74,10 @@ def statistics_distance(images: Tensor, targets: Tensor) -> Tensor:
         0 for identical statistics; differentiable in both arguments.
     """
     if images.shape != targets.shape:
-        raise ValueError(f"images {tuple(images.shape)} and targets {tuple(targets.shape)} differ in shape")
+        raise InvalidInputError(
+            f"images {tuple(images.shape)} and targets {tuple(targets.shape)} differ in shape; both must be "
+            "(B, 3, H, W)"
+        )
     if targets.shape[0] > 1 and targets.stride(0) == 0:  # one target broadcast (``expand``): its statistics once
         targets = targets[:1]
     total = images.new_zeros(images.shape[0])

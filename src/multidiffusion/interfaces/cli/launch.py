@@ -36,22 +36,20 @@ def check_common(args: argparse.Namespace) -> list[str]:
     from multidiffusion.adapters.loading.resolve import check_model_source, resolve_device
     from multidiffusion.adapters.schedulers.names import check_scheduler_name
     from multidiffusion.interfaces.cli.customise_options import customisation
+    from multidiffusion.interfaces.cli.settings_options import sync_settings, view_settings
     from multidiffusion.interfaces.files.png import check_output_path
-    from multidiffusion.pipeline.settings.checks import check_layout_overrides, check_sampling, check_stride, check_text
+    from multidiffusion.pipeline.settings.checks import check_sampling, check_text
 
     if not 1 <= args.num_images <= MAX_IMAGES:
         raise InvalidInputError(f"--num-images must be in 1…{MAX_IMAGES}, got {args.num_images}")
     outs = output_paths(args.out, args.num_images)
     for out in outs:
         check_output_path(out)
-    if args.window is not None and args.window <= 0:
-        raise InvalidInputError(f"--window must be a positive number of pixels, got {args.window}")
-    if args.stride is not None:
-        check_stride(args.stride, args.window if args.window is not None else args.stride)
-    check_layout_overrides(args.view_layout, args.stride, args.weights)
+    args.views = view_settings(args)
+    args.sync_settings = sync_settings(args, args.views)
     if args.view_batch_size is not None and args.view_batch_size < 1:
         raise InvalidInputError(f"--view-batch-size must be ≥ 1, got {args.view_batch_size}")
-    check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), args.weights, "pil")
+    check_sampling(args.steps, args.guidance, getattr(args, "guidance_rescale", 0.0), "pil")
     if args.scheduler is not None:
         check_scheduler_name(args.scheduler)
     if getattr(args, "negative_prompt", None) is not None:
@@ -60,7 +58,7 @@ def check_common(args: argparse.Namespace) -> list[str]:
     check_model_source(args.model, args.config, args.allow_pickle)
     check_steps_before_loading(args)
     args.customise = customisation(args, getattr(args, "input_guide", False))
-    if args.customise.control and getattr(args, "sync", False):
+    if args.customise.control and args.sync_settings is not None:
         args.customise.refuse_sync(True)
     return outs
 
@@ -89,7 +87,7 @@ def check_memory_before_loading(args: argparse.Namespace, height_px: int, width_
     from multidiffusion.pipeline.run.memory import check_decode_memory_before_loading, check_model_memory_before_loading
 
     check_model_memory_before_loading(
-        args.model, config=args.config, dtype=args.dtype, device=args.device, window_px=args.window
+        args.model, config=args.config, dtype=args.dtype, device=args.device, window_px=args.views.window
     )
     check_decode_memory_before_loading(
         args.model,
@@ -121,13 +119,8 @@ def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None
         allow_pickle=getattr(args, "allow_pickle", False),
     )
     log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
-    tiled = getattr(args, "tiled_vae", None)
-    if tiled is not None:
-        if not hasattr(pipe.model.codec, "tiled"):
-            if tiled:
-                raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
-        else:
-            pipe.model.codec.tiled = tiled
+    if getattr(args, "tiled_vae", None) and not hasattr(pipe.model.codec, "tiled"):
+        raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
     return pipe
 
 
@@ -164,30 +157,37 @@ def each_image(
         log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
 
 
-def sampling_kwargs(args: argparse.Namespace, sync: dict[str, Any]) -> dict[str, Any]:
-    """The keywords of a panorama or image call that every such command takes from its options: sampling,
-    guidance, views and sync."""
+def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of a panorama, region or image call that every such command takes from its options: steps,
+    guidance rescale, scheduler, and the views' and sync's settings objects (made by :func:`check_common`)."""
     return dict(
         num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
+        guidance_rescale=getattr(args, "guidance_rescale", 0.0),
         scheduler=args.scheduler,
-        window=args.window,
-        stride=args.stride,
-        weights=args.weights,
-        circular=args.circular,
-        layout=args.view_layout,
-        **sync,
+        views=args.views,
+        sync=args.sync_settings,
     )
 
 
 def runtime_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The keywords of a call besides its sampling settings: control and customisation (checked by
-    :func:`check_common`), batching, progress and sync memory."""
+    :func:`check_common`), batching, progress and tiled decoding."""
     return dict(
         customise=args.customise,
         view_batch_size=args.view_batch_size,
         progress=not args.quiet,
-        sync_chunk_size=args.sync_chunk,
-        sync_checkpointing=args.sync_checkpointing,
+        tiled_vae=getattr(args, "tiled_vae", None),
+    )
+
+
+def run_options(args: argparse.Namespace, generator: Any, checkpoint: Any = None) -> Any:
+    """The :class:`~multidiffusion.pipeline.run.options.RunOptions` of one image of a command."""
+    from multidiffusion.pipeline.run.options import RunOptions
+
+    return RunOptions(
+        generator,
+        view_batch_size=args.view_batch_size,
+        progress=not args.quiet,
+        checkpoint=checkpoint,
+        tiled_vae=getattr(args, "tiled_vae", None),
     )

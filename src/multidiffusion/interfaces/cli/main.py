@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from multidiffusion.core.engine.views import TILE_NAMES
 from multidiffusion.core.errors import InvalidInputError, NonFiniteError, OutputError
 from multidiffusion.interfaces.cli import launch
 from multidiffusion.interfaces.cli.commands.batch import add_batch, run_batch
@@ -24,16 +23,17 @@ from multidiffusion.interfaces.cli.commands.eval_suite import add_eval_suite, ru
 from multidiffusion.interfaces.cli.commands.evaluate import add_eval, run_eval
 from multidiffusion.interfaces.cli.commands.image import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from multidiffusion.interfaces.cli.options import (
-    add_canvas_wrap,
     add_checkpoint,
-    add_global_view,
     add_guidance,
     add_model_and_sampling,
     add_recorded_run_options,
-    add_sync,
     checkpoint_settings,
-    global_view_kwargs,
-    sync_kwargs,
+)
+from multidiffusion.interfaces.cli.settings_options import (
+    add_global_view_options,
+    add_sync_options,
+    add_view_options,
+    global_view_settings,
 )
 from multidiffusion.interfaces.ui.app import add_ui, run_ui
 from multidiffusion.pipeline.settings.recipe import default
@@ -73,17 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
     )
     add_guidance(p)
-    add_canvas_wrap(p)
-    p.add_argument(
-        "--tile",
-        default=None,
-        choices=TILE_NAMES,
-        help="seamless texture: wrap the views and the decode around x, y or both, so the image tiles "
-        "without a seam (--circular is the x case)",
-    )
     add_model_and_sampling(p, "a fresh one")
-    add_sync(p)
-    add_global_view(p)
+    add_view_options(p)
+    add_sync_options(p)
+    add_global_view_options(p)
     add_checkpoint(p)
 
     from multidiffusion.pipeline.modes.regions import DEFAULT_BOOTSTRAP_FRACTION
@@ -94,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate an image whose regions follow a layout file of prompts with masks or boxes "
         "(MultiDiffusion §4.2). See examples/ for the layout format.",
     )
-    r.add_argument("--layout", required=True, metavar="LAYOUT.json", help="canvas size, background and regions")
+    r.add_argument(
+        "--regions-file",
+        default=None,
+        metavar="REGIONS.json",
+        help="the region file: canvas size, background and regions with masks or boxes (required)",
+    )
     r.add_argument(
         "--bootstrap-fraction",
         type=float,
@@ -114,9 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="guidance scale for prompts the layout gives none (default: the model's, 7.5 for SD)",
     )
-    add_canvas_wrap(r)
     add_model_and_sampling(r, "the layout's seed or a fresh one")
-    add_sync(r)
+    add_view_options(r, region_file=True)
+    add_sync_options(r)
     add_checkpoint(r)
 
     add_image_commands(sub)
@@ -161,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_panorama(args: argparse.Namespace) -> int:
-    """``multidiffusion panorama``: check, load, generate, write."""
+    """``multidiffusion panorama``: check (every setting once, before the model loads where it can), load, then make
+    and write each image through the panorama mode."""
+    import dataclasses
+
+    from multidiffusion.pipeline.modes.panorama import run_panorama as panorama_mode
+    from multidiffusion.pipeline.run.output import seed_of
     from multidiffusion.pipeline.settings.checks import check_canvas_pixels, check_text
 
     check_text(args.prompt, "prompt")
@@ -173,81 +176,77 @@ def run_panorama(args: argparse.Namespace) -> int:
     check_canvas_pixels(args.height, args.width)
     outs = launch.check_common(args)
     launch.check_memory_before_loading(args, args.height, args.width)
-    sync = sync_kwargs(args)
-    glob = global_view_kwargs(args)
+    global_view = global_view_settings(args)
     checkpoint = checkpoint_settings(args)
-    if args.circular and args.tile not in (None, "x", "xy"):
-        raise InvalidInputError(f"--circular wraps x but --tile {args.tile} does not; use --tile xy or drop --circular")
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
-    kwargs = dict(height=args.height, width=args.width, tile=args.tile, **launch.sampling_kwargs(args, sync), **glob)
-    pipe.settings(args.prompt, args.negative_prompt, **kwargs)  # size checks against the model, pre-run
+    settings = pipe.settings(  # every check against the model, once, before the first image
+        args.prompt,
+        args.negative_prompt,
+        args.height,
+        args.width,
+        guidance_scale=args.guidance,
+        **launch.sampling_kwargs(args),
+        global_view=global_view,
+    )
 
     def make(generator: Any) -> Any:
-        return pipe(
-            args.prompt,
-            args.negative_prompt,
-            generator=generator,
-            checkpoint=checkpoint,
-            **launch.runtime_kwargs(args),
-            **kwargs,
-        )
+        s = dataclasses.replace(settings, seed=seed_of(generator))
+        run = launch.run_options(args, generator, checkpoint)
+        return panorama_mode(pipe.model, s, run, customise=args.customise, cache=pipe.customisation_cache)
 
     launch.each_image(args, outs, launch.seeds(args.seed, len(outs)), make, f"{args.width}×{args.height}")
     return 0
 
 
 def run_regions(args: argparse.Namespace) -> int:
-    """``multidiffusion regions``: read the layout, check, load, generate, write (and the segmentation)."""
+    """``multidiffusion regions``: read the region file, check, load, then make and write each image through the
+    regions mode (and the segmentation)."""
     from multidiffusion.interfaces.files.png import check_output_path
     from multidiffusion.interfaces.files.segmentation import save_segmentation
     from multidiffusion.pipeline.customise.customisation import RegionExtras
-    from multidiffusion.pipeline.inputs.region_file import load_layout
-    from multidiffusion.pipeline.modes.regions import check_regions
+    from multidiffusion.pipeline.inputs.region_file import load_region_file
+    from multidiffusion.pipeline.modes.regions import check_regions, run_regions
 
+    if args.regions_file is None:
+        raise InvalidInputError("--regions-file is required: the JSON file of the canvas, its background and regions")
     outs = launch.check_common(args)
-    sync = sync_kwargs(args)
     checkpoint = checkpoint_settings(args)
     if args.segmentation is not None:
         check_output_path(args.segmentation)
         if any(os.path.abspath(args.segmentation) == os.path.abspath(out) for out in outs):
             raise InvalidInputError("--segmentation must name a different file than --out")
-    layout = load_layout(args.layout)
+    layout = load_region_file(args.regions_file)
     check_regions(layout.regions, layout.background, args.bootstrap_fraction)
     regional = [RegionExtras(r.control, r.loras) for r in layout.regions]
     args.customise.check(regional)
-    args.customise.refuse_sync(bool(args.sync), regional)
+    args.customise.refuse_sync(args.sync_settings is not None, regional)
     launch.check_memory_before_loading(args, layout.height, layout.width)
     if layout.image is not None and checkpoint is not None:
         raise InvalidInputError("--checkpoint: a layout with an init_image cannot be checkpointed or resumed yet")
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     first = args.seed if args.seed is not None else layout.seed
-    guidance = args.guidance if args.guidance is not None else layout.guidance_scale
-    kwargs = dict(
-        height=layout.height,
-        width=layout.width,
-        negative_prompt=layout.negative_prompt or "",
-        num_inference_steps=args.steps,
-        guidance_scale=guidance,
-        scheduler=args.scheduler,
-        window=args.window,
-        stride=args.stride,
-        weights=args.weights,
+    plan = pipe.check_regions(  # every check against the model, once, before the first image
+        layout.regions,
+        layout.background,
+        layout.height,
+        layout.width,
+        layout.negative_prompt or "",
+        guidance_scale=args.guidance if args.guidance is not None else layout.guidance_scale,
         bootstrap_fraction=args.bootstrap_fraction,
-        circular=args.circular,
-        layout=args.view_layout,
-        **sync,
+        **launch.sampling_kwargs(args),
     )
-    pipe.check_regions(layout.regions, layout.background, **kwargs)  # sizes against the model, pre-run
 
     def make(generator: Any) -> Any:
-        return pipe.regions(
+        run = launch.run_options(args, generator, checkpoint)
+        return run_regions(
+            pipe.model,
             layout.regions,
             layout.background,
-            generator=generator,
-            checkpoint=checkpoint,
+            plan,
+            run,
             image=layout.image,
-            **launch.runtime_kwargs(args),
-            **kwargs,
+            customise=args.customise,
+            cache=pipe.customisation_cache,  # control networks load once for all the images
         )
 
     launch.each_image(args, outs, launch.seeds(first, len(outs)), make, f"{layout.width}×{layout.height}")

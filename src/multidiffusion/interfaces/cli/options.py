@@ -6,28 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from multidiffusion.adapters.families.registry import FAMILIES
-from multidiffusion.core.engine.weights import WEIGHT_KINDS
+from multidiffusion.adapters.families.registry import file_families
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.pipeline.settings.recipe import DEFAULT_MODEL, default
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
 MAX_IMAGES = 10_000
-# (flag, attribute) of every SyncDiffusion option that only means something with --sync.
-SYNC_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("--sync-weight", "sync_weight"),
-    ("--sync-decay", "sync_decay"),
-    ("--sync-stop", "sync_stop"),
-    ("--sync-every", "sync_every"),
-    ("--sync-anchor", "sync_anchor"),
-    ("--sync-loss", "sync_loss"),
-    ("--sync-chunk", "sync_chunk"),
-    ("--sync-checkpointing", "sync_checkpointing"),
-)
 MODEL_HELP = (
     f"a hub repo id or diffusers folder, or a .safetensors checkpoint (.ckpt with --allow-pickle; with --config "
     "offline), of: "
-    f"{'; '.join(f.title for f in FAMILIES)}; or 'toy': the exact Gaussian-field model that needs no weights "
+    f"{'; '.join(f.title for f in file_families())}; or 'toy': the exact Gaussian-field model that needs no weights "
     "(docs/theory.md) (default: %(default)s)"
 )
 
@@ -48,16 +36,6 @@ def seed(text: str) -> int:
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be in 0…{MAX_SEED} or -1 (random), got {text}")
     return value
-
-
-def anchor(text: str) -> int | str:
-    """``center`` or a view index (argparse type of ``--sync-anchor``)."""
-    if text == "center":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'center' or a view index, got {text!r}") from None
 
 
 def add_allow_pickle(p: argparse.ArgumentParser) -> None:
@@ -102,24 +80,6 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         metavar="NAME",
         help=f"{SCHEDULER_HELP} (default: the model's: ddim for SD 1.x/2.x, the one its config names for "
         "SDXL, SD3, Flux and few-step models)",
-    )
-    p.add_argument(
-        "--window", type=int, default=default("window"), metavar="PX", help="view size (default: the model's)"
-    )
-    p.add_argument(
-        "--stride",
-        type=int,
-        default=default("stride"),
-        metavar="PX",
-        help="step between views, below the window so views blend (default: the model's, else window / 8: "
-        "64 px for SD)",
-    )
-    p.add_argument(
-        "--weights",
-        default=default("weights"),
-        choices=WEIGHT_KINDS,
-        help="per-view weights: ramps toward inner edges (gaussian, feathered) or uniform (the paper's and "
-        "diffusers') (default: gaussian; uniform with --sync; docs/fusion.md)",
     )
     p.add_argument(
         "--view-batch-size",
@@ -206,150 +166,6 @@ def check_image_numbers(args: argparse.Namespace) -> None:
     steps = getattr(args, "noise_inversion", 0)
     if not 0 <= steps <= MAX_INVERSION_STEPS:
         raise InvalidInputError(f"--noise-inversion must be a number of steps in 0…{MAX_INVERSION_STEPS}, got {steps}")
-
-
-def add_canvas_wrap(p: argparse.ArgumentParser) -> None:
-    """``--circular`` and ``--view-layout`` (panorama, regions and the image commands)."""
-    from multidiffusion.core.layouts.named import LAYOUT_NAMES
-
-    p.add_argument("--circular", action="store_true", help="wrap around horizontally (360° panorama)")
-    p.add_argument(
-        "--view-layout",
-        default=None,
-        choices=LAYOUT_NAMES,
-        help="a cheaper named layout that sets stride and weights (docs/layouts.md; default: --stride/--weights)",
-    )
-
-
-def add_global_view(p: argparse.ArgumentParser) -> None:
-    """``--global-view`` and ``--global-view-until`` (panorama; docs/fusion.md)."""
-    from multidiffusion.core.features.global_view import DEFAULT_WEIGHT as GLOBAL_VIEW_WEIGHT
-
-    g = p.add_argument_group("global view (long-range coherence for one more model call per step; docs/fusion.md)")
-    g.add_argument(
-        "--global-view",
-        type=float,
-        nargs="?",
-        const=GLOBAL_VIEW_WEIGHT,
-        default=default("global_view"),
-        metavar="W",
-        help="add one view of the whole canvas, pooled to fit the window; W > 0 is its weight against the crops' "
-        f"(given alone: {GLOBAL_VIEW_WEIGHT:g}; default: off)",
-    )
-    g.add_argument(
-        "--global-view-until",
-        type=float,
-        default=None,
-        metavar="F",
-        help=f"use it for the first fraction F of the steps, in (0, 1] (default: {default('global_view_until'):g})",
-    )
-
-
-def global_view_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The API's ``global_view`` and ``global_view_until`` from the options, checked (before any model loads)."""
-    from multidiffusion.core.features.global_view import GlobalView
-
-    if args.global_view is None:
-        if args.global_view_until is not None:
-            raise InvalidInputError("--global-view-until needs --global-view")
-        return {}
-    until = default("global_view_until") if args.global_view_until is None else args.global_view_until
-    GlobalView(args.global_view, until)  # raises on a bad weight or fraction
-    if getattr(args, "customise", None) is not None and args.customise.control:
-        raise InvalidInputError("--global-view cannot be combined with --controlnet yet: drop one of them")
-    return {"global_view": args.global_view, "global_view_until": until}
-
-
-def add_sync(p: argparse.ArgumentParser) -> None:
-    """SyncDiffusion options (Lee et al. 2023; docs/sync.md). Every ``--sync-*`` option needs ``--sync``."""
-    from multidiffusion.pipeline.modes.sync import SYNC_LOSSES
-
-    g = p.add_argument_group("SyncDiffusion (one coherent style across the canvas; docs/sync.md)")
-    g.add_argument("--sync", action="store_true", help="pull every view toward the anchor view's style")
-    g.add_argument(
-        "--sync-weight", type=float, default=None, metavar="W", help=f"w ≥ 0 (default: {default('sync_weight')})"
-    )
-    g.add_argument(
-        "--sync-decay",
-        type=float,
-        default=None,
-        metavar="L",
-        help=f"step i uses w·L^i, L in (0, 1] (default: {default('sync_decay')})",
-    )
-    g.add_argument(
-        "--sync-stop",
-        type=int,
-        default=None,
-        metavar="STEP",
-        help=f"synchronise steps 0 … STEP−1 only (default: {default('sync_stop_step')})",
-    )
-    g.add_argument(
-        "--sync-every",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"synchronise every N-th step (default: {default('sync_every')})",
-    )
-    g.add_argument(
-        "--sync-anchor",
-        type=anchor,
-        default=None,
-        metavar="center|INDEX",
-        help=f"the view the others follow, by index in row-major layout order (default: {default('sync_anchor')})",
-    )
-    g.add_argument(
-        "--sync-loss",
-        default=None,
-        choices=SYNC_LOSSES,
-        help="perceptual loss: lpips (needs the lpips package and VGG weights) or builtin (weight-free); "
-        "default: lpips if available, else builtin with a notice",
-    )
-    g.add_argument(
-        "--sync-chunk",
-        type=int,
-        default=None,
-        metavar="N",
-        help="views per gradient batch (default: the engine's batch, at most 128 views of 64×64 latent cells)",
-    )
-    g.add_argument("--sync-checkpointing", action="store_true", help="checkpoint activations: less memory, more time")
-
-
-def sync_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The pipeline's ``sync*`` keyword arguments from the options, checked; options without ``--sync`` are an
-    error (they would be silently ignored), and LPIPS is checked for here, before any model loads."""
-    given = [flag for flag, name in SYNC_OPTIONS if getattr(args, name) not in (None, False)]
-    if given and not args.sync:
-        raise InvalidInputError(f"{', '.join(given)} only apply with --sync; add --sync or drop them")
-    if args.sync_chunk is not None and args.sync_chunk < 1:
-        raise InvalidInputError(f"--sync-chunk must be ≥ 1, got {args.sync_chunk}")
-    if args.sync and getattr(args, "view_layout", None) is not None:
-        from multidiffusion.pipeline.settings.checks import check_sync_layout
-
-        check_sync_layout(True, args.view_layout)
-    values = {
-        "sync": args.sync,
-        "sync_weight": default("sync_weight") if args.sync_weight is None else args.sync_weight,
-        "sync_decay": default("sync_decay") if args.sync_decay is None else args.sync_decay,
-        "sync_stop_step": default("sync_stop_step") if args.sync_stop is None else args.sync_stop,
-        "sync_every": default("sync_every") if args.sync_every is None else args.sync_every,
-        "sync_anchor": default("sync_anchor") if args.sync_anchor is None else args.sync_anchor,
-        "sync_loss": args.sync_loss,
-    }
-    from multidiffusion.pipeline.modes.sync import check_sync
-
-    check_sync(
-        values["sync_weight"],
-        values["sync_decay"],
-        values["sync_stop_step"],
-        values["sync_every"],
-        values["sync_anchor"],
-        values["sync_loss"],
-    )
-    if args.sync and args.sync_loss == "lpips":
-        from multidiffusion.adapters.metrics.lpips import check_lpips_available
-
-        check_lpips_available()
-    return values
 
 
 def add_checkpoint(p: argparse.ArgumentParser, resuming: bool = False) -> None:

@@ -215,7 +215,7 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
     import tempfile
     import zipfile
 
-    from multidiffusion.pipeline.inputs.region_file import load_layout
+    from multidiffusion.pipeline.inputs.region_file import load_region_file
 
     file = Path(path)
     with tempfile.TemporaryDirectory() as folder:
@@ -228,7 +228,7 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
             file = Path(folder) / "layout.json"
             if not file.is_file():
                 raise InvalidInputError("the layout zip holds no layout.json")
-        layout = load_layout(file)
+        layout = load_region_file(file)
     if len(layout.regions) > len(PAINT_COLOURS):
         raise InvalidInputError(
             f"the layout has {len(layout.regions)} regions; the page paints at most {len(PAINT_COLOURS)}"

@@ -121,22 +121,28 @@ def check_controls(specs: tuple[ControlSpec, ...], allow_pickle: bool, where: st
         control_kind(str(spec.model), allow_pickle)
 
 
-NETWORKS_KEY = "control_networks"  # model.extra: source → (network, kind) of the last run's control networks
-
-
 class ControlLoader:
-    """Loads each control network once: several specs or regions may share one, and the next run on the same model
-    reuses it (as a pipeline keeps what it loaded). :meth:`keep_only_used` drops those a run no longer names; a run
-    without control drops them all (:class:`~multidiffusion.pipeline.customise.customisation.Customised`)."""
+    """Loads each control network once: several specs or regions may share one, and the next run of the same pipeline
+    reuses it (``networks``: its :attr:`~multidiffusion.pipeline.customise.cache.CustomisationCache.control_networks`).
+    :meth:`keep_only_used` drops those a run no longer names; a run without control drops them all
+    (:class:`~multidiffusion.pipeline.customise.customisation.Customised`).
 
-    def __init__(self, model: LoadedModel, allow_pickle: bool) -> None:
+    Args:
+        model: The loaded model (of a family with control).
+        allow_pickle: Allow pickled weights.
+        networks: Source → (network, kind) loaded before, updated in place; None: a dict of this loader's own.
+    """
+
+    def __init__(
+        self, model: LoadedModel, allow_pickle: bool, networks: dict[str, tuple[Any, str]] | None = None
+    ) -> None:
         if model.control is None:
             raise InvalidInputError(
                 f"the {model.family} model takes no ControlNet or T2I-Adapter (SD 1.x/2.x, SDXL, SD 3 and Flux do)"
             )
         self.model = model
         self.allow_pickle = allow_pickle
-        self.networks: dict[str, tuple[Any, str]] = model.extra.setdefault(NETWORKS_KEY, {})
+        self.networks: dict[str, tuple[Any, str]] = networks if networks is not None else {}
         self.used: set[str] = set()
 
     def keep_only_used(self) -> None:

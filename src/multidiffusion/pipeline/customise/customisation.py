@@ -23,10 +23,9 @@ from multidiffusion.core import GuidedCondition
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.tags import BySet, Tagged, Untagged, adapters_of
 from multidiffusion.core.types import Denoiser, ViewTask
-from multidiffusion.pipeline.customise.control_spec import NETWORKS_KEY, ControlLoader, ControlSpec, check_controls
+from multidiffusion.pipeline.customise.cache import CustomisationCache
+from multidiffusion.pipeline.customise.control_spec import ControlLoader, ControlSpec, check_controls
 from multidiffusion.pipeline.run.conditions import guided_condition
-
-EMBEDDINGS_KEY = "embedding_files"  # model.extra: token (lower case) → the file it was loaded from
 
 PromptSpec = tuple[Sequence[str], Sequence[str], float, float]  # prompts, negative prompts, g, φ of one condition
 
@@ -115,6 +114,7 @@ class Customised:
         canvas_px: (height, width) of the canvas in pixels (the guide images are fitted to it).
         input_image: The run's input image (an upscale's), the guide of a ControlNet given without one.
         sync: Whether the run synchronises views (refused with control for now).
+        cache: What the pipeline keeps between runs (its control networks), read and updated by this run.
     """
 
     model: LoadedModel
@@ -123,6 +123,7 @@ class Customised:
     canvas_px: tuple[int, int]
     input_image: Any = None
     sync: bool = False
+    cache: CustomisationCache = field(kw_only=True)
     units: tuple[Any, ...] = field(init=False, default=())
     regional_units: list[tuple[Any, ...]] = field(init=False, default_factory=list)
     switch: LoraSwitch | None = field(init=False, default=None)
@@ -133,7 +134,7 @@ class Customised:
         height, width = self.canvas_px
         wanted = self.custom.control or any(extras.control for extras in self.regional)
         if wanted:
-            loader = ControlLoader(self.model, self.custom.allow_pickle)
+            loader = ControlLoader(self.model, self.custom.allow_pickle, self.cache.control_networks)
             self.units = tuple(loader.unit(s, height, width, self.input_image) for s in self.custom.control)
             self.regional_units = [
                 tuple(loader.unit(s, height, width, self.input_image) for s in extras.control)
@@ -141,7 +142,7 @@ class Customised:
             ]
             loader.keep_only_used()
         else:  # a run without control frees the last run's networks
-            self.model.extra.pop(NETWORKS_KEY, None)
+            self.cache.control_networks.clear()
         self._load_embeddings()
         loras = [*self.custom.loras, *(spec for extras in self.regional for spec in extras.loras)]
         if loras:
@@ -149,8 +150,9 @@ class Customised:
         self.weighted = weighted_encoder(self.model) if self.custom.prompt_weighting else None
 
     def _load_embeddings(self) -> None:
-        """The run's embeddings, each loaded once per model (a later run naming the same file reuses it)."""
-        loaded: dict[str, Path] = self.model.extra.setdefault(EMBEDDINGS_KEY, {})
+        """The run's embeddings, each loaded once per model (a later run naming the same file reuses it: the model
+        records the files loaded into its tokenizers)."""
+        loaded = self.model.state.embeddings
         new = []
         for spec in self.custom.embeddings:
             file = Path(spec.path).expanduser().resolve()
@@ -158,8 +160,7 @@ class Customised:
                 continue
             new.append(spec)
         if new:
-            load_embeddings(self.model, new, allow_pickle=self.custom.allow_pickle)
-            loaded.update({spec.token.lower(): Path(spec.path).expanduser().resolve() for spec in new})
+            load_embeddings(self.model, new, allow_pickle=self.custom.allow_pickle)  # records them in loaded
 
     def lora_set(self, index: int) -> tuple[LoraSpec, ...]:
         """The LoRA set of condition ``index``: the run's LoRAs and the condition's own."""
@@ -212,7 +213,7 @@ class Customised:
 
     def _same_length(self, conditions: list[GuidedCondition]) -> list[GuidedCondition]:
         """Positive and negative conditions of the run padded to the longest (long prompts take 77·k tokens)."""
-        assert self.weighted is not None
+        assert self.weighted is not None  # internal: conditions() calls this only when self.weighted is set
         inner = [c.positive for c in conditions] + [c.negative for c in conditions if c.negative is not None]
         padded = iter(self.weighted.same_length(inner))
         positives = [next(padded) for _ in conditions]

@@ -1,6 +1,7 @@
-"""Region layouts from JSON files. Errors name the offending JSON path (``regions[2].box``).
+"""Region files: the canvas, its background and its regions (prompts with masks or boxes) as JSON. Errors name the
+offending JSON path (``regions[2].box``). (A *layout* in this package is how views are laid: ``ViewSettings.layout``.)
 
-Format (sizes in pixels; mask paths relative to the layout file)::
+Format (sizes in pixels; mask paths relative to the region file)::
 
     {
       "width": 1024, "height": 512,
@@ -71,8 +72,8 @@ class Background:
 
 
 @dataclass
-class Layout:
-    """A parsed layout: canvas size in pixels, background, regions and optional defaults."""
+class RegionFile:
+    """A parsed region file: canvas size in pixels, background, regions and optional defaults."""
 
     width: int
     height: int
@@ -125,7 +126,7 @@ def read_mask(path: Path, where: str) -> torch.Tensor:
     return mask_tensor(open_image(path, "mask image", "L", f"{where}: "), where)
 
 
-def parse_layout(data: Any, base: Path) -> Layout:
+def parse_region_file(data: Any, base: Path) -> RegionFile:
     """Validate a layout object (parsed JSON); mask paths are relative to ``base``."""
     if not isinstance(data, dict):
         raise InvalidInputError("the layout must be a JSON object")
@@ -187,7 +188,7 @@ def parse_layout(data: Any, base: Path) -> Layout:
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         raise InvalidInputError(f"seed must be a whole number in 0…{MAX_SEED}, got {seed!r}")
-    return Layout(
+    return RegionFile(
         width=width,
         height=height,
         regions=regions,
@@ -286,7 +287,7 @@ def _init_image(raw: Any, base: Path, height: int, width: int) -> ImageStart:
     )
 
 
-def load_layout(path: str | Path) -> Layout:
+def load_region_file(path: str | Path) -> RegionFile:
     """Read and validate a layout JSON file."""
     path = Path(path)
     if path.is_dir():
@@ -302,7 +303,7 @@ def load_layout(path: str | Path) -> Layout:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"layout {str(path)!r} is not UTF-8 text (byte {exc.start})") from exc
-    return parse_layout(parse_json(text, f"layout {str(path)!r}"), path.parent)
+    return parse_region_file(parse_json(text, f"layout {str(path)!r}"), path.parent)
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -315,3 +316,11 @@ def parse_json(text: str, what: str) -> Any:
         raise InvalidInputError(f"{what} is nested too deeply to read") from exc
     except ValueError as exc:  # e.g. integers of more digits than Python converts
         raise InvalidInputError(f"{what} is not valid JSON: {str(exc).splitlines()[0]}") from exc
+
+
+def load_layout(path: str | Path) -> RegionFile:
+    """The old name of :func:`load_region_file` (a region file is not a view layout); warns once."""
+    import warnings
+
+    warnings.warn("load_layout is deprecated; use load_region_file", FutureWarning, stacklevel=2)
+    return load_region_file(path)

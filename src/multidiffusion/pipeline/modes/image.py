@@ -89,7 +89,7 @@ class ImageInputs:
                 views instead of adding fresh noise, so higher strengths keep the original's structure
                 (docs/image_inputs.md measures how much).
             resample: ``lanczos`` (default), ``bicubic``, ``bilinear`` or ``nearest``.
-            **kwargs: Any keyword of the panorama call (steps, guidance, window, stride, generator, …) except
+            **kwargs: Any keyword of the panorama call (steps, guidance, views, sync, generator, …) except
                 height and width.
         """
         start = self.plan_upscale(
@@ -134,8 +134,8 @@ class ImageInputs:
         """Extend a picture by margins (px, multiples of the granularity): the image is kept, the margins are drawn.
 
         Every step the image's latents, noised to that step, replace the canvas there (feathered inward by
-        ``feather`` px); at the end the image region is the encoded original. ``circular=True`` makes a 360°
-        panorama whose left and right ends join. Other keywords are the panorama call's.
+        ``feather`` px); at the end the image region is the encoded original. ``views=ViewSettings(tile="x")`` makes a
+        360° panorama whose left and right ends join. Other keywords are the panorama call's.
         """
         start = self.plan_outpaint(image, left=left, right=right, top=top, bottom=bottom, feather=feather)
         return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)

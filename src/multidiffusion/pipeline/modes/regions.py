@@ -14,7 +14,6 @@ from multidiffusion.adapters.schedulers.names import check_scheduler_fits, check
 from multidiffusion.core import layout_views, view_weights
 from multidiffusion.core.engine.crop import crop, view_indices
 from multidiffusion.core.engine.noise import initial_noise
-from multidiffusion.core.engine.views import resolve_wrap
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.bootstrap import Bootstrap, bootstrap_steps, constant_colour_latents
 from multidiffusion.core.features.regions import (
@@ -25,16 +24,18 @@ from multidiffusion.core.features.regions import (
     to_latent_grid,
     with_background,
 )
+from multidiffusion.core.features.sync import SyncSettings
 from multidiffusion.core.layouts.named import LAYOUT_NAMES, get_layout
 from multidiffusion.core.types import ViewHook
+from multidiffusion.pipeline.customise.cache import CustomisationCache
 from multidiffusion.pipeline.customise.customisation import Customisation, Customised, RegionExtras, guide_of
 from multidiffusion.pipeline.inputs.masks import encode_mask
 from multidiffusion.pipeline.inputs.region_file import Background
 from multidiffusion.pipeline.modes.image_start import ImageStart, check_image_start
-from multidiffusion.pipeline.modes.sync import SyncRequest, prepare_sync, sync_steps
-from multidiffusion.pipeline.run.checkpoint import Checkpoint, CheckpointSettings
-from multidiffusion.pipeline.run.generate import StepCallback, generate
-from multidiffusion.pipeline.run.output import MultiDiffusionOutput
+from multidiffusion.pipeline.modes.sync import prepare_sync, resolve_anchor, task_views
+from multidiffusion.pipeline.run.generate import RunPlan, generate
+from multidiffusion.pipeline.run.options import RunOptions
+from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
 from multidiffusion.pipeline.settings.checks import (
     MAX_REGIONS,
     check_canvas_pixels,
@@ -42,12 +43,11 @@ from multidiffusion.pipeline.settings.checks import (
     check_number,
     check_pixels,
     check_sampling,
-    check_sync_layout,
     check_text,
     check_view_count,
-    resolve_view_settings,
 )
 from multidiffusion.pipeline.settings.recipe import SamplingSettings
+from multidiffusion.pipeline.settings.views import ViewSettings
 
 DEFAULT_BOOTSTRAP_FRACTION = 0.2  # the paper's "first 20% of the process"; docs/regions.md
 BOOTSTRAP_COLOURS = 8  # constant-colour backgrounds encoded once per run
@@ -66,8 +66,6 @@ class RegionSettings(SamplingSettings):
     regions: tuple[dict[str, Any], ...] = ()
     background: dict[str, Any] | None = None
     bootstrap_fraction: float = DEFAULT_BOOTSTRAP_FRACTION
-    circular: bool = False
-    layout: str | None = None
 
     @property
     def prompt(self) -> tuple[str, ...]:
@@ -139,176 +137,164 @@ def region_weights(
     return fg
 
 
+@dataclass(frozen=True)
+class RegionRequest:
+    """The settings of a region call as the user gave them (pixels), before they are resolved against the model.
+
+    Attributes:
+        height: Canvas height, px.
+        width: Canvas width, px.
+        negative_prompt: Default negative prompt of every region and the background.
+        num_inference_steps: Scheduler steps.
+        guidance_scale: Default guidance of every region and the background; None: the model's.
+        guidance_rescale: φ of Lin et al. 2023.
+        scheduler: A scheduler name or instance; None: the model's default.
+        views: How the views are laid (wrap-around only along x; a fixed named layout only).
+        bootstrap_fraction: Fraction of the steps that bootstrap, in [0, 1].
+        sync: SyncDiffusion's settings; None: off.
+        output_type: ``pil``, ``np``, ``pt`` or ``latent``.
+    """
+
+    height: int
+    width: int
+    negative_prompt: str
+    num_inference_steps: int
+    guidance_scale: float | None
+    guidance_rescale: float
+    scheduler: Any
+    views: ViewSettings
+    bootstrap_fraction: float
+    sync: SyncSettings | None
+    output_type: str = "pil"
+
+
 @dataclass
 class RegionPlan:
-    """A validated region run: latent canvas size, latent region weights (background first), the tasks."""
+    """A validated region run: latent canvas size, resolved views, latent region weights (background first), tasks.
+
+    Attributes:
+        height_cells: Canvas rows, latent cells.
+        width_cells: Canvas columns, latent cells.
+        views: The views as resolved (window, stride and weights in px and by name).
+        guidance_scale: The default guidance scale, resolved.
+        scheduler: The scheduler's recorded fields (``scheduler``, ``scheduler_config``).
+        sync: SyncDiffusion's settings (the anchor resolved by the run); None: off.
+        masks: (R', h, w) region weights on the latent grid, background first.
+        tasks: The engine's (view, condition, weight) tasks.
+        specs: (prompt, negative prompt or None, guidance scale) per condition, background first.
+        first_foreground: Index of the first region's condition (1 with a background, else 0).
+        request: The settings as the user gave them.
+    """
 
     height_cells: int
     width_cells: int
-    window_px: int
-    stride_px: int
-    weights: str
+    views: ViewSettings
     guidance_scale: float
+    scheduler: dict[str, Any]
+    sync: SyncSettings | None
     masks: torch.Tensor
     tasks: list
     specs: list[tuple[str, str | None, float]]
     first_foreground: int
+    request: RegionRequest
 
 
 def plan_regions(
-    model: LoadedModel,
-    regions: Sequence[Region],
-    background: Background | None,
-    *,
-    height: int,
-    width: int,
-    num_inference_steps: int,
-    guidance_scale: float | None,
-    guidance_rescale: float = 0.0,
-    scheduler: Any,
-    window: int | None,
-    stride: int | None,
-    weights: str | None,
-    bootstrap_fraction: float,
-    output_type: str = "pil",
-    circular: bool = False,
-    layout: str | None = None,
-    sync: bool = False,
-    negative_prompt: str = "",
-    **_: Any,
+    model: LoadedModel, regions: Sequence[Region], background: Background | None, request: RegionRequest
 ) -> RegionPlan:
-    """Every check of a region run against the model, and its tasks; no prompt is encoded."""
-    check_regions(regions, background, bootstrap_fraction)
-    check_sampling(num_inference_steps, guidance_scale, guidance_rescale, weights, output_type)
-    scheduler = model.default_scheduler if scheduler is None else scheduler
-    check_scheduler_name(scheduler)
-    check_scheduler_fits(scheduler, model.scheduler_config)
-    check_scheduler_steps(scheduler, model.scheduler_config, num_inference_steps)
+    """Every check of a region run against the model, once, and its tasks; no prompt is encoded."""
+    r = request
+    check_regions(regions, background, r.bootstrap_fraction)
+    check_sampling(r.num_inference_steps, r.guidance_scale, r.guidance_rescale, r.output_type)
+    scheduler = scheduler_fields(model.default_scheduler if r.scheduler is None else r.scheduler)
+    check_scheduler_name(scheduler["scheduler"])
+    check_scheduler_fits(scheduler["scheduler"], model.scheduler_config, scheduler["scheduler_config"])
+    check_scheduler_steps(
+        scheduler["scheduler"], model.scheduler_config, r.num_inference_steps, scheduler["scheduler_config"]
+    )
     g = model.granularity_px
-    h, w = check_pixels("height", height, g), check_pixels("width", width, g)
-    check_canvas_pixels(height, width)
-    if layout is not None and get_layout(layout).stride is None:
+    h, w = check_pixels("height", r.height, g), check_pixels("width", r.width, g)
+    check_canvas_pixels(r.height, r.width)
+    if r.views.layout is not None and get_layout(r.views.layout).stride is None:
         raise InvalidInputError(
-            f"layout {layout!r} moves its tiles every step; regions need a fixed layout: "
+            f"layout {r.views.layout!r} moves its tiles every step; regions need a fixed layout: "
             f"{', '.join(n for n in LAYOUT_NAMES if get_layout(n).stride is not None)}"
         )
-    check_sync_layout(sync, layout)
-    laid = resolve_view_settings(
-        window_px=window,
-        stride_px=stride,
-        weights=weights,
-        layout=layout,
+    if r.views.wrap[0]:
+        raise InvalidInputError(f"regions wrap around x only: use tile='x', not {r.views.tile!r}")
+    views = r.views.resolved(
         granularity=g,
         native_px=model.native_window * g,
         default_stride_px=model.default_stride_px,
-        canvas_px=(height, width),
-        sync=sync,
+        canvas_px=(r.height, r.width),
+        sync=r.sync is not None,
     )
-    window_px, stride_px = laid.window_px, laid.stride_px
-    if guidance_scale is None:
-        guidance_scale = model.default_guidance_scale
+    guidance_scale = model.default_guidance_scale if r.guidance_scale is None else r.guidance_scale
     specs: list[tuple[str, str | None, float]] = []
     if background is not None:
         specs.append((background.prompt, background.negative_prompt, background.guidance_scale))
-    specs += [(r.prompt, r.negative_prompt, r.guidance_scale) for r in regions]
+    specs += [(region.prompt, region.negative_prompt, region.guidance_scale) for region in regions]
     specs = [(p, n, guidance_scale if g_ is None else g_) for p, n, g_ in specs]
-    check_text(negative_prompt, "negative prompt")
+    check_text(r.negative_prompt, "negative prompt")
     for i, (prompt, negative, scale) in enumerate(specs):
         check_text(prompt, f"prompt {i}")
         if negative is not None:
             check_text(negative, f"negative prompt {i}")
         check_guidance(scale, f" (prompt {i})")
 
-    check_view_count(h, w, window_px // g, stride_px // g, (False, circular))
-    masks = region_weights(regions, background, height, width, g).to(model.device)
-    views = layout_views(h, w, window_px // g, stride_px // g, circular=circular)
-    profiles = view_weights(views, h, w, laid.weights, circular=circular).to(model.device)
-    tasks = region_tasks(views, masks, profiles)
-    return RegionPlan(
-        h,
-        w,
-        window_px,
-        stride_px,
-        laid.weights,
-        guidance_scale,
-        masks,
-        tasks,
-        specs,
-        1 if background is not None else 0,
-    )
+    window, stride = views.window // g, views.stride // g
+    check_view_count(h, w, window, stride, views.wrap)
+    masks = region_weights(regions, background, r.height, r.width, g).to(model.device)
+    laid = layout_views(h, w, window, stride, wrap=views.wrap)
+    profiles = view_weights(laid, h, w, views.weights, wrap=views.wrap).to(model.device)
+    tasks = region_tasks(laid, masks, profiles)
+    if r.sync is not None:  # checked here; resolved by the run, on its tasks as ordered by LoRA set
+        resolve_anchor(task_views(tasks), r.sync.anchor, h, w)
+    first_foreground = 1 if background is not None else 0
+    return RegionPlan(h, w, views, guidance_scale, scheduler, r.sync, masks, tasks, specs, first_foreground, r)
 
 
-def generate_regions(
+def run_regions(
     model: LoadedModel,
     regions: Sequence[Region],
     background: Background | None,
+    plan: RegionPlan,
+    run: RunOptions,
     *,
-    height: int,
-    width: int,
-    negative_prompt: str,
-    num_inference_steps: int,
-    guidance_scale: float | None,
-    guidance_rescale: float,
-    generator: torch.Generator,
-    seed: int | None,
-    output_type: str,
-    callback_on_step_end: StepCallback | None,
-    scheduler: Any,
-    window: int | None,
-    stride: int | None,
-    weights: str,
-    bootstrap_fraction: float,
-    view_batch_size: int | None,
-    progress: bool,
-    sync: SyncRequest | None = None,
-    circular: bool = False,
-    layout: str | None = None,
-    checkpoint: CheckpointSettings | None = None,
-    resume: Checkpoint | None = None,
     image: ImageStart | None = None,
     customise: Customisation | None = None,
+    cache: CustomisationCache | None = None,
 ) -> MultiDiffusionOutput:
-    """See :meth:`MultiDiffusionPipeline.regions`."""
-    sync = sync or SyncRequest()
-    sync.check()
-    scheduler = model.default_scheduler if scheduler is None else scheduler
-    plan = plan_regions(
-        model,
-        regions,
-        background,
-        height=height,
-        width=width,
-        num_inference_steps=num_inference_steps,
-        guidance_scale=guidance_scale,
-        guidance_rescale=guidance_rescale,
-        scheduler=scheduler,
-        window=window,
-        stride=stride,
-        weights=weights,
-        bootstrap_fraction=bootstrap_fraction,
-        output_type=output_type,
-        circular=circular,
-        layout=layout,
-        sync=sync.enabled,
-        negative_prompt=negative_prompt,
-    )
-    h, w, masks, tasks = plan.height_cells, plan.width_cells, plan.masks, plan.tasks
+    """Stages 2–5 of :meth:`MultiDiffusionPipeline.regions` on a checked plan: encode each prompt once, order the
+    tasks by LoRA set, build the bootstrapping and sync hooks, then denoise and decode. ``cache``: the pipeline's,
+    kept between runs (None: one for this run only)."""
+    h, w, masks, tasks, request = plan.height_cells, plan.width_cells, plan.masks, plan.tasks, plan.request
     customise = customise if customise is not None else Customisation()
     regional = [RegionExtras()] * plan.first_foreground + [RegionExtras(r.control, r.loras) for r in regions]
-    customised = Customised(model, customise, regional, (height, width), guide_of(image), sync.enabled)
+    customised = Customised(
+        model,
+        customise,
+        regional,
+        (request.height, request.width),
+        guide_of(image),
+        plan.sync is not None,
+        cache=CustomisationCache() if cache is None else cache,
+    )
     with closing(customised):
         # each prompt encoded once per run (with its LoRA set active), tagged with its own extras
-        specs = [([p], [negative_prompt if n is None else n], g_, guidance_rescale) for p, n, g_ in plan.specs]
+        negative = request.negative_prompt
+        specs = [([p], [negative if n is None else n], g_, request.guidance_rescale) for p, n, g_ in plan.specs]
         conditions = customised.conditions(specs)
         tasks = customised.order(tasks, conditions)
 
         first_fg = plan.first_foreground
-        steps = bootstrap_steps(bootstrap_fraction, num_inference_steps)
+        steps = bootstrap_steps(request.bootstrap_fraction, request.num_inference_steps)
+        generator = run.generator
 
-        sync_fields = sync.settings_fields()
+        sync = plan.sync
         make_sync = None
-        if sync.enabled:
-            make_sync, sync_fields = prepare_sync(model, sync, tasks, conditions, (h, w))
+        if sync is not None:
+            make_sync, sync = prepare_sync(model, sync, tasks, conditions, (h, w))
 
         def make_hooks() -> list[ViewHook]:
             hooks = make_bootstrap()
@@ -331,42 +317,30 @@ def generate_regions(
         settings = RegionSettings(
             regions=tuple(_region_record(r) for r in regions),
             background=asdict(background) if background is not None else None,
-            height=height,
-            width=width,
-            negative_prompt=(negative_prompt,),
-            num_inference_steps=num_inference_steps,
+            height=request.height,
+            width=request.width,
+            negative_prompt=(negative,),
+            num_inference_steps=request.num_inference_steps,
             guidance_scale=plan.guidance_scale,
-            guidance_rescale=guidance_rescale,
-            **scheduler_fields(scheduler),
-            window=plan.window_px,
-            stride=plan.stride_px,
-            weights=plan.weights,
-            bootstrap_fraction=bootstrap_fraction,
-            seed=seed,
-            circular=circular,
-            layout=layout,
-            **sync_fields,
+            guidance_rescale=request.guidance_rescale,
+            **plan.scheduler,
+            views=plan.views,
+            bootstrap_fraction=request.bootstrap_fraction,
+            seed=seed_of(generator),
+            sync=sync,
         )
         if image is not None:
-            settings = replace(settings, image=check_image_start(image, model, height, width, sync.enabled))
+            started = check_image_start(image, model, request.height, request.width, sync is not None)
+            settings = replace(settings, image=started)
         settings = replace(settings, customisation=customise.record(regional))
-        return generate(
-            model,
-            settings=settings,
+        run_plan = RunPlan(
             mode="regions",
             tasks=tasks,
             conditions=conditions,
             canvas_cells=(1, h, w),
-            generator=generator,
-            output_type=output_type,
             make_hooks=make_hooks,
-            callback_on_step_end=callback_on_step_end,
-            view_batch_size=view_batch_size,
-            progress=progress,
-            heavy_step=sync_steps(settings) if sync.enabled else None,
-            wrap=resolve_wrap(circular=circular),
-            checkpoint=checkpoint,
-            resume=resume,
+            heavy_step=sync.is_synchronised if sync is not None else None,
             image=image,
             customised=customised,
         )
+        return generate(model, settings, run_plan, run)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from multidiffusion.core.engine.weights import WEIGHT_KINDS
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.core.layouts.named import get_layout
-from multidiffusion.pipeline.settings.recipe import OUTPUT_TYPES
 
+OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
 MAX_GUIDANCE = 100.0  # classifier-free guidance scales in use are 1–20; far above, the images are noise
 MAX_STEPS = 10_000  # a global cap on scheduler steps (schedulers have their own, lower limits)
 MAX_CANVAS_PX = 2**30  # 1 Gpx (32768 × 32768): the decoded float32 image alone is 12 GiB
@@ -123,31 +119,14 @@ def check_pixels(name: str, value: int, granularity: int) -> int:
     return value // granularity
 
 
-AUTOMATIC_WEIGHTS = "gaussian"
-"""The view weights when none are given, without SyncDiffusion: Gaussian ramps keep the seams and more of the variance
-than the paper's uniform weights on every exact oracle (docs/fusion.md, "Default weights")."""
-SYNC_WEIGHTS = "uniform"
-"""The view weights when none are given with SyncDiffusion: its paper's, and on the toy montage test Gaussian ramps left
-9 % of crops off the anchor's colour where uniform weights left none (docs/fusion.md)."""
-
-
-def resolve_weights(weights: str | None, sync: bool) -> str:
-    """The weights a run uses: ``weights`` when given, else :data:`AUTOMATIC_WEIGHTS` (:data:`SYNC_WEIGHTS` with
-    sync)."""
-    if weights is not None:
-        return weights
-    return SYNC_WEIGHTS if sync else AUTOMATIC_WEIGHTS
-
-
 def check_sampling(
     num_inference_steps: int,
     guidance_scale: float | None,
     guidance_rescale: float,
-    weights: str | None,
     output_type: str,
 ) -> None:
     """Steps in 1 … :data:`MAX_STEPS`, guidance in [0, :data:`MAX_GUIDANCE`] (None: the model's default), rescale
-    in [0, 1], all finite; known weights (None: automatic, :func:`resolve_weights`) and output type."""
+    in [0, 1], all finite; a known output type."""
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise InvalidInputError(f"steps must be an integer ≥ 1, got {num_inference_steps!r}")
     if num_inference_steps > MAX_STEPS:
@@ -155,8 +134,6 @@ def check_sampling(
     if guidance_scale is not None:
         check_guidance(guidance_scale)
     check_number("guidance rescale", guidance_rescale, 0.0, 1.0)
-    if weights is not None and weights not in WEIGHT_KINDS:
-        raise InvalidInputError(f"unknown weights {weights!r}; choose one of: {', '.join(WEIGHT_KINDS)}")
     if output_type not in OUTPUT_TYPES:
         raise InvalidInputError(f"unknown output type {output_type!r}; choose one of: {', '.join(OUTPUT_TYPES)}")
 
@@ -187,89 +164,4 @@ def check_stride(stride_px: int, window_px: int) -> None:
         raise InvalidInputError(
             f"stride ({stride_px} px) must not exceed the window ({window_px} px): cells between windows "
             "would stay uncovered"
-        )
-
-
-def resolve_window_stride(
-    window_px: int | None, stride_px: int | None, granularity: int, native_px: int, default_stride_px: int | None = None
-) -> tuple[int, int]:
-    """Validated (window, stride) in pixels. Defaults: the model's native window; the model's default stride,
-    else window / 8 (64 px for Stable Diffusion's 512 px window, the paper's 8 latent cells) rounded down to the
-    granularity; a default stride never exceeds the window."""
-    window = native_px if window_px is None else window_px
-    check_pixels("window", window, granularity)
-    if stride_px is None:
-        stride = default_stride_px if default_stride_px is not None else (window // 8) // granularity * granularity
-        stride = max(granularity, min(stride, window))
-    else:
-        stride = stride_px
-    check_stride(stride, window)
-    check_pixels("stride", stride, granularity)
-    return window, stride
-
-
-@dataclass(frozen=True)
-class ViewSettings:
-    """How views are laid, resolved in pixels: window, stride (the window for shifted tiles) and weights."""
-
-    window_px: int
-    stride_px: int
-    weights: str
-
-
-def check_layout_overrides(layout: str | None, stride_px: int | None, weights: str | None) -> None:
-    """A named layout (checked to exist) sets the stride and weights itself: giving either with it is an error."""
-    if layout is None:
-        return
-    get_layout(layout)
-    if stride_px is not None or weights is not None:
-        raise InvalidInputError(f"layout {layout!r} sets the stride and weights itself; omit stride and weights")
-
-
-def resolve_view_settings(
-    *,
-    window_px: int | None,
-    stride_px: int | None,
-    weights: str | None,
-    layout: str | None,
-    granularity: int,
-    native_px: int,
-    default_stride_px: int | None,
-    canvas_px: tuple[int, int] | None = None,
-    sync: bool = False,
-) -> ViewSettings:
-    """Window, stride and weights of a run from what the user gave, with every check.
-
-    A named ``layout`` (docs/layouts.md) sets the stride and weights itself, so giving either with it is an
-    error; its shifted tiles record the window as their stride. A sliding window whose stride equals the
-    window on an axis the canvas spans with several views warns: the views then do not overlap and cannot
-    blend, so every view border shows (MultiDiffusion needs overlap, paper §3.2).
-
-    Args:
-        canvas_px: (height, width) of the canvas, for the no-overlap warning; None skips it.
-        sync: Whether the run synchronises its views: None ``weights`` then resolve to :data:`SYNC_WEIGHTS`.
-    """
-    check_layout_overrides(layout, stride_px, weights)
-    recipe = get_layout(layout) if layout is not None else None
-    window, stride = resolve_window_stride(window_px, stride_px, granularity, native_px, default_stride_px)
-    if recipe is not None:
-        cells = window // granularity
-        stride = recipe.stride_cells(cells) * granularity if recipe.stride is not None else window
-        return ViewSettings(window, stride, recipe.weights)
-    if canvas_px is not None and stride == window and any(size > window for size in canvas_px):
-        suggestion = max(granularity, window // 4 // granularity * granularity)
-        warnings.warn(
-            f"the stride equals the window ({window} px): views will not overlap or blend, so their borders "
-            f"will show as a grid; use a smaller stride (e.g. {suggestion} px)",
-            UserWarning,
-            stacklevel=3,
-        )
-    return ViewSettings(window, stride, resolve_weights(weights, sync))
-
-
-def check_sync_layout(sync: bool, layout: str | None) -> None:
-    """SyncDiffusion needs one fixed layout of same-size views; a named layout may change every step."""
-    if sync and layout is not None:
-        raise InvalidInputError(
-            f"SyncDiffusion runs on a fixed sliding-window layout; omit layout {layout!r} (or sync)"
         )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.sync import SyncSettings
+from multidiffusion.pipeline.settings.views import ViewSettings
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-base"
-OUTPUT_TYPES: tuple[str, ...] = ("pil", "np", "pt", "latent")
 METADATA_KEY = "multidiffusion"  # the PNG text chunk that holds the JSON recipe
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Settings every mode shares. Sizes in pixels.
+    """Settings every mode shares, as one run resolved them: what its recipe records. Sizes in pixels.
+
+    The recipe is flat JSON. A grouped setting is recorded under its group's name joined to its field's, the same
+    words as the command line's flags: ``sync=SyncSettings(stop_step=3)`` is ``sync_stop_step`` in the recipe and
+    ``--sync-stop-step`` on the command line; the views' fields (``window``, ``stride``, ``weights``, ``layout``,
+    ``tile``) and the global view's weight are recorded under their own names (:meth:`to_dict`).
 
     Attributes:
         negative_prompt: One per canvas; "" is the unconditional prompt.
@@ -30,24 +36,14 @@ class SamplingSettings:
             names for SDXL, SD3, Flux and few-step models; recorded resolved).
         scheduler_config: The full config of a scheduler instance the caller passed (its class name is then
             ``scheduler``); None: the scheduler is built from the model's own config.
-        window: View size, px; None means the model's native size (recorded resolved).
-        stride: Step between views, px, 0 < stride ≤ window; None means the model's default, else
-            window / 8 (64 px for SD; recorded resolved).
-        weights: ``gaussian``, ``feathered`` or ``uniform`` (the paper's, and diffusers' panorama pipeline's); None
-            (the default): ``gaussian``, or ``uniform`` with sync (docs/fusion.md, "Default weights"; recorded
+        views: How the views are laid (:class:`~multidiffusion.pipeline.settings.views.ViewSettings`; recorded
             resolved).
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
             the metadata alone).
-        sync: Run SyncDiffusion (Lee et al. 2023); the ``sync_*`` settings below apply only then.
-        sync_weight: w of Eq. 14, ≥ 0 (the paper's 20).
-        sync_decay: λ of Eq. 14 in (0, 1]: the step size at step index i is w · λ^i (the paper's 0.95).
-        sync_stop_step: Synchronise while the step index is below this; None = every step (docs/sync.md).
-        sync_every: Synchronise every n-th step.
-        sync_anchor: The anchor view's index in layout order, or ``"center"`` (recorded resolved).
-        sync_loss: ``lpips`` or ``builtin``; None tries LPIPS, else the built-in loss (recorded resolved).
-        global_view: ω > 0, the weight of one extra view of the whole canvas pooled to fit the window, fused by
-            least squares in x̂₀ space (docs/fusion.md); None: off.
-        global_view_until: The fraction of the steps, from the first, that use the global view, in (0, 1].
+        sync: SyncDiffusion (Lee et al. 2023), :class:`~multidiffusion.core.features.sync.SyncSettings` with the
+            anchor's view index and the loss used; None: off.
+        global_view: One extra view of the whole canvas pooled to fit the window, fused by least squares in x̂₀ space
+            (:class:`~multidiffusion.core.features.global_view.GlobalView`, docs/fusion.md); None: off.
         image: For a run that started from an image (upscale, outpaint, inpaint, a layout's ``init_image``):
             the input's file name and SHA-256 (None when it was not a file), ``strength``, ``feather`` and
             ``noise_inversion_steps``, and the command's own options (``scale``, ``resample``, margins); None:
@@ -65,29 +61,39 @@ class SamplingSettings:
     guidance_rescale: float = 0.0
     scheduler: str | None = None
     scheduler_config: dict[str, Any] | None = None
-    window: int | None = None
-    stride: int | None = None
-    weights: str | None = None
+    views: ViewSettings = field(default_factory=ViewSettings)
     seed: int | None = None
-    sync: bool = False
-    sync_weight: float = SyncSettings.weight
-    sync_decay: float = SyncSettings.decay
-    sync_stop_step: int | None = SyncSettings.stop_step
-    sync_every: int = SyncSettings.every
-    sync_anchor: int | str = "center"
-    sync_loss: str | None = None
-    global_view: float | None = None
-    global_view_until: float = 1.0
+    sync: SyncSettings | None = None
+    global_view: GlobalView | None = None
     image: dict[str, Any] | None = None
     customisation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: tuples become lists."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The flat JSON recipe (tuples become lists; the groups spelled as the class docstring says)."""
+        record: dict[str, Any] = {}
+        for entry in fields(self):
+            value = getattr(self, entry.name)
+            if entry.name == "views":
+                record.update(asdict(value))
+            elif entry.name == "sync":
+                record["sync"] = value is not None
+                if value is not None:
+                    record.update({f"sync_{k}": getattr(value, k) for k in SYNC_RECORDED})
+            elif entry.name == "global_view":
+                record["global_view"] = None if value is None else value.weight
+                if value is not None:
+                    record["global_view_until"] = value.until
+            else:
+                record[entry.name] = list(value) if isinstance(value, tuple) else value
+        return record
 
     def a1111_extra(self) -> list[str]:
         """Fields of the A1111 ``parameters`` text that only this kind of run has (none here)."""
         return []
+
+
+SYNC_RECORDED: tuple[str, ...] = ("weight", "decay", "stop_step", "every", "anchor", "loss")
+"""The :class:`SyncSettings` fields a recipe records: those that change the result (not chunk size or checkpointing)."""
 
 
 @dataclass(frozen=True)
@@ -96,18 +102,9 @@ class PanoramaSettings(SamplingSettings):
 
     Attributes:
         prompt: One prompt per canvas.
-        circular: Wrap views around horizontally (360° panorama); recorded True whenever ``tile`` wraps x.
-        layout: A named cheaper layout (``multidiffusion.core.LAYOUT_NAMES``, docs/layouts.md) that sets
-            the stride and weights itself (shifted tiles record the window as their stride); None: the sliding
-            window of ``stride`` and ``weights``.
-        tile: Seamless tiling: ``x``, ``y`` or ``xy`` wraps the views (and the decode) around those axes so
-            the image tiles without a seam; None: no wrap. ``circular=True`` is recorded as ``x``.
     """
 
     prompt: tuple[str, ...] = ("",)
-    circular: bool = False
-    layout: str | None = None
-    tile: str | None = None
 
 
 DEFAULTS = PanoramaSettings()
@@ -177,26 +174,26 @@ class GenerationMetadata:
             f"Size: {s.width}x{s.height}",
             f"Model: {self.model}",
             *([f"Model hash: {self.model_sha256[:10]}"] if self.model_sha256 else []),
-            f"MultiDiffusion window: {s.window}",
-            f"MultiDiffusion stride: {s.stride}",
-            f"MultiDiffusion weights: {s.weights}",
-            f"Circular: {s.circular}",
+            f"MultiDiffusion window: {s.views.window}",
+            f"MultiDiffusion stride: {s.views.stride}",
+            f"MultiDiffusion weights: {s.views.weights}",
+            f"Circular: {s.views.wrap[1]}",
         ]
-        if getattr(s, "tile", None):
-            fields_.append(f"Tile: {s.tile}")
-        if getattr(s, "layout", None):
-            fields_.append(f"MultiDiffusion layout: {s.layout}")
+        if s.views.tile:
+            fields_.append(f"Tile: {s.views.tile}")
+        if s.views.layout:
+            fields_.append(f"MultiDiffusion layout: {s.views.layout}")
         if s.guidance_rescale:
             fields_.append(f"Guidance rescale: {s.guidance_rescale:g}")
         if s.image:
             fields_.append(f"Denoising strength: {s.image['strength']:g}")
-        if s.sync:
+        if s.sync is not None:
             fields_.append(
-                f"SyncDiffusion: weight {s.sync_weight:g}, decay {s.sync_decay:g}, stop {s.sync_stop_step}, "
-                f"every {s.sync_every}, anchor {s.sync_anchor}, loss {s.sync_loss}"
+                f"SyncDiffusion: weight {s.sync.weight:g}, decay {s.sync.decay:g}, stop {s.sync.stop_step}, "
+                f"every {s.sync.every}, anchor {s.sync.anchor}, loss {s.sync.loss}"
             )
-        if getattr(s, "global_view", None) is not None:
-            fields_.append(f"Global view: weight {s.global_view:g}, until {s.global_view_until:g}")
+        if s.global_view is not None:
+            fields_.append(f"Global view: weight {s.global_view.weight:g}, until {s.global_view.until:g}")
         fields_ += s.a1111_extra()
         text = s.prompt[index]
         if s.negative_prompt[index]:

@@ -18,10 +18,13 @@ import torch
 
 from multidiffusion import __version__
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.regions import Region
+from multidiffusion.core.features.sync import SyncSettings
 from multidiffusion.pipeline.inputs.masks import decode_mask
 from multidiffusion.pipeline.inputs.region_file import Background
-from multidiffusion.pipeline.settings.recipe import DEFAULTS, METADATA_KEY, GenerationMetadata
+from multidiffusion.pipeline.settings.recipe import DEFAULTS, METADATA_KEY, SYNC_RECORDED, GenerationMetadata
+from multidiffusion.pipeline.settings.views import ViewSettings
 
 MODES = ("panorama", "regions")
 MAX_PIXELS = 1 << 28  # refuse decompression bombs when only the text chunks are wanted
@@ -97,13 +100,13 @@ def model_to_load(recipe: Mapping[str, Any], model: str | None) -> str:
 
     A local model is recorded by its folder or file name only, so it must be named again.
     """
-    from multidiffusion.adapters.families.toy import is_toy_source
+    from multidiffusion.adapters.families.registry import family_claiming
     from multidiffusion.adapters.loading.resolve import looks_like_repo_id
 
     if model is not None:
         return model
     recorded = str(recipe.get("model", ""))
-    if is_toy_source(recorded) or looks_like_repo_id(recorded) or Path(recorded).exists():
+    if family_claiming(recorded) is not None or looks_like_repo_id(recorded) or Path(recorded).exists():
         return recorded
     digest = recipe.get("model_sha256")
     weights = f" (weights sha256 {digest[:12]}…)" if digest else ""
@@ -148,7 +151,6 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     scheduler: Any = r.get("scheduler", DEFAULTS.scheduler)
     if r.get("scheduler_config"):
         scheduler = make_scheduler(scheduler, {}, r["scheduler_config"])
-    layout = r.get("layout")
     kwargs: dict[str, Any] = {
         "height": r["height"],
         "width": r["width"],
@@ -156,29 +158,21 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "guidance_scale": r["guidance_scale"],
         "guidance_rescale": r.get("guidance_rescale", 0.0),
         "scheduler": scheduler,
-        "window": r.get("window"),
-        "stride": None if layout else r.get("stride"),
-        "weights": DEFAULTS.weights if layout else r.get("weights", DEFAULTS.weights),
-        "layout": layout,
-        "circular": bool(r.get("circular", False)),
+        "views": recorded_views(r),
+        "sync": recorded_sync(r),
         "generator": torch.Generator().manual_seed(int(seed)),
         "view_batch_size": r.get("view_batch_size"),
     }
-    for key in ("sync", "sync_weight", "sync_decay", "sync_stop_step", "sync_every", "sync_anchor", "sync_loss"):
-        if key in r:
-            kwargs[key] = r[key]
     if r.get("global_view") is not None:
         if r["mode"] != "panorama":
             raise InvalidInputError(f"a {r['mode']} run records a global view, which only panoramas have")
-        kwargs.update(global_view=r["global_view"], global_view_until=r.get("global_view_until", 1.0))
+        kwargs["global_view"] = GlobalView(r["global_view"], r.get("global_view_until", 1.0))
     if (r.get("customisation") or {}).get("prompt_weighting") is False:  # the one customisation a recipe holds
         from multidiffusion.pipeline.customise.customisation import Customisation
 
         kwargs["customise"] = Customisation(prompt_weighting=False)
     if r["mode"] == "panorama":
         kwargs.update(prompt=list(r["prompt"]), negative_prompt=list(r["negative_prompt"]))
-        if r.get("tile") is not None:
-            kwargs["tile"] = r["tile"]
         return "panorama", kwargs
     background = r.get("background")
     kwargs.update(
@@ -188,6 +182,27 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         bootstrap_fraction=r.get("bootstrap_fraction"),
     )
     return "regions", kwargs
+
+
+def recorded_views(recipe: Mapping[str, Any]) -> ViewSettings:
+    """The recipe's :class:`ViewSettings`. A named layout records the stride and weights it set, which it sets again;
+    recipes made before ``tile`` record a 360° canvas as ``circular``."""
+    layout = recipe.get("layout")
+    tile = recipe.get("tile") or ("x" if recipe.get("circular") else None)
+    return ViewSettings(
+        window=recipe.get("window"),
+        stride=None if layout else recipe.get("stride"),
+        weights=None if layout else recipe.get("weights"),
+        layout=layout,
+        tile=tile,
+    )
+
+
+def recorded_sync(recipe: Mapping[str, Any]) -> SyncSettings | None:
+    """The recipe's :class:`SyncSettings` (its ``sync_*`` fields), or None when it did not synchronise."""
+    if not recipe.get("sync"):
+        return None
+    return SyncSettings(**{k: recipe[f"sync_{k}"] for k in SYNC_RECORDED if f"sync_{k}" in recipe})
 
 
 def _region(record: Mapping[str, Any], where: str) -> Region:

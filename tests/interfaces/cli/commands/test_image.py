@@ -114,13 +114,13 @@ def test_outpaint_keeps_the_image_and_draws_the_margins(photo, tmp_path):
 
 def test_outpaint_circular_joins_the_ends(photo, tmp_path):
     out = tmp_path / "pano.png"
-    argv = ["outpaint", str(photo), "--left", "24", "--right", "24", "--circular", "--prompt", "sky"]
+    argv = ["outpaint", str(photo), "--left", "24", "--right", "24", "--tile", "x", "--prompt", "sky"]
     assert exit_code([*argv, "--feather", "0", *TOY, "--out", str(out)]) == 0
     got = rgb(out)
     assert got.shape == (H, W + 48, 3)
     assert np.abs(got[:, 24 : 24 + W] - rgb(photo)).max() <= 1
     meta = recipe(out)
-    assert meta["circular"] is True and meta["tile"] == "x" and meta["mode"] == "outpaint"
+    assert meta["tile"] == "x" and meta["mode"] == "outpaint"
 
 
 def test_inpaint_keeps_the_unmasked_pixels(photo, mask, tmp_path):
@@ -168,7 +168,7 @@ def test_image_commands_take_the_panorama_options(photo, tmp_path):
     """Sampling, guidance and SyncDiffusion options pass through to the run and its recipe."""
     out = tmp_path / "big.png"
     argv = ["upscale", str(photo), "--scale", "1", "--strength", "0.7", *TOY, "--scheduler", "euler"]
-    argv += ["--guidance", "2", "--sync", "--sync-loss", "builtin", "--sync-stop", "2"]
+    argv += ["--guidance", "2", "--sync", "--sync-loss", "builtin", "--sync-stop-step", "2"]
     assert exit_code([*argv, "--out", str(out)]) == 0
     meta = recipe(out)
     assert (meta["scheduler"], meta["guidance_scale"], meta["window"], meta["stride"]) == ("euler", 2.0, 32, 8)
@@ -191,12 +191,21 @@ def test_regions_layout_with_an_init_image_keeps_it(photo, tmp_path, capfd):
     }
     layout.write_text(json.dumps(doc))
     out = tmp_path / "out.png"
-    assert exit_code(["regions", "--layout", str(layout), "--seed", "2", *TOY, "--out", str(out)]) == 0
+    assert exit_code(["regions", "--regions-file", str(layout), "--seed", "2", *TOY, "--out", str(out)]) == 0
     assert np.abs(rgb(out)[8 : 8 + H, 24 : 24 + W] - rgb(photo)).max() <= 1  # PNG rounding
     meta = recipe(out)
     assert meta["mode"] == "regions" and meta["image"]["mode"] == "init_image"
     assert meta["image"]["input"] == record_of(photo) and (meta["image"]["left"], meta["image"]["top"]) == (24, 8)
     again = tmp_path / "again.png"
-    argv = ["regions", "--layout", str(layout), *TOY, "--checkpoint", str(tmp_path / "c.ckpt"), "--out", str(again)]
+    argv = [
+        "regions",
+        "--regions-file",
+        str(layout),
+        *TOY,
+        "--checkpoint",
+        str(tmp_path / "c.ckpt"),
+        "--out",
+        str(again),
+    ]
     assert exit_code(argv) == 2
     assert "init_image cannot be checkpointed" in one_error_line(capfd) and not again.exists()

@@ -90,12 +90,13 @@ def view_count(pipe: Any, recipe: dict[str, Any]) -> int:
     _, kwargs = call_arguments(recipe)
     model = pipe.model
     g = model.granularity_px
-    window = kwargs.get("window") or model.native_window * g
-    stride = kwargs.get("stride") or model.default_stride_px or max(g, window // 8)
+    views = kwargs["views"]
+    window = views.window or model.native_window * g
+    stride = views.stride or model.default_stride_px or max(g, window // 8)
     height, width = int(kwargs["height"]), int(kwargs["width"])
     if height < window or width < window:
         return 1
-    return len(layout_views(height // g, width // g, window // g, stride // g, circular=bool(kwargs.get("circular"))))
+    return len(layout_views(height // g, width // g, window // g, stride // g, wrap=views.wrap))
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -126,7 +127,7 @@ def run_batch(args: argparse.Namespace) -> int:
         if model != loaded:
             pipe, loaded = None, model  # one model in memory at a time
             pipe = launch.load_pipeline(args, model, job.recipe.get("dtype"))
-        assert pipe is not None
+        assert pipe is not None  # internal: model_to_load never gives None, so the first job loads one
         start = time.perf_counter()
         shared = shard.alone or view_count(pipe, job.recipe) >= VIEWS_PER_RANK * shard.world
         if shared:

@@ -14,16 +14,17 @@ from typing import Any
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import launch
 from multidiffusion.interfaces.cli.options import (
-    add_canvas_wrap,
     add_feather,
-    add_global_view,
     add_guidance,
     add_image_prompts,
     add_model_and_sampling,
-    add_sync,
     check_image_numbers,
-    global_view_kwargs,
-    sync_kwargs,
+)
+from multidiffusion.interfaces.cli.settings_options import (
+    add_global_view_options,
+    add_sync_options,
+    add_view_options,
+    global_view_settings,
 )
 
 
@@ -31,10 +32,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     """What every image command takes from the panorama: guidance, wrap and view layout, model and sampling, sync and
     the global view."""
     add_guidance(p)
-    add_canvas_wrap(p)
     add_model_and_sampling(p, "a fresh one")
-    add_sync(p)
-    add_global_view(p)
+    add_view_options(p)
+    add_sync_options(p)
+    add_global_view_options(p)
 
 
 def add_image_commands(sub: Any) -> None:
@@ -91,7 +92,7 @@ def add_image_commands(sub: Any) -> None:
         help="extend an image by margins",
         description="Extend IMAGE by margins drawn from a prompt; the image itself is kept. Give at least one "
         "margin, in px: multiples of the model's size step (8 px for SD, 16 for SD3 and Flux; the image's sides "
-        "too). With --circular the left and right ends join into a 360° panorama.",
+        "too). With --tile x the left and right ends join into a 360° panorama.",
     )
     o.add_argument("image", metavar="IMAGE", help="the image to extend (PNG, JPEG, …)")
     for side in ("left", "right", "top", "bottom"):
@@ -140,18 +141,18 @@ def _same_file(a: str, b: str) -> bool:
 def _check_image_command(args: argparse.Namespace, inputs: dict[str, str]) -> tuple[list[str], dict[str, Any]]:
     """Checks shared by the image commands, all before any model loads: the prompts, strength, feather and noise
     inversion, the options of every generating command, and an output that would overwrite one of the ``inputs``
-    (option name → path). Returns the output paths and the sync and global-view keyword arguments."""
+    (option name → path). Returns the output paths and the global-view keyword argument."""
     from multidiffusion.pipeline.settings.checks import check_text
 
     check_text(args.prompt, "prompt")
     check_image_numbers(args)
     outs = launch.check_common(args)
-    sync = {**sync_kwargs(args), **global_view_kwargs(args)}
+    global_view = global_view_settings(args)
     for out in outs:
         for name, path in inputs.items():
             if _same_file(out, path):
                 raise InvalidInputError(f"--out must name a different file than {name} ({path!r})")
-    return outs, sync
+    return outs, {"global_view": global_view}
 
 
 def _image_size(path: str) -> tuple[int, int]:
@@ -163,10 +164,10 @@ def _image_size(path: str) -> tuple[int, int]:
     return image.height, image.width
 
 
-def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], sync: dict[str, Any]) -> int:
+def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], extra: dict[str, Any]) -> int:
     """Check the run against the loaded model (sizes, views, scheduler), then make and write one image per seed."""
     height, width = start.size
-    kwargs = launch.sampling_kwargs(args, sync)
+    kwargs = {**launch.sampling_kwargs(args), "guidance_scale": args.guidance, **extra}
     pipe.settings(args.prompt, args.negative_prompt, height=height, width=width, **kwargs)  # pre-run
 
     def make(generator: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The Gaussian-field model of the core: exact posterior against brute force, sampler, vocabulary."""
+"""The Gaussian field of the core's oracle: exact posterior against brute force, eigenbasis, sampler, parameters."""
 
 from __future__ import annotations
 
@@ -8,23 +8,13 @@ import pytest
 import torch
 
 from multidiffusion.core import InvalidInputError
-from multidiffusion.core.oracle.gaussian_field import (
-    NEUTRAL,
-    PREDICTION_TYPES,
-    VOCABULARY,
-    GaussianField,
-    column_variance,
-    neighbour_correlation,
-    prompt_colour,
-    prompt_colours,
-    se_kernel,
-)
+from multidiffusion.core.oracle.field import PREDICTION_TYPES, GaussianField, se_kernel
 from tests.helpers.numerics import assert_close_scaled
 
 REL_F32_VS_F64 = 1e-5
 # Relative to max|expected| (tests/helpers/numerics.py). float64 eigenbasis vs a dense LAPACK solve of 35 unknowns:
-# measured
-# 2.1e-13 (eps 2.2e-16); float32 predictions (|x| up to 56) vs float64, one eigenbasis transform: measured 1.6e-7.
+# measured 2.1e-13 (eps 2.2e-16); float32 predictions (|x| up to 56) vs float64, one eigenbasis transform: measured
+# 1.6e-7.
 REL_F64 = 1e-10
 
 
@@ -133,51 +123,45 @@ def test_field_rejects_bad_parameters(ell, sigma):
         GaussianField(ell, sigma)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"long_scale": 0.0}, "long length scale must be > 0, got 0.0"),
+        ({"long_scale": float("inf")}, "long length scale must be > 0, got inf"),
+        ({"long_weight": 1.0}, r"long weight must be in \[0, 1\), got 1.0"),
+        ({"long_weight": -0.1}, r"long weight must be in \[0, 1\), got -0.1"),
+    ],
+)
+def test_field_rejects_bad_long_range_parameters(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        GaussianField(3.0, 0.3, **kwargs)
+
+
+def test_predictions_reject_bad_shapes():
+    """Bad input to the public denoiser raises InvalidInputError (a ValueError) saying what shape is allowed."""
+    field = GaussianField()
+    flat = torch.zeros(3, 6, 6)  # no batch axis
+    with pytest.raises(InvalidInputError, match=r"x_t must be \(B, C, h, w\), got shape \(3, 6, 6\)"):
+        field.predict(flat, torch.zeros(3), 0.5, 0.5)
+    with pytest.raises(InvalidInputError, match=r"x_t must be \(B, C, h, w\), got shape \(3, 6, 6\)"):
+        field.predict_mixture(flat, torch.zeros(1, 2, 3), 0.5, 0.5)
+    with pytest.raises(InvalidInputError, match=r"means must be \(B, K, C\) = \(2, K, 3\), got \(2, 3\)"):
+        field.predict_mixture(torch.zeros(2, 3, 6, 6), torch.zeros(2, 3), 0.5, 0.5)
+    with pytest.raises(InvalidInputError, match="unknown prediction type 'score'"):
+        field.predict_mixture(torch.zeros(2, 3, 6, 6), torch.zeros(2, 2, 3), 0.5, 0.5, "score")
+    assert issubclass(InvalidInputError, ValueError)  # callers that catch ValueError still catch these
+
+
 def test_field_statistics_theory():
     field = GaussianField(length_scale=3.0, sigma=0.3)
     assert math.isclose(field.variance, 0.09)
     assert math.isclose(field.correlation(1), math.exp(-1 / 18))
 
 
-def test_statistics_helpers_on_known_data():
-    g = torch.Generator().manual_seed(0)
-    white = torch.randn(64, 3, 8, 40, generator=g, dtype=torch.float64)
-    assert neighbour_correlation(white).abs().max() < 0.1
-    assert (column_variance(white) - 1).abs().max() < 0.1
-    doubled = white.repeat_interleave(2, dim=-1)  # columns 2k and 2k + 1 are equal
-    r = neighbour_correlation(doubled, torch.zeros(64, 3, dtype=torch.float64))
-    assert torch.allclose(r[0::2], torch.ones(40, dtype=torch.float64))
-
-
-def test_prompt_vocabulary():
-    assert prompt_colour("") == NEUTRAL == (0.0, 0.0, 0.0)  # the unconditional model
-    assert prompt_colour("a photo of something unknown") == NEUTRAL
-    assert prompt_colour("SKY") == VOCABULARY["sky"]
-    assert prompt_colour("clouds!") == VOCABULARY["cloud"]  # plural and punctuation
-    red_sky = prompt_colour("a red sky over the sea")
-    expected = [(VOCABULARY["red"][c] + VOCABULARY["sky"][c] + VOCABULARY["sea"][c]) / 3 for c in range(3)]
-    assert red_sky == pytest.approx(expected)
-    assert prompt_colour("grey") == pytest.approx(NEUTRAL)
-    for word in ("sky", "sea", "grass", "sand", "snow", "forest", "sunset", "night", "red", "green", "blue"):
-        assert word in VOCABULARY
-    for word in ("yellow", "orange", "purple", "white", "black", "grey"):
-        assert word in VOCABULARY
-    assert all(-1 <= v <= 1 for colour in VOCABULARY.values() for v in colour)
-    colours = prompt_colours(["sky", "", "snow"])
-    assert colours.shape == (3, 3) and colours.dtype == torch.float32
-    assert torch.equal(colours[1], torch.zeros(3))
-
-
 def test_a_long_range_component_keeps_the_denoiser_exact():
     """The harder oracle (docs/quality.md): each axis kernel mixes ℓ = 4 with L = 32 at ρ = 0.3. The eigenbasis
     posterior equals the dense closed form, Eq. 2, E[x₀ | x_t] = μ + α Σ (α² Σ + s² I)⁻¹ (x_t − α μ), to float64
     rounding (measured 1.7e-15), and the field's correlation is the mixture's."""
-    import math
-
-    import torch
-
-    from multidiffusion.core.oracle.gaussian_field import GaussianField
-
     field = GaussianField(4.0, 0.3, 32.0, 0.3)
     h, w, alpha, s = 6, 7, 0.6, 0.8
     x = torch.randn(2, 3, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -192,10 +176,7 @@ def test_a_long_range_component_keeps_the_denoiser_exact():
 
 
 def test_long_range_options_of_the_toy_model_are_checked():
-    import pytest
-
     from multidiffusion.adapters.families.toy import parse_spec
-    from multidiffusion.core.errors import InvalidInputError
 
     assert parse_spec("toy:ell=8,long=64,rho=0.3").rho == 0.3
     for bad in ("toy:rho=1", "toy:rho=-0.1", "toy:long=0"):
