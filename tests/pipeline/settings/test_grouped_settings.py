@@ -96,6 +96,20 @@ def test_old_and_new_spellings_together_are_refused(toy):
         toy.settings("sky", windows=32)
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (dict(views={"window": 32}), "views must be a ViewSettings, got dict"),
+        (dict(sync="yes"), "sync must be a SyncSettings, True or False, got str"),
+        (dict(global_view=True), "global_view must be a GlobalView or its weight"),
+    ],
+)
+def test_a_wrong_settings_type_is_one_line(toy, given, message):
+    with pytest.raises(InvalidInputError, match=message) as info:
+        toy.settings("sky", height=32, width=96, **given)
+    assert "\n" not in str(info.value)
+
+
 def test_one_spelling_across_api_cli_and_recipe(toy):
     """Every recorded sync field is a ``--sync-<field>`` option and a ``sync_<field>`` recipe key; the view fields
     are options and keys of their own names; a recipe read back gives the same objects."""

@@ -52,6 +52,8 @@ def fold_views(legacy: dict[str, Any], views: ViewSettings | None) -> ViewSettin
     """``views``, or the one made of the old view keywords popped from ``legacy`` (``circular=True`` wraps x)."""
     circular = _pop(legacy, {"circular": "circular"}, "views=ViewSettings(tile='x')")
     given = {**_pop(legacy, {key: key for key in VIEW_KEYWORDS[:-1]}, "views=ViewSettings({field}=…)"), **circular}
+    if views is not None and not isinstance(views, ViewSettings):
+        raise InvalidInputError(f"views must be a ViewSettings, got {type(views).__name__}")
     if not given:
         return views if views is not None else ViewSettings()
     if views is not None:
