@@ -14,14 +14,14 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-from multidiffusion.core.engine.views import TILE_NAMES, parse_tile, tile_name
+from multidiffusion.core.engine.views import TILE_NAMES
 from multidiffusion.core.engine.weights import WEIGHT_KINDS
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.global_view import DEFAULT_WEIGHT as GLOBAL_VIEW_WEIGHT
 from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.sync import SYNC_LOSSES, SyncSettings
 from multidiffusion.core.layouts.named import LAYOUT_NAMES
-from multidiffusion.pipeline.settings.views import ViewSettings
+from multidiffusion.pipeline.settings.views import ViewSettings, with_x_wrapped
 
 SYNC_DEFAULTS = SyncSettings()
 _warned: set[str] = set()
@@ -110,10 +110,7 @@ def view_settings(args: argparse.Namespace) -> ViewSettings:
     tile = args.tile
     if args.circular:
         warn_deprecated("--circular", "--tile x")
-        rows, cols = parse_tile(tile)
-        if tile is not None and not cols:
-            raise InvalidInputError(f"--circular wraps x but --tile {tile} does not; use --tile xy or drop --circular")
-        tile = tile_name((rows, True))
+        tile = with_x_wrapped(tile, cli=True)
     return ViewSettings(window=args.window, stride=args.stride, weights=args.weights, layout=args.layout, tile=tile)
 
 

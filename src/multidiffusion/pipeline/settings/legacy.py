@@ -10,11 +10,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from multidiffusion.core.engine.views import parse_tile, tile_name
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.sync import SyncSettings
-from multidiffusion.pipeline.settings.views import ViewSettings
+from multidiffusion.pipeline.settings.views import ViewSettings, with_x_wrapped
 
 VIEW_KEYWORDS: tuple[str, ...] = ("window", "stride", "weights", "layout", "tile", "circular")
 SYNC_KEYWORDS: Mapping[str, str] = {
@@ -58,14 +57,8 @@ def fold_views(legacy: dict[str, Any], views: ViewSettings | None) -> ViewSettin
         return views if views is not None else ViewSettings()
     if views is not None:
         raise InvalidInputError(f"give views= or the old keywords {', '.join(sorted(given))}, not both")
-    circular = bool(given.pop("circular", False))
-    if circular:
-        rows, cols = parse_tile(given.get("tile"))
-        if given.get("tile") is not None and not cols:
-            raise InvalidInputError(
-                f"circular=True wraps x but tile={given['tile']!r} does not; use tile='xy' or drop circular"
-            )
-        given["tile"] = tile_name((rows, True))
+    if given.pop("circular", False):
+        given["tile"] = with_x_wrapped(given.get("tile"))
     return ViewSettings(**given)
 
 

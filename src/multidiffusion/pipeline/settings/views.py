@@ -11,7 +11,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 
-from multidiffusion.core.engine.views import Wrap, parse_tile
+from multidiffusion.core.engine.views import Wrap, parse_tile, tile_name
 from multidiffusion.core.engine.weights import WEIGHT_KINDS
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.layouts.named import get_layout
@@ -128,3 +128,14 @@ class ViewSettings:
             )
         weights = self.weights if self.weights is not None else (SYNC_WEIGHTS if sync else AUTOMATIC_WEIGHTS)
         return dataclasses.replace(self, window=window, stride=stride, weights=weights)
+
+
+def with_x_wrapped(tile: str | None, *, cli: bool = False) -> str:
+    """``tile`` with the columns wrapped too: what the older ``circular=True`` (``--circular``) asks for; refused with
+    a tile that wraps only the rows (``y``), which it would contradict."""
+    rows, cols = parse_tile(tile)
+    if tile is not None and not cols:
+        if cli:
+            raise InvalidInputError(f"--circular wraps x but --tile {tile} does not; use --tile xy or drop --circular")
+        raise InvalidInputError(f"circular=True wraps x but tile={tile!r} does not; use tile='xy' or drop circular")
+    return str(tile_name((rows, True)))
