@@ -160,6 +160,15 @@ def scheduler_fields(scheduler: Any) -> dict[str, Any]:
     return {"scheduler": check_scheduler_name(scheduler), "scheduler_config": scheduler_config_of(scheduler)}
 
 
+def checked_scheduler_fields(scheduler: Any, model_config: Mapping[str, Any], steps: int) -> dict[str, Any]:
+    """:func:`scheduler_fields` of ``scheduler`` (a name, class name or instance), checked once against the model's
+    scheduler config: the same kind (flow-matching or not) and at most the steps it can run."""
+    fields = scheduler_fields(scheduler)
+    check_scheduler_fits(fields["scheduler"], model_config, fields["scheduler_config"])
+    check_scheduler_steps(fields["scheduler"], model_config, steps, fields["scheduler_config"])
+    return fields
+
+
 FEW_STEP_CLASSES: tuple[str, ...] = ("LCMScheduler", "TCDScheduler", "FlowMatchLCMScheduler")
 
 

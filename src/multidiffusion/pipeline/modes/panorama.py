@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from contextlib import closing
 from typing import Any
 
-from multidiffusion.adapters import LoadedModel, check_scheduler_name
-from multidiffusion.adapters.schedulers.names import check_scheduler_fits, check_scheduler_steps, scheduler_fields
+from multidiffusion.adapters import LoadedModel
+from multidiffusion.adapters.schedulers.names import checked_scheduler_fields
 from multidiffusion.core import layout_tasks, panorama_tasks
 from multidiffusion.core.engine.tasks import TaskSchedule
 from multidiffusion.core.engine.views import layout_views
@@ -77,12 +77,8 @@ def resolve_settings(
     prompts = as_prompt_list(prompt)
     negatives = negatives_for(prompts, negative_prompt)
     check_sampling(num_inference_steps, guidance_scale, guidance_rescale, output_type)
-    scheduler_name = scheduler_fields(model.default_scheduler if scheduler is None else scheduler)
-    check_scheduler_name(scheduler_name["scheduler"])
-    check_scheduler_fits(scheduler_name["scheduler"], model.scheduler_config, scheduler_name["scheduler_config"])
-    check_scheduler_steps(
-        scheduler_name["scheduler"], model.scheduler_config, num_inference_steps, scheduler_name["scheduler_config"]
-    )
+    scheduler = model.default_scheduler if scheduler is None else scheduler
+    scheduler_name = checked_scheduler_fields(scheduler, model.scheduler_config, num_inference_steps)
     g = model.granularity_px
     h, w = check_pixels("height", height, g), check_pixels("width", width, g)
     check_canvas_pixels(height, width)

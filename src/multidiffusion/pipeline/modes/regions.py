@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from multidiffusion.adapters import LoadedModel, check_scheduler_name
-from multidiffusion.adapters.schedulers.names import check_scheduler_fits, check_scheduler_steps, scheduler_fields
+from multidiffusion.adapters import LoadedModel
+from multidiffusion.adapters.schedulers.names import checked_scheduler_fields
 from multidiffusion.core import layout_views, view_weights
 from multidiffusion.core.engine.crop import crop, view_indices
 from multidiffusion.core.engine.noise import initial_noise
@@ -206,12 +206,8 @@ def plan_regions(
     r = request
     check_regions(regions, background, r.bootstrap_fraction)
     check_sampling(r.num_inference_steps, r.guidance_scale, r.guidance_rescale, r.output_type)
-    scheduler = scheduler_fields(model.default_scheduler if r.scheduler is None else r.scheduler)
-    check_scheduler_name(scheduler["scheduler"])
-    check_scheduler_fits(scheduler["scheduler"], model.scheduler_config, scheduler["scheduler_config"])
-    check_scheduler_steps(
-        scheduler["scheduler"], model.scheduler_config, r.num_inference_steps, scheduler["scheduler_config"]
-    )
+    named = model.default_scheduler if r.scheduler is None else r.scheduler
+    scheduler = checked_scheduler_fields(named, model.scheduler_config, r.num_inference_steps)
     g = model.granularity_px
     h, w = check_pixels("height", r.height, g), check_pixels("width", r.width, g)
     check_canvas_pixels(r.height, r.width)
