@@ -11,7 +11,7 @@ from tests.helpers import REPO_ROOT
 ROOT = REPO_ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import update_readme_cli  # noqa: E402
+import update_cli_docs  # noqa: E402
 
 
 def test_ci_runs_the_readme_test_command():
@@ -21,9 +21,9 @@ def test_ci_runs_the_readme_test_command():
     assert f"\n{command}\n" in readme
 
 
-def test_readme_cli_reference_is_current():
-    assert update_readme_cli.current() == update_readme_cli.render(), (
-        "README's CLI reference is stale: run python scripts/update_readme_cli.py"
+def test_cli_reference_is_current():
+    assert update_cli_docs.current() == update_cli_docs.render(), (
+        "docs/cli.md's CLI reference is stale: run python scripts/update_cli_docs.py"
     )
 
 

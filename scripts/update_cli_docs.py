@@ -1,6 +1,6 @@
-"""Regenerate the CLI reference in README.md from ``multidiffusion panorama --help``.
+"""Regenerate the CLI reference in docs/cli.md from every subcommand's ``--help``.
 
-Usage: ``python scripts/update_readme_cli.py`` (tests/docs/test_readme.py checks the README is current).
+Usage: ``python scripts/update_cli_docs.py`` (tests/docs/test_readme.py checks docs/cli.md is current).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CLI_DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 BEGIN, END = "<!-- cli-reference:begin -->", "<!-- cli-reference:end -->"
 
 
@@ -29,13 +29,13 @@ def render() -> str:
 
 
 def current() -> str:
-    match = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), README.read_text(), flags=re.S)
+    match = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), CLI_DOC.read_text(), flags=re.S)
     return match.group(0) if match else ""
 
 
 if __name__ == "__main__":
-    text = README.read_text()
+    text = CLI_DOC.read_text()
     if BEGIN not in text:
-        sys.exit(f"{README} has no {BEGIN} marker")
-    README.write_text(text.replace(current(), render()))
-    print(f"updated {README}")
+        sys.exit(f"{CLI_DOC} has no {BEGIN} marker")
+    CLI_DOC.write_text(text.replace(current(), render()))
+    print(f"updated {CLI_DOC}")
