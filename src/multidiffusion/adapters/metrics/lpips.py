@@ -18,8 +18,7 @@ from multidiffusion.adapters.loading.hub import first_line, hub_offline
 from multidiffusion.core.errors import InvalidInputError
 
 INSTALL_HINT = (
-    "install lpips and a torchvision that matches your torch as docs/sync.md shows "
-    "(the VGG16 weights download once), or use --sync-loss builtin"
+    "install lpips and a torchvision that matches your torch as docs/sync.md shows (the VGG16 weights download once)"
 )
 VGG16_WEIGHTS = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 file, which lpips.LPIPS(net="vgg") loads
 

@@ -212,6 +212,9 @@ def fid(fake: Tensor, real: Tensor) -> float:
     return float(metric.compute())
 
 
+KID_SUBSET = 50  # the subset size used; with fewer images the unbiased estimate's variance swamps it (it can be < 0)
+
+
 def kid(fake: Tensor, real: Tensor, seed: int = 0) -> tuple[float, float]:
     """(mean, std) of the kernel inception distance over 100 subsets of min(50, N, M) features (torchmetrics' KID;
     polynomial kernel of degree 3). The subsets are drawn from torch's RNG, seeded with ``seed`` and restored."""
@@ -219,7 +222,14 @@ def kid(fake: Tensor, real: Tensor, seed: int = 0) -> tuple[float, float]:
 
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    size = min(50, len(fake), len(real))
+    size = min(KID_SUBSET, len(fake), len(real))
+    if size < KID_SUBSET:
+        warnings.warn(
+            f"KID on {size} samples per set is unreliable (it is estimated on subsets of {KID_SUBSET}; on fewer its "
+            f"mean can even be negative): give at least {KID_SUBSET} generated and {KID_SUBSET} reference crops",
+            UserWarning,
+            stacklevel=2,
+        )
     with warnings.catch_warnings():  # "will save all extracted features in buffer": they are already in memory
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subset_size=size)

@@ -16,7 +16,7 @@ MODEL_HELP = (
     f"a hub repo id or diffusers folder, or a .safetensors checkpoint (.ckpt with --allow-pickle; with --config "
     "offline), of: "
     f"{'; '.join(f.title for f in file_families())}; or 'toy': the exact Gaussian-field model that needs no weights "
-    "(docs/theory.md) (default: %(default)s)"
+    "(docs/theory.md)"
 )
 
 
@@ -61,7 +61,7 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help="images to make, with seeds SEED, SEED+1, …, written as FILE-0.png, FILE-1.png, … (default: 1)",
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="MODEL", help=f"{MODEL_HELP} (default: %(default)s)")
     p.add_argument(
         "--config",
         default=None,

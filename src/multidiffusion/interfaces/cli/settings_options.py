@@ -173,15 +173,19 @@ def sync_settings(args: argparse.Namespace, views: ViewSettings) -> SyncSettings
     given = {f.name: getattr(args, f"sync_{f.name}") for f in fields(SyncSettings)}
     given = {name: value for name, value in given.items() if value is not None and value is not False}
     if given and not args.sync:
-        raise InvalidInputError(f"{', '.join(map(sync_flag, given))} only apply with --sync; add --sync or drop them")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise InvalidInputError(f"{', '.join(map(sync_flag, given))} only {verb} with --sync; add --sync or drop them")
     if not args.sync:
         return None
     settings = SyncSettings(**given)
     views.check_sync()
     if settings.loss == "lpips":
-        from multidiffusion.adapters.metrics.lpips import check_lpips_available
+        from multidiffusion.adapters.metrics.lpips import LpipsUnavailable, check_lpips_available
 
-        check_lpips_available()
+        try:
+            check_lpips_available()
+        except LpipsUnavailable as exc:
+            raise LpipsUnavailable(f"{exc}, or use --sync-loss builtin") from exc
     return settings
 
 

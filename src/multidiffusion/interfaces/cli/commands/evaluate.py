@@ -258,8 +258,7 @@ def _lpips(log: Callable[..., None]) -> Any:
         check_lpips_available()
         return load_lpips_model("cpu")
     except LpipsUnavailable as exc:
-        why = str(exc).split("; ")[0]  # without the hint about --sync-loss, which eval does not have
-        log(f"warning: intra-LPIPS and intra-Style need LPIPS: {why}; install the lpips extra; printing n/a")
+        log(f"warning: intra-LPIPS and intra-Style need LPIPS: {exc}; printing n/a")
         return None
 
 
