@@ -62,3 +62,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Any:
+    """One plain line, last, when the web UI's browser tests were skipped, and how to get them (they are easy to
+    miss among the ``-ra`` summary's other skips)."""
+    result = yield
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser.py" in r.nodeid]
+    if skipped:
+        terminalreporter.write_line(
+            f"note: {len(skipped)} browser test(s) of the web UI skipped: they need chromium on PATH "
+            "(Debian: apt-get install chromium) and pip install -e '.[test,ui]'",
+            yellow=True,
+        )
+    return result
