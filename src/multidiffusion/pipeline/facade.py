@@ -142,6 +142,7 @@ class MultiDiffusionPipeline(ImageInputs):
         *,
         progress: bool = True,
         keep_checkpointing: CheckpointSettings | str | os.PathLike[str] | None = None,
+        allow_pickle: bool = False,
     ) -> MultiDiffusionOutput:
         """Finish an interrupted run from its checkpoint (written with ``checkpoint=``): the run is rebuilt from
         the recipe the checkpoint holds, as :meth:`reproduce` rebuilds it, then continues from the recorded step.
@@ -150,14 +151,20 @@ class MultiDiffusionPipeline(ImageInputs):
 
         Args:
             checkpoint: The checkpoint file, or a loaded :class:`~multidiffusion.pipeline.run.checkpoint.Checkpoint`.
-                Load only files this tool wrote: loading unpickles.
+                Reading one runs no code (safetensors and JSON).
             progress: Show a progress bar.
             keep_checkpointing: Keep writing checkpoints of the rest of the run (a path or settings); None: none.
+            allow_pickle: Also read a checkpoint in the first, pickled format (which can run code when read):
+                only for files you wrote yourself.
 
         Raises:
-            InvalidInputError: the file is not a checkpoint, or it belongs to another model or run.
+            InvalidInputError: the file is not a checkpoint (or an old pickled one without ``allow_pickle``), it
+                is damaged or holds non-finite latents, or it belongs to another model or run.
         """
-        ck = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        if isinstance(checkpoint, Checkpoint):
+            ck = checkpoint
+        else:
+            ck = Checkpoint.load(checkpoint, allow_pickle=allow_pickle)
         ck.check_model(self.model)
         return self.reproduce(ck.recipe, progress=progress, checkpoint=keep_checkpointing, resume=ck)
 

@@ -14,7 +14,7 @@ from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.regions import Region
 from multidiffusion.interfaces.cli.main import main
 from multidiffusion.pipeline import MultiDiffusionPipeline
-from multidiffusion.pipeline.run.checkpoint import MAGIC, Checkpoint, CheckpointSettings
+from multidiffusion.pipeline.run.checkpoint import LEGACY_MAGIC, Checkpoint, CheckpointSettings
 from tests.helpers.cli import exit_code, pixels, recipe
 
 TOY = ["--model", "toy", "--window", "32", "--stride", "8", "--steps", "5", "-q"]
@@ -162,12 +162,16 @@ def test_bad_checkpoint_files_end_as_one_error_line(small_folder, tmp_path, caps
     not_one = tmp_path / "model.safetensors"
     not_one.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     damaged = tmp_path / "damaged.ckpt"
-    damaged.write_bytes(MAGIC + b"PK\x03\x04 not a torch archive")
+    damaged.write_bytes(ckpt.read_bytes()[:-10])  # truncated: the header names bytes that are not there
+    old = tmp_path / "old.ckpt"
+    old.write_bytes(LEGACY_MAGIC + b"PK\x03\x04 not a torch archive")
     capsys.readouterr()
     cases = [
         (["resume", str(tmp_path / "missing.ckpt"), "--out", out, "-q"], "cannot read checkpoint"),
         (["resume", str(not_one), "--out", out, "-q"], "is not a multidiffusion checkpoint"),
         (["resume", str(damaged), "--out", out, "-q"], "is damaged"),
+        (["resume", str(old), "--out", out, "-q"], "is a checkpoint in the old pickle format"),
+        (["resume", str(old), "--allow-pickle", "--out", out, "-q"], "is damaged"),
         (["resume", str(ckpt), "--model", str(small_folder), "--out", out, "-q"], "written with the model 'toy'"),
         ([*argv, "--checkpoint-every", "2"], "--checkpoint-every only applies with --checkpoint"),
         ([*argv, "--checkpoint", str(ckpt), "--checkpoint-every", "0"], "--checkpoint-every must be ≥ 1"),

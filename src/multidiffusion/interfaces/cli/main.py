@@ -133,11 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish an interrupted run from its --checkpoint file",
         description="Finish a panorama or regions run from the checkpoint it wrote with --checkpoint (on Ctrl-C, "
         "or every K steps). The checkpoint holds the run's recipe, so no other generation option is given; the "
-        "image is bit-identical to the uninterrupted run's on the same weights, dtype and device type. Load only "
-        "checkpoints this tool wrote (they are unpickled).",
+        "image is bit-identical to the uninterrupted run's on the same weights, dtype and device type. Reading a "
+        "checkpoint runs no code; one in the old pickle format (before version 2) is read only with "
+        "--allow-pickle.",
     )
     rs.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written with --checkpoint")
     add_recorded_run_options(rs)
+    for action in rs._actions:  # here --allow-pickle also admits a checkpoint of the old, pickled format
+        if action.dest == "allow_pickle":
+            action.help = (
+                "also read pickled files, which can run code when loaded: a checkpoint in the old format (before "
+                "version 2) and pickled weights (.ckpt, .pt, .pth, .bin); only for files you trust"
+            )
     add_checkpoint(rs, resuming=True)
 
     e = sub.add_parser(
@@ -295,7 +302,7 @@ def run_resume(args: argparse.Namespace) -> int:
     from multidiffusion.interfaces.files.png import check_output_path
     from multidiffusion.pipeline.run.checkpoint import Checkpoint
 
-    checkpoint = Checkpoint.load(args.file)
+    checkpoint = Checkpoint.load(args.file, allow_pickle=args.allow_pickle)
     outs = launch.output_paths(args.out, int(checkpoint.latents.shape[0]))
     for out in outs:
         check_output_path(out)
