@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -44,3 +46,23 @@ def test_eval_coherence_does_not_suggest_an_option_it_lacks(tmp_path, capfd):
     assert main(["eval-coherence", str(image), "--crop", "32"]) == 0
     err = capfd.readouterr().err
     assert "LPIPS" in err and "--sync-loss" not in err
+
+
+def test_quiet_prints_no_lpips_fallback_notice(tmp_path):
+    try:
+        import lpips  # noqa: F401
+
+        pytest.skip("lpips is installed here: no fallback to be quiet about")
+    except ImportError:
+        pass
+    argv = ["panorama", "red or blue", "--model", "toy", "--height", "16", "--width", "64", "--window", "16"]
+    argv += ["--stride", "8", "--steps", "2", "--sync", "--sync-stop-step", "1", "--out", str(tmp_path / "x.png")]
+
+    def stderr(*extra: str) -> str:  # a process of its own: pytest records warnings in-process instead of printing
+        command = [sys.executable, "-m", "multidiffusion", *argv, *extra]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert stderr().count("using the built-in statistics loss") == 1
+    assert stderr("-q") == ""

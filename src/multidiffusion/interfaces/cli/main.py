@@ -23,6 +23,7 @@ from multidiffusion.interfaces.cli.commands.eval_suite import add_eval_suite, ru
 from multidiffusion.interfaces.cli.commands.evaluate import add_eval, run_eval
 from multidiffusion.interfaces.cli.commands.image import add_image_commands, run_inpaint, run_outpaint, run_upscale
 from multidiffusion.interfaces.cli.options import (
+    PICKLED_WEIGHTS,
     add_checkpoint,
     add_guidance,
     add_model_and_sampling,
@@ -138,13 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-pickle.",
     )
     rs.add_argument("file", metavar="CHECKPOINT", help="a checkpoint written with --checkpoint")
-    add_recorded_run_options(rs)
-    for action in rs._actions:  # here --allow-pickle also admits a checkpoint of the old, pickled format
-        if action.dest == "allow_pickle":
-            action.help = (
-                "also read pickled files, which can run code when loaded: a checkpoint in the old format (before "
-                "version 2) and pickled weights (.ckpt, .pt, .pth, .bin); only for files you trust"
-            )
+    add_recorded_run_options(
+        rs, pickled=f"a checkpoint in the old, pickled format (before version 2) and {PICKLED_WEIGHTS}"
+    )
     add_checkpoint(rs, resuming=True)
 
     e = sub.add_parser(
@@ -357,7 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if getattr(args, "quiet", False):  # -q: errors only (notices of fallbacks, library chatter are warnings)
+                warnings.simplefilter("ignore")
+            return COMMANDS[args.command](args)
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

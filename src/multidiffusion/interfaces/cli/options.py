@@ -38,13 +38,16 @@ def seed(text: str) -> int:
     return value
 
 
-def add_allow_pickle(p: argparse.ArgumentParser) -> None:
-    """``--allow-pickle``: also load pickled weights (.ckpt, .pt, .pth, .bin), which can run code when loaded."""
+PICKLED_WEIGHTS = "pickled weights (.ckpt, .pt, .pth, .bin files)"
+
+
+def add_allow_pickle(p: argparse.ArgumentParser, pickled: str = PICKLED_WEIGHTS) -> None:
+    """``--allow-pickle``: also load ``pickled`` files (by default weights), which can run code when loaded."""
     p.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="also load pickled weights (.ckpt, .pt, .pth, .bin files), which can run code when loaded; only for "
-        "files you trust (default: .safetensors only)",
+        help=f"also load {pickled}, which can run code when loaded; only for files you trust (default: .safetensors "
+        "only)",
     )
 
 
@@ -214,9 +217,11 @@ def checkpoint_settings(args: argparse.Namespace, path: str | None = None) -> An
     return settings
 
 
-def add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "", out: bool = True) -> None:
-    """--out (unless ``out`` is False), --model, --device, --allow-pickle and -q of the commands that rerun recorded
-    runs (reproduce, resume, batch)."""
+def add_recorded_run_options(
+    p: argparse.ArgumentParser, why_local: str = "", out: bool = True, pickled: str = PICKLED_WEIGHTS
+) -> None:
+    """--out (unless ``out`` is False), --model, --device, --allow-pickle (for ``pickled`` files) and -q of the
+    commands that rerun recorded runs (reproduce, resume, batch)."""
     if out:
         p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
     p.add_argument(
@@ -227,5 +232,5 @@ def add_recorded_run_options(p: argparse.ArgumentParser, why_local: str = "", ou
         f"{why_local})",
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    add_allow_pickle(p)
+    add_allow_pickle(p, pickled)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
