@@ -89,3 +89,74 @@ def test_a_zip_with_paths_is_refused(tmp_path):
         z.writestr("../evil.json", "{}")
     with pytest.raises(InvalidInputError, match="only flat file names"):
         layout_to_paint(str(bad))
+
+
+def _recipe_png(tmp_path, size: tuple[int, int], **changes: object) -> str:
+    """A PNG of ``size`` (width, height) carrying the recipe of a real toy run, with ``changes`` made to it."""
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from multidiffusion.pipeline.settings.recipe import METADATA_KEY
+    from multidiffusion.pipeline.settings.reproduce import read_recipe
+
+    made = tmp_path / "made.png"
+    argv = ["panorama", "a red ball", "--model", "toy", "--height", "64", "--width", "256", "--window", "32"]
+    assert exit_code([*argv, "--stride", "16", "--steps", "1", "--seed", "1", "--out", str(made), "-q"]) == 0
+    recipe = {**read_recipe(str(made)), **changes}
+    info = PngInfo()
+    info.add_text(METADATA_KEY, json.dumps(recipe))
+    out = tmp_path / "upload.png"
+    Image.new("L", size).save(out, pnginfo=info)
+    return str(out)
+
+
+def test_outlining_millions_of_views_is_refused_by_arithmetic(tmp_path, monkeypatch):
+    """The issue's case: a small PNG of 4096² px whose recipe asks for window 1, stride 1 (16.8 M views) is refused
+    from the count, before any view is laid or drawn."""
+    import time
+
+    import multidiffusion.core as core
+
+    path = _recipe_png(tmp_path, (4096, 4096), window=1, stride=1)
+    assert (tmp_path / "upload.png").stat().st_size < 100_000
+    laid = []
+    real_layout = core.layout_views
+    monkeypatch.setattr(core, "layout_views", lambda *a, **k: laid.append(a) or real_layout(*a, **k))
+    start = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=r"lays 16,777,216 views; at most 10,000 are outlined"):
+        outline_views(path)
+    elapsed = time.perf_counter() - start
+    assert laid == []
+    assert elapsed < 10  # generous: the refusal is arithmetic (the issue measured 35 s and 2 GB for the drawing)
+    assert np.asarray(outline_views(_recipe_png(tmp_path, (256, 64), window=32, stride=16))).shape == (64, 256, 3)
+    assert len(laid) == 1
+
+
+def test_outline_checks_the_picture_size_and_the_recipe_first(tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    from multidiffusion.interfaces.ui import session as ui_session
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 10 Gpx declared, no pixel data
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(InvalidInputError) as caught:
+        outline_views(str(huge))
+    assert "too many pixels" in str(caught.value) and str(tmp_path) not in str(caught.value)
+    monkeypatch.setattr(ui_session, "MAX_OUTLINE_PX", 1000)
+    with pytest.raises(InvalidInputError, match=r"this picture is 256×64 px; views are outlined on pictures of up to"):
+        outline_views(_recipe_png(tmp_path, (256, 64)))
+    monkeypatch.undo()
+    for value in ("8", 2.5, [8, 8], True, -8):  # refused by the recipe's reader or by outline_views, in one line
+        with pytest.raises(InvalidInputError, match="window"):
+            outline_views(_recipe_png(tmp_path, (256, 64), window=value))
+    text = tmp_path / "text.png"
+    text.write_text("not a picture")
+    with pytest.raises(InvalidInputError, match="this file is not a picture PIL can read"):
+        outline_views(str(text))

@@ -3,6 +3,7 @@ generation at a time with cancel, the session's images, and the masks painted in
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import threading
@@ -25,6 +26,12 @@ PAINT_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("yellow", (235, 210, 40)),
 )
 COLOUR_TOLERANCE = 60  # max |Δ| per channel of a painted pixel from its brush colour (antialiased edges are left out)
+# A run that was cancelled, or whose page went away, stops at the end of its current step; the next run waits this
+# long for it rather than being refused (a step of a large canvas on a CPU takes tens of seconds).
+STOP_WAIT_S = 120.0
+MAX_OUTLINE_PX = 2**26  # 67 Mpx (16384 × 4096): the RGB copy the outlines are drawn on is then 192 MiB
+MAX_PAINT_PX = 2**24  # 16.8 Mpx (4096 × 4096): an imported layout's canvas; its RGBA paint layer is then 64 MiB
+MAX_OUTLINED_VIEWS = 10_000  # views drawn on one picture: far more than any window and stride of the UI's sizes give
 
 
 class Cancelled(Exception):
@@ -80,6 +87,7 @@ class UiSession:
     _previews: dict[str, Any] = field(default_factory=dict)
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event | None = None  # the page-gone flag of the run in progress
 
     def choices(self) -> list[str]:
         return model_choices(self.models_dir, self.default_model)
@@ -117,34 +125,46 @@ class UiSession:
         """Ask the run in progress to stop at its next step."""
         self._cancel.set()
 
+    def stopping(self) -> bool:
+        """Whether the run in progress was cancelled or lost its page (it ends at its next step)."""
+        stop = self._stop
+        return self._cancel.is_set() or (stop is not None and stop.is_set())
+
     def run(
         self,
         call: Callable[..., Any],
         progress: Callable[[int, int], None] | None = None,
         preview: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
         **kwargs: Any,
     ) -> str:
         """Run ``call(**kwargs, callback_on_step_end=…)`` (a pipeline method), one at a time; write its image as a
         PNG with its recipe and return the file's path. ``progress(step, steps)`` after every step; ``preview(x)``
         every :data:`PREVIEW_EVERY` steps with the step's x̂₀ (or its latents where the scheduler reports no x̂₀).
-        Raises :class:`Cancelled` when cancelled (nothing written)."""
+        ``stop``, set when the page that asked for the run goes away, ends it at its next step as Cancel does.
+        A run asked for while another is stopping waits for it (up to :data:`STOP_WAIT_S`).
+        Raises :class:`Cancelled` when cancelled or stopped (nothing written)."""
         from multidiffusion.interfaces.files.png import save_png
         from multidiffusion.pipeline.settings.recipe import METADATA_KEY
 
-        if not self._lock.acquire(blocking=False):
+        stop = stop if stop is not None else threading.Event()
+        if not self._lock.acquire(blocking=False) and not (self.stopping() and self._lock.acquire(timeout=STOP_WAIT_S)):
             raise InvalidInputError("a generation is already running; wait for it or cancel it")
         try:
             self._cancel.clear()
+            self._stop = stop
+            if stop.is_set():  # the page went away while the model loaded
+                raise Cancelled("cancelled: the page that asked for this run is gone")
 
             def on_step(state: Any) -> bool:
                 if progress is not None:
                     progress(state.step_index + 1, state.num_steps)
                 if preview is not None and (state.step_index + 1) % PREVIEW_EVERY == 0:
                     preview(state.denoised if state.denoised is not None else state.latents)
-                return self._cancel.is_set()
+                return self.stopping()
 
             result = call(**kwargs, callback_on_step_end=on_step, progress=False)
-            if self._cancel.is_set():
+            if self.stopping():
                 raise Cancelled("cancelled: nothing was written")
             path = self.out_dir / f"multidiffusion-{len(self.images) + 1:03d}-{os.getpid()}.png"
             meta = result.metadata
@@ -152,26 +172,47 @@ class UiSession:
             self.images = [*self.images, str(path)][-MAX_SESSION_IMAGES:]
             return str(path)
         finally:
+            self._stop = None
             self._lock.release()
 
 
 def outline_views(path: str, outline: tuple[int, int, int] = (255, 255, 255)) -> Any:
     """The image at ``path`` (a PNG made here) with the views of its run outlined, from its recipe: window, stride
-    and wrap in pixels (views that wrap around a 360° canvas are drawn in two parts). A PIL image."""
+    and wrap in pixels (views that wrap around a 360° canvas are drawn in two parts). A PIL image.
+
+    The file may be any upload, so what it asks for is checked before anything is decoded or drawn: at most
+    :data:`MAX_OUTLINE_PX` pixels (from the PNG's header) and :data:`MAX_OUTLINED_VIEWS` views (counted from the
+    window, stride and size)."""
     from PIL import Image, ImageDraw
 
     from multidiffusion.core import layout_views
+    from multidiffusion.interfaces.ui.uploads import picture_size
+    from multidiffusion.pipeline.settings.checks import count_views
     from multidiffusion.pipeline.settings.reproduce import read_recipe
 
+    width, height = picture_size(path)
+    if width * height > MAX_OUTLINE_PX:
+        limit = f"{MAX_OUTLINE_PX / 1e6:.0f} Mpx"
+        raise InvalidInputError(f"this picture is {width}×{height} px; views are outlined on pictures of up to {limit}")
     recipe = read_recipe(path)
-    image = Image.open(path).convert("RGB")
     window, stride = recipe.get("window"), recipe.get("stride")
     if not window or not stride:
         raise InvalidInputError("this image's recipe has no fixed window and stride to outline")
-    height, width = image.height, image.width
-    wrap_x = bool(recipe.get("circular")) or "x" in str(recipe.get("tile") or "")
-    cell = int(np.gcd.reduce([int(window), int(stride), height, width]))
-    views = layout_views(height // cell, width // cell, int(window) // cell, int(stride) // cell, circular=wrap_x)
+    for name, value in (("window", window), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"this image's recipe has a {name} of {value!r}; it must be a whole number of px")
+    wrap_x = recipe.get("circular") is True or "x" in str(recipe.get("tile") or "")
+    cell = math.gcd(window, stride, height, width)
+    rows = count_views(height // cell, window // cell, stride // cell)
+    count = rows * count_views(width // cell, window // cell, stride // cell, wrap_x)
+    if count > MAX_OUTLINED_VIEWS:
+        raise InvalidInputError(
+            f"this image's recipe (window {window} px, stride {stride} px) lays {count:,} views; "
+            f"at most {MAX_OUTLINED_VIEWS:,} are outlined"
+        )
+    views = layout_views(height // cell, width // cell, window // cell, stride // cell, circular=wrap_x)
+    with Image.open(path) as picture:
+        image = picture.convert("RGB")
     draw = ImageDraw.Draw(image)
     for view in views:
         top, left = view.top * cell, view.left * cell
@@ -211,24 +252,14 @@ def layout_to_zip(masks: dict[str, np.ndarray], prompts: dict[str, str], backgro
 def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
     """A layout the CLI reads (``layout.json``, or a zip of it with its masks) as (RGBA paint layer, prompt per brush
     colour, background prompt): a region named after a brush colour (as exported) is painted in it, the others in
-    the colours left, in order (at most as many regions as colours)."""
-    import tempfile
-    import zipfile
-
+    the colours left, in order (at most as many regions as colours). The upload is unpacked within caps into a
+    folder of its own, the only one its names may point into (:mod:`~multidiffusion.interfaces.ui.uploads`)."""
+    from multidiffusion.interfaces.ui.uploads import LAYOUT_NAME, unpack_layout
     from multidiffusion.pipeline.inputs.region_file import load_region_file
 
-    file = Path(path)
-    with tempfile.TemporaryDirectory() as folder:
-        if zipfile.is_zipfile(file):
-            with zipfile.ZipFile(file) as archive:
-                for member in archive.namelist():  # flat names only: nothing is written outside the folder
-                    if "/" in member or "\\" in member or member.startswith("."):
-                        raise InvalidInputError(f"the layout zip holds {member!r}; only flat file names are read")
-                archive.extractall(folder)
-            file = Path(folder) / "layout.json"
-            if not file.is_file():
-                raise InvalidInputError("the layout zip holds no layout.json")
-        layout = load_region_file(file)
+    with tempfile.TemporaryDirectory(prefix="multidiffusion-layout-") as folder:
+        layout_file = unpack_layout(Path(path), Path(folder), MAX_PAINT_PX)
+        layout = load_region_file(layout_file, root=folder, shown=LAYOUT_NAME)
     if len(layout.regions) > len(PAINT_COLOURS):
         raise InvalidInputError(
             f"the layout has {len(layout.regions)} regions; the page paints at most {len(PAINT_COLOURS)}"
@@ -240,7 +271,7 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
     palette = dict(PAINT_COLOURS)
     named = [r.name for r in layout.regions if r.name in palette]  # an exported layout names its colours
     free = [name for name, _ in PAINT_COLOURS if name not in named]
-    for region in layout.regions:
+    for i, region in enumerate(layout.regions):
         name = region.name if region.name in palette and region.name not in prompts else free.pop(0)
         colour = palette[name]
         if region.box is not None:
@@ -249,6 +280,9 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
             painted[y0:y1, x0:x1] = True
         else:
             painted = mask_tensor(region.mask).numpy() >= 0.5
+            if painted.shape != layer.shape[:2]:
+                (h, w), (height, width) = painted.shape, layer.shape[:2]
+                raise InvalidInputError(f"regions[{i}].mask is {w}×{h} px but the canvas is {width}×{height} px")
         layer[painted] = (*colour, 255)
         prompts[name] = region.prompt
     background = layout.background.prompt if layout.background is not None else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ import gradio as gr
 
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.ui.session import Cancelled, UiSession
+
+HEARTBEAT_S = 1.0  # longest wait between a run's updates to the page
+_QUOTED_PATH = re.compile(r"""(['"])((?:/|~/|[A-Za-z]:[\\/])[^'"]*)\1""")  # a path as repr() quotes it
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,21 @@ def bind(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
 
 
 def error(exc: BaseException) -> Exception:
-    """``exc`` as a message in the page (its first line), without a traceback."""
-    return gr.Error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, print_exception=False)
+    """``exc`` as a message in the page (its first line, with any quoted absolute path cut to its last part: the
+    page must not show the server's folders), without a traceback."""
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return gr.Error(hide_paths(line), print_exception=False)
+
+
+def hide_paths(line: str) -> str:
+    """``line`` with each quoted absolute path (``'/tmp/x/y.png'``, or a Windows one) replaced by its last part
+    (``'y.png'``)."""
+
+    def last_part(match: re.Match[str]) -> str:
+        quote, path = match.group(1), match.group(2)
+        return quote + re.split(r"[/\\]+", path.rstrip("/\\"))[-1] + quote
+
+    return _QUOTED_PATH.sub(last_part, line)
 
 
 def unchanged(count: int) -> list[Any]:
@@ -135,23 +152,40 @@ def denoising(progress: Any) -> Callable[[int, int], None]:
     return lambda i, n: progress((i, n), desc="denoising")
 
 
-def streamed(session: UiSession, model: str, job: Callable[[Any], str]) -> Iterator[Any]:
-    """Run ``job(preview)`` (a :meth:`UiSession.run` call) in a thread and yield the page's updates: a live preview
-    each time the run reports one, then (preview, result, download, gallery). Errors become one message."""
+def streamed(session: UiSession, model: str, job: Callable[[Any, threading.Event], str]) -> Iterator[Any]:
+    """Run ``job(preview, stop)`` (a :meth:`UiSession.run` call) in a thread and yield the page's updates: a live
+    preview each time the run reports one (and an empty update every :data:`HEARTBEAT_S` without one), then
+    (preview, result, download, gallery). Errors become one message.
+
+    When the page goes away, Gradio stops iterating this generator at its next update and closes it; ``stop`` is
+    then set, so the run ends at its next step and the next run can start."""
     updates: queue.Queue[Any] = queue.Queue()
     outcome: dict[str, Any] = {}
+    stop = threading.Event()
 
     def work() -> None:
         try:
-            outcome["path"] = job(lambda latents: updates.put(session.preview_image(model, latents)))
+            outcome["path"] = job(lambda latents: updates.put(session.preview_image(model, latents)), stop)
         except BaseException as exc:  # shown in the page below
             outcome["error"] = exc
         finally:
             updates.put(None)
 
-    threading.Thread(target=work, daemon=True).start()
-    while (picture := updates.get()) is not None:
-        yield picture, gr.update(), gr.update(), gr.update()
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                picture = updates.get(timeout=HEARTBEAT_S)
+            except queue.Empty:  # an update lets Gradio notice a page that went away
+                yield gr.update(), gr.update(), gr.update(), gr.update()
+                continue
+            if picture is None:
+                break
+            yield picture, gr.update(), gr.update(), gr.update()
+    finally:
+        if "path" not in outcome and "error" not in outcome:  # closed before the run ended
+            stop.set()
     failure = outcome.get("error")
     if failure is not None:
         if isinstance(failure, (Cancelled, InvalidInputError, ValueError, RuntimeError)):

@@ -1,7 +1,7 @@
 """Region files: the canvas, its background and its regions (prompts with masks or boxes) as JSON. Errors name the
 offending JSON path (``regions[2].box``). (A *layout* in this package is how views are laid: ``ViewSettings.layout``.)
 
-Format (sizes in pixels; mask paths relative to the region file)::
+Format (sizes in pixels; file paths relative to the region file, and inside its folder)::
 
     {
       "width": 1024, "height": 512,
@@ -24,12 +24,21 @@ Format (sizes in pixels; mask paths relative to the region file)::
 ``init_image`` places the image with its top-left corner at (left, top) px of the canvas; its pixels are kept
 (blended every step, docs/image_inputs.md) except where its optional mask is white, and everything outside it is
 drawn by the regions. ``strength`` below 1 starts the drawn part from the image noised to that strength.
+
+Every file a region file names (masks, the ``init_image`` and its mask, control images, LoRAs, local ControlNet
+folders) must be inside its *root*: the region file's own folder unless the caller gives another (the web UI gives
+the upload's folder, and then only relative names are taken). Names are resolved (``..`` and symbolic links)
+before anything is opened; one that resolves outside the root is refused with the same line whether or not the
+file exists, and messages name files relative to the root, never by their full path (docs/regions.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,7 @@ from typing import Any
 import torch
 
 from multidiffusion.adapters.customise.lora import LoraSpec
+from multidiffusion.adapters.loading.resolve import looks_like_repo_id
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.regions import Region, mask_tensor
 from multidiffusion.pipeline.customise.control_spec import ControlSpec
@@ -126,8 +136,68 @@ def read_mask(path: Path, where: str) -> torch.Tensor:
     return mask_tensor(open_image(path, "mask image", "L", f"{where}: "), where)
 
 
-def parse_region_file(data: Any, base: Path) -> RegionFile:
-    """Validate a layout object (parsed JSON); mask paths are relative to ``base``."""
+@dataclass(frozen=True)
+class Folder:
+    """Where a region file's names point: ``base``, the folder names are relative to, inside ``root``, the folder
+    no name may leave (both resolved); ``relative_only``: absolute names are refused even inside the root."""
+
+    base: Path
+    root: Path
+    relative_only: bool = False
+
+    @classmethod
+    def of(cls, base: str | Path, root: str | Path | None = None) -> Folder:
+        """``base`` and ``root`` resolved; ``root`` None: ``base`` itself, where absolute names inside it are
+        accepted. A root given (an upload's folder) takes relative names only: an upload does not know where it is
+        stored, and a guessed absolute name must not tell whether it is inside."""
+        base = Path(base).resolve()
+        if root is None:
+            return cls(base, base)
+        return cls(base, Path(root).resolve(), relative_only=True)
+
+    def file(self, name: str, where: str) -> Path:
+        """``name`` (as the region file gives it, at JSON path ``where``) as a path inside the root; refused when it
+        resolves (``..``, symbolic links) outside, or is absolute where :attr:`relative_only`, before anything is
+        opened, so the line is the same whether such a file exists or not."""
+        outside = InvalidInputError(
+            f"{where} names a file outside the region file's folder; a region file may name only files in its "
+            "folder or below it"
+        )
+        if not name or "\x00" in name or (self.relative_only and Path(name).is_absolute()):
+            raise outside
+        # ``..`` first as text, so that nothing outside the root is looked up (whether a folder there is a
+        # symbolic link would change where a name lands); then the symbolic links inside
+        joined = Path(os.path.normpath(self.base / name))
+        if not joined.is_relative_to(self.root):
+            raise outside
+        try:
+            path = joined.resolve()
+        except (OSError, RuntimeError, ValueError):  # a symbolic-link loop, a name the system refuses
+            raise outside from None
+        if not path.is_relative_to(self.root):
+            raise outside
+        return path
+
+    def shown(self, path: Path) -> str:
+        """``path`` as messages name it: relative to the root (a full path can reveal a server's folders)."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return path.name
+
+    @contextmanager
+    def reading(self, path: Path) -> Iterator[None]:
+        """Errors raised while reading ``path`` name it as :meth:`shown` does instead of by its full path."""
+        try:
+            yield
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc).replace(repr(str(path)), repr(self.shown(path)))) from exc
+
+
+def parse_region_file(data: Any, base: str | Path, root: str | Path | None = None) -> RegionFile:
+    """Validate a layout object (parsed JSON); file paths are relative to ``base`` and must stay inside ``root``
+    (``base`` itself when None; see the module's docstring)."""
+    folder = Folder.of(base, root)
     if not isinstance(data, dict):
         raise InvalidInputError("the layout must be a JSON object")
     _unknown(data, TOP_KEYS, "")
@@ -168,8 +238,9 @@ def parse_region_file(data: Any, base: Path) -> RegionFile:
             raise InvalidInputError(f"{where}.box must be four whole pixel numbers [x0, y0, x1, y1]")
         mask = None
         if raw.get("mask") is not None:
-            mask_path = _string(raw, "mask", where)
-            mask = read_mask(base / mask_path, f"{where}.mask")
+            mask_path = folder.file(_string(raw, "mask", where) or "", f"{where}.mask")
+            with folder.reading(mask_path):
+                mask = read_mask(mask_path, f"{where}.mask")
         weight = _number(raw, "weight", where)
         regions.append(
             Region(
@@ -180,11 +251,12 @@ def parse_region_file(data: Any, base: Path) -> RegionFile:
                 guidance_scale=_number(raw, "guidance_scale", where),
                 weight=1.0 if weight is None else weight,
                 name=_string(raw, "name", where),
-                control=_controls(raw.get("control"), base, f"{where}.control"),
-                loras=_loras(raw.get("loras"), base, f"{where}.loras"),
+                control=_controls(raw.get("control"), folder, f"{where}.control"),
+                loras=_loras(raw.get("loras"), folder, f"{where}.loras"),
             )
         )
-    image = _init_image(data.get("init_image"), base, height, width) if data.get("init_image") is not None else None
+    raw_image = data.get("init_image")
+    image = _init_image(raw_image, folder, height, width) if raw_image is not None else None
     seed = data.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         raise InvalidInputError(f"seed must be a whole number in 0…{MAX_SEED}, got {seed!r}")
@@ -201,10 +273,16 @@ def parse_region_file(data: Any, base: Path) -> RegionFile:
     )
 
 
-def _local(base: Path, path: str) -> str:
-    """A path relative to the layout file when it names something there, else as given (a hub id)."""
-    candidate = base / path
-    return str(candidate) if candidate.exists() else path
+def _model(folder: Folder, name: str, where: str) -> str:
+    """A ControlNet: a folder inside the root when it names one there, else a hub id (``owner/name``) as given."""
+    candidate = folder.file(name, where)
+    if candidate.exists():
+        return str(candidate)
+    if not looks_like_repo_id(name):
+        raise InvalidInputError(
+            f"{where} names no folder in the region file's folder and no hub id (owner/name): {name!r}"
+        )
+    return name
 
 
 def _items(raw: Any, where: str) -> list[Any]:
@@ -215,7 +293,7 @@ def _items(raw: Any, where: str) -> list[Any]:
     return raw
 
 
-def _controls(raw: Any, base: Path, where: str) -> tuple[ControlSpec, ...]:
+def _controls(raw: Any, folder: Folder, where: str) -> tuple[ControlSpec, ...]:
     """A region's ``control``: [{"model": folder or hub id, "image": guide image, "scale", "start", "end",
     "resize"}], paths relative to the layout file."""
     specs = []
@@ -228,8 +306,8 @@ def _controls(raw: Any, base: Path, where: str) -> tuple[ControlSpec, ...]:
         image = _string(item, "image", at, required=True) or ""
         numbers = {k: _number(item, k, at) for k in ("scale", "start", "end")}
         spec = ControlSpec(
-            _local(base, model),
-            str(base / image),
+            _model(folder, model, f"{at}.model"),
+            str(folder.file(image, f"{at}.image")),
             1.0 if numbers["scale"] is None else numbers["scale"],
             0.0 if numbers["start"] is None else numbers["start"],
             1.0 if numbers["end"] is None else numbers["end"],
@@ -240,7 +318,7 @@ def _controls(raw: Any, base: Path, where: str) -> tuple[ControlSpec, ...]:
     return tuple(specs)
 
 
-def _loras(raw: Any, base: Path, where: str) -> tuple[LoraSpec, ...]:
+def _loras(raw: Any, folder: Folder, where: str) -> tuple[LoraSpec, ...]:
     """A region's ``loras``: [{"path": file, "scale": s}] or ["file[:scale]"], paths relative to the layout file."""
     specs = []
     for i, item in enumerate(_items(raw, where)):
@@ -253,31 +331,36 @@ def _loras(raw: Any, base: Path, where: str) -> tuple[LoraSpec, ...]:
             spec = LoraSpec(_string(item, "path", at, required=True) or "", 1.0 if scale is None else scale)
         else:
             raise InvalidInputError(f"{at} must be a path or an object with a path and a scale")
-        specs.append(LoraSpec(_local(base, spec.path), spec.scale))
+        specs.append(LoraSpec(str(folder.file(spec.path, at)), spec.scale))
     return tuple(specs)
 
 
-def _init_image(raw: Any, base: Path, height: int, width: int) -> ImageStart:
+def _init_image(raw: Any, folder: Folder, height: int, width: int) -> ImageStart:
     """The layout's ``init_image`` (a path, or an object of :data:`INIT_IMAGE_KEYS`) placed on the canvas."""
     where = "init_image"
     spec = {"path": raw} if isinstance(raw, str) else raw
     if not isinstance(spec, dict):
         raise InvalidInputError(f"{where} must be an image path or an object with a path")
     _unknown(spec, INIT_IMAGE_KEYS, where)
-    path = base / (_string(spec, "path", where, required=True) or "")
+    path = folder.file(_string(spec, "path", where, required=True) or "", f"{where}.path")
     left, top = (spec.get(k, 0) for k in ("left", "top"))
     for key, value in (("left", left), ("top", top)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise InvalidInputError(f"{where}.{key} must be a whole number of pixels ≥ 0, got {value!r}")
-    pixels = read_image(path, f"{where} image")
-    mask_path = _string(spec, "mask", where)
-    known = None if mask_path is None else read_known(base / mask_path, tuple(pixels.shape[2:]), what=f"{where}.mask")
+    with folder.reading(path):
+        pixels = read_image(path, f"{where} image")
+    mask_name = _string(spec, "mask", where)
+    mask_path = None if mask_name is None else folder.file(mask_name, f"{where}.mask")
+    known = None
+    if mask_path is not None:
+        with folder.reading(mask_path):
+            known = read_known(mask_path, tuple(pixels.shape[2:]), what=f"{where}.mask")
     canvas, known = place(pixels, known, (height, width), left, top, where)
     strength = _number(spec, "strength", where)
     feather = _number(spec, "feather", where)
     record = {"mode": "init_image", "input": file_record(path), "left": left, "top": top}
     if mask_path is not None:
-        record["mask"] = file_record(base / mask_path)
+        record["mask"] = file_record(mask_path)
     return ImageStart(
         canvas,
         known,
@@ -287,23 +370,43 @@ def _init_image(raw: Any, base: Path, height: int, width: int) -> ImageStart:
     )
 
 
-def load_region_file(path: str | Path) -> RegionFile:
-    """Read and validate a layout JSON file."""
+def named_files(data: Any) -> set[str]:
+    """The files a layout object (parsed JSON, not yet validated) names and reads when loaded: its regions' masks
+    and control images, its ``init_image`` and that image's mask; LoRAs and ControlNets are left out (they are
+    loaded with the model, not with the layout). What is not a string is skipped: :func:`parse_region_file`
+    refuses it."""
+    names: list[Any] = []
+    regions = data.get("regions") if isinstance(data, dict) else None
+    for region in regions if isinstance(regions, list) else []:
+        if isinstance(region, dict):
+            names.append(region.get("mask"))
+            controls = region.get("control")
+            for control in controls if isinstance(controls, list) else []:
+                names.append(control.get("image") if isinstance(control, dict) else None)
+    image = data.get("init_image") if isinstance(data, dict) else None
+    names += [image] if not isinstance(image, dict) else [image.get("path"), image.get("mask")]
+    return {name for name in names if isinstance(name, str)}
+
+
+def load_region_file(path: str | Path, root: str | Path | None = None, shown: str | None = None) -> RegionFile:
+    """Read and validate a layout JSON file. The files it names must be inside ``root`` (None: the file's own
+    folder); ``shown`` is how messages name the file (None: its path as given)."""
     path = Path(path)
+    name = repr(str(path) if shown is None else shown)
     if path.is_dir():
-        raise InvalidInputError(f"layout {str(path)!r} is a folder; give a layout JSON file")
+        raise InvalidInputError(f"layout {name} is a folder; give a layout JSON file")
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_LAYOUT_BYTES + 1)
     except OSError as exc:
-        raise InvalidInputError(f"cannot read layout file {str(path)!r}: {exc.strerror or exc}") from exc
+        raise InvalidInputError(f"cannot read layout file {name}: {exc.strerror or exc}") from exc
     if len(raw) > MAX_LAYOUT_BYTES:
-        raise InvalidInputError(f"layout {str(path)!r} is over {MAX_LAYOUT_BYTES // 2**20} MiB; a layout is a few kB")
+        raise InvalidInputError(f"layout {name} is over {MAX_LAYOUT_BYTES // 2**20} MiB; a layout is a few kB")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"layout {str(path)!r} is not UTF-8 text (byte {exc.start})") from exc
-    return parse_region_file(parse_json(text, f"layout {str(path)!r}"), path.parent)
+        raise InvalidInputError(f"layout {name} is not UTF-8 text (byte {exc.start})") from exc
+    return parse_region_file(parse_json(text, f"layout {name}"), path.parent, root)
 
 
 def parse_json(text: str, what: str) -> Any:

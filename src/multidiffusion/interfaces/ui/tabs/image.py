@@ -84,9 +84,9 @@ def image_run(session, model, mode, edited, prompt, steps, seed, scale, strength
     except (InvalidInputError, ValueError) as exc:
         raise error(exc) from None
 
-    def job(preview):
+    def job(preview, stop):
         pipe = session.pipeline(model)
-        return session.run(getattr(pipe, call), denoising(progress), preview, **kwargs, **common)
+        return session.run(getattr(pipe, call), denoising(progress), preview, stop, **kwargs, **common)
 
     yield from streamed(session, model, job)
 

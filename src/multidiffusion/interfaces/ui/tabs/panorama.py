@@ -138,12 +138,13 @@ def wire(tab: PanoramaTab, page: Page) -> None:
 def panorama(session, model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync,
              circular, batch, layout, sync_weight, global_view, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)  # fmt: skip
     # Generate: one panorama of the form, its previews streamed to the page, then its result
-    def job(preview):
+    def job(preview, stop):
         pipe = session.pipeline(model)
         return session.run(
             pipe.__call__,
             denoising(progress),
             preview,
+            stop,
             prompt=prompt,
             negative_prompt=negative or None,
             height=int(height),

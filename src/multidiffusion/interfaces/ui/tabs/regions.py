@@ -151,11 +151,12 @@ def regions(session, model, paint, background, steps, guidance, seed, *per_colou
         raise error(exc) from None
     height, width = layer.shape[:2]
 
-    def job(preview):
+    def job(preview, stop):
         return session.run(
             pipe.regions,
             denoising(progress),
             preview,
+            stop,
             regions=regs,
             background=background or None,
             height=height,
