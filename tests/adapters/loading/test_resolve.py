@@ -119,3 +119,24 @@ def test_pickled_weights_need_allow_pickle(tmp_path, small, small_pipe):
     out = pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs)
     expected = small_pipe("sky", generator=torch.Generator().manual_seed(0), **kwargs)
     assert torch.equal(out.latents, expected.latents)
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        ("[1, 2]", "holds a JSON array, not an object naming the pipeline"),
+        ("42", "holds a JSON number"),
+        ("{}", "names no pipeline (_class_name)"),
+        ('{"_class_name": "KandinskyV22Pipeline"}', "which this tool does not run"),
+    ],
+)
+def test_a_folder_whose_model_index_is_no_pipeline_is_refused_before_loading(tmp_path, index, message):
+    """The cheap check reads model_index.json (1 kB) itself, so the API and the command line refuse it alike."""
+    (tmp_path / "model_index.json").write_text(index)
+    for attempt in (
+        lambda: check_model_source(str(tmp_path)),
+        lambda: MultiDiffusionPipeline.from_pretrained(str(tmp_path)),
+    ):
+        with pytest.raises(InvalidInputError) as caught:
+            attempt()
+        assert message in str(caught.value) and "\n" not in str(caught.value)

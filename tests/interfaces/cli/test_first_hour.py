@@ -102,9 +102,9 @@ def test_progress_eta_weighs_synchronised_steps():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sync-weight", "3"], "--sync-weight only apply with --sync"),
+        (["--sync-weight", "3"], "--sync-weight only applies with --sync"),
         (["--sync-stop-step", "2", "--sync-loss", "builtin"], "--sync-stop-step, --sync-loss only apply with --sync"),
-        (["--sync-checkpointing"], "--sync-checkpointing only apply with --sync"),
+        (["--sync-checkpointing"], "--sync-checkpointing only applies with --sync"),
         (["--sync", "--layout", "shifted"], "SyncDiffusion runs on a fixed sliding-window layout"),
         (["--layout", "half-overlap", "--stride", "64"], "sets the stride and weights"),
         (["--seed", "1e30"], "--seed: must be a whole number"),

@@ -73,23 +73,46 @@ def control_kinds() -> tuple[ControlKind, ...]:
     return tuple(dict.fromkeys(kind for family in REGISTRY for kind in family.control_kinds))
 
 
+MAX_MODEL_INDEX_BYTES = 2**20  # a diffusers model_index.json lists a dozen components in about 1 kB
+
+
 def model_index(source: str) -> dict[str, Any]:
-    """``model_index.json`` of a local diffusers folder or a hub repo id (from the cache, or the hub)."""
+    """``model_index.json`` of a local diffusers folder or a hub repo id (from the cache, or the hub): a JSON
+    object, else one line saying what the file holds instead."""
     folder = Path(source).expanduser()
     if folder.is_dir():
+        file = folder / "model_index.json"
         try:
-            return json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            too_big = file.stat().st_size > MAX_MODEL_INDEX_BYTES
+            index = None if too_big else json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
             raise InvalidInputError(
                 f"model folder {source!r}: cannot read model_index.json ({first_line(exc)})"
             ) from exc
-    from diffusers import DiffusionPipeline
+        if too_big:
+            raise InvalidInputError(
+                f"model folder {source!r}: model_index.json is larger than {MAX_MODEL_INDEX_BYTES >> 20} MiB"
+            )
+    else:
+        from diffusers import DiffusionPipeline
 
-    try:
-        with library_chatter_off():
-            return dict(DiffusionPipeline.load_config(source))
-    except Exception as exc:  # huggingface_hub raises many types; all mean "no model_index.json to read"
-        raise InvalidInputError(explain_load_error(source, exc)) from exc
+        try:
+            with library_chatter_off():
+                index = DiffusionPipeline.load_config(source)
+        except Exception as exc:  # huggingface_hub raises many types; all mean "no model_index.json to read"
+            raise InvalidInputError(explain_load_error(source, exc)) from exc
+    if not isinstance(index, Mapping):
+        raise InvalidInputError(
+            f"model {source!r}: model_index.json holds a JSON {_json_kind(index)}, not an object naming the pipeline "
+            'and its components ({"_class_name": …})'
+        )
+    return dict(index)
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def family_of_model(source: str) -> Family:

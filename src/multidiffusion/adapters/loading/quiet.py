@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 
 _LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate")
@@ -19,7 +20,8 @@ _LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate")
 
 @contextlib.contextmanager
 def library_chatter_off() -> Iterator[None]:
-    """Within the block: the libraries log errors only and show no progress bars; restored afterwards."""
+    """Within the block: the libraries log errors only, show no progress bars and no deprecation warning of one
+    another's arguments; restored afterwards."""
     import diffusers.utils.logging as diffusers_logging
     import huggingface_hub.utils as hub_utils
     import transformers.utils.logging as transformers_logging
@@ -34,7 +36,10 @@ def library_chatter_off() -> Iterator[None]:
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
         hub_utils.disable_progress_bars()
-        yield
+        with warnings.catch_warnings():
+            # diffusers passes huggingface_hub an argument it deprecated, whenever it reads a config from the hub
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            yield
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)

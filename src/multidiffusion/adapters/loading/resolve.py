@@ -108,11 +108,12 @@ def looks_like_repo_id(source: str) -> bool:
 
 
 def check_model_source(source: str, config: str | None = None, allow_pickle: bool = False) -> None:
-    """Cheap checks before loading: an existing folder with a model, a checkpoint file, a repo id, or a spec string
-    that a family claims (the Gaussian-field model's ``toy`` / ``toy:ell=3,sigma=0.3``, whose options the family
-    checks here); ``config`` only with a checkpoint file, and naming a model folder or repo id. Without
-    ``allow_pickle``, a pickled checkpoint file or a folder with a part stored only as pickle files is refused."""
-    from multidiffusion.adapters.families.registry import family_claiming
+    """Cheap checks before loading: an existing folder with a model (a ``model_index.json`` object naming a
+    pipeline run here), a checkpoint file, a repo id, or a spec string that a family claims (the Gaussian-field
+    model's ``toy`` / ``toy:ell=3,sigma=0.3``, whose options the family checks here); ``config`` only with a
+    checkpoint file, and naming a model folder or repo id. Without ``allow_pickle``, a pickled checkpoint file or a
+    folder with a part stored only as pickle files is refused."""
+    from multidiffusion.adapters.families.registry import family_claiming, family_of_model
     from multidiffusion.adapters.loading.diffusers_files import check_config_source
 
     if config is not None:
@@ -130,6 +131,7 @@ def check_model_source(source: str, config: str | None = None, allow_pickle: boo
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise InvalidInputError(f"model folder {source!r} holds no diffusers model (no model_index.json)")
+        family_of_model(source)  # a model_index.json that is no JSON object, or names no pipeline run here
         pickled = [] if allow_pickle else pickled_parts(path)
         if pickled:
             raise InvalidInputError(

@@ -10,22 +10,50 @@ from typing import Any
 from multidiffusion.core.errors import InvalidInputError, OutputError
 from multidiffusion.pipeline.settings.recipe import METADATA_KEY
 
-__all__ = ["METADATA_KEY", "check_output_path", "save_png"]
+__all__ = ["METADATA_KEY", "NAME_MAX", "check_output_path", "name_max", "save_png"]
+
+
+NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems; a folder may report fewer
+_RANDOM_PART = "abcdefgh.tmp"  # what ``tempfile.mkstemp`` adds to a prefix: 8 random characters, then the suffix
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes (:data:`NAME_MAX` where it does not
+    say)."""
+    try:
+        return min(NAME_MAX, os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the folder does not tell
+        return NAME_MAX
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """The output must be a ``.png`` file in an existing, writable folder (checked before any model loads)."""
+    """The output must be a ``.png`` file in an existing, writable folder, its name within the file system's
+    limit in bytes (checked before any model loads)."""
     out = Path(path).expanduser()
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"output {str(path)!r} must end in .png")
-    if out.is_dir():
-        raise InvalidInputError(f"output {str(path)!r} is a folder; give a file name ending in .png")
     folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise InvalidInputError(f"output folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+    size, limit = len(os.fsencode(out.name)), name_max(folder)
+    if size > limit:
+        raise InvalidInputError(
+            f"output name {_short(out.name)!r} is {size} bytes; a file name may have at most {limit} bytes"
+        )
+    try:
+        if out.is_dir():
+            raise InvalidInputError(f"output {str(path)!r} is a folder; give a file name ending in .png")
+        if not folder.is_dir():
+            raise InvalidInputError(f"output folder {str(folder)!r} does not exist")
+        writable = os.access(folder, os.W_OK | os.X_OK) and (not out.exists() or os.access(out, os.W_OK))
+    except OSError as exc:  # a path past PATH_MAX, a loop of links: the system's reason is the message
+        raise InvalidInputError(f"output {_short(str(path))!r}: {exc.strerror or exc}") from None
+    if not writable:
         raise InvalidInputError(f"output {str(path)!r} is not writable")
     return out
+
+
+def _short(text: str, keep: int = 60) -> str:
+    """``text`` cut to ``keep`` characters for a message (an ellipsis where it was cut)."""
+    return text if len(text) <= keep else text[: keep - 1] + "…"
 
 
 def _ordinary_mode(out: Path) -> int:
@@ -50,12 +78,19 @@ def _umask() -> int:
     return umask
 
 
+def _fitting(prefix: str, name: str, rest: str, limit: int) -> str:
+    """``prefix + name + rest`` with ``name`` cut, whole characters from its end, until it has at most ``limit``
+    bytes."""
+    name = name[: max(limit, 0)]  # a character is at least one byte
+    while name and len(os.fsencode(prefix + name + rest)) > limit:
+        name = name[:-1]
+    return prefix + name + rest
+
+
 def _temp_name(out: Path) -> str:
-    """A hidden temporary name beside ``out`` that stays within the file system's 255-byte name limit."""
-    stem = out.name
-    while len(os.fsencode(f".{stem}.") + b"abcdefgh.tmp") > 255:
-        stem = stem[: len(stem) // 2]
-    return f".{stem}."
+    """A hidden prefix for a temporary name beside ``out``: with the random part ``mkstemp`` adds, it stays within
+    the file system's name limit in bytes whatever ``out``'s length."""
+    return _fitting(".", out.name, ".", name_max(out.parent) - len(_RANDOM_PART))
 
 
 def _write(image: Any, out: Path, info: Any) -> None:
@@ -92,7 +127,8 @@ def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> 
         _write(image, out, info)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        rescue = Path(tempfile.gettempdir()) / f"multidiffusion-unsaved-{os.getpid()}-{out.name}"
+        spare = Path(tempfile.gettempdir())
+        rescue = spare / _fitting(f"multidiffusion-unsaved-{os.getpid()}-", out.stem, out.suffix, name_max(spare))
         try:
             _write(image, rescue, info)
         except OSError:

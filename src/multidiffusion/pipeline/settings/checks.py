@@ -14,12 +14,18 @@ MAX_STEPS = 10_000  # a global cap on scheduler steps (schedulers have their own
 MAX_CANVAS_PX = 2**30  # 1 Gpx (32768 × 32768): the decoded float32 image alone is 12 GiB
 MAX_VIEWS = 100_000  # views per step: the layout, weights and batches are built per view
 MAX_REGIONS = 256  # regions of a layout: each is a canvas-sized mask and a prompt encoded per run
+# A prompt's characters. Prompt weighting reads a long prompt in 75-token chunks, one text-encoder pass each, and
+# every cross-attention then attends to all of them: 10,000 characters of English are about 30 chunks.
+MAX_PROMPT_CHARS = 10_000
 
 
 def check_text(text: Any, what: str) -> str:
-    """A prompt must be a string of valid Unicode (encodable as UTF-8) without NUL characters."""
+    """A prompt must be a string of valid Unicode (encodable as UTF-8) without NUL characters, of at most
+    :data:`MAX_PROMPT_CHARS` characters."""
     if not isinstance(text, str):
         raise InvalidInputError(f"the {what} must be a string, got {type(text).__name__}")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidInputError(f"the {what} is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
