@@ -45,7 +45,7 @@ def test_default_model_offline_is_one_line_with_what_to_do(tmp_path, capfd):
 # 2. Output files get the mode an ordinary write gives them.
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_png_mode_follows_the_umask(tmp_path, umask, mode):
-    from multidiffusion.interfaces.files.png import save_png
+    from multidiffusion.pipeline.files.png import save_png
 
     before = os.umask(umask)
     try:
@@ -56,7 +56,7 @@ def test_png_mode_follows_the_umask(tmp_path, umask, mode):
 
 
 def test_png_replacing_a_file_keeps_its_mode_and_long_names_work(tmp_path):
-    from multidiffusion.interfaces.files.png import save_png
+    from multidiffusion.pipeline.files.png import save_png
 
     target = tmp_path / "a.png"
     target.write_bytes(b"old")

@@ -180,7 +180,7 @@ def test_hub_model_offline_is_a_clear_error(tmp_path, capfd):
 def test_failing_write_leaves_no_file(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
-    from multidiffusion.interfaces.files.png import save_png
+    from multidiffusion.pipeline.files.png import save_png
 
     target = tmp_path / "a.png"
 

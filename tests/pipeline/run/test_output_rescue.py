@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from multidiffusion.core.errors import OutputError
-from multidiffusion.interfaces.files import png
+from multidiffusion.pipeline.files import png
 
 
 def fail_for(target: Path, code: int = errno.EACCES):

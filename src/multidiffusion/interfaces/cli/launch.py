@@ -37,7 +37,7 @@ def check_common(args: argparse.Namespace) -> list[str]:
     from multidiffusion.adapters.schedulers.names import check_scheduler_name
     from multidiffusion.interfaces.cli.customise_options import customisation
     from multidiffusion.interfaces.cli.settings_options import sync_settings, view_settings
-    from multidiffusion.interfaces.files.png import check_output_path
+    from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.settings.checks import check_sampling, check_text
 
     if not 1 <= args.num_images <= MAX_IMAGES:
@@ -124,15 +124,6 @@ def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None
     return pipe
 
 
-def save_result(result: Any, index: int, path: str) -> None:
-    """Image ``index`` of a result to ``path``, with the A1111 text and the JSON recipe."""
-    from multidiffusion.interfaces.files.png import save_png
-    from multidiffusion.pipeline.settings.recipe import METADATA_KEY
-
-    meta = result.metadata
-    save_png(result.images[index], path, {"parameters": meta.to_a1111(index), METADATA_KEY: meta.to_json(index)})
-
-
 def seeds(first: int | None, count: int) -> list[int]:
     """``count`` seeds from ``first`` (a fresh one for None or ``RANDOM_SEED``) upward, wrapping at 2⁶⁴."""
     start = first if first is not None and first != RANDOM_SEED else secrets.randbits(32)
@@ -153,7 +144,7 @@ def each_image(
         result = make(torch.Generator().manual_seed(s))
         if result.images is None:  # another process than rank 0 under torchrun: rank 0 writes the file
             continue
-        save_result(result, 0, out)
+        result.save(out, index=0)
         log(f"{prefix}wrote {out} ({size} px) in {time.perf_counter() - start:.1f} s")
 
 

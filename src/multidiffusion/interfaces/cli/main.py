@@ -205,9 +205,9 @@ def run_panorama(args: argparse.Namespace) -> int:
 def run_regions(args: argparse.Namespace) -> int:
     """``multidiffusion regions``: read the region file, check, load, then make and write each image through the
     regions mode (and the segmentation)."""
-    from multidiffusion.interfaces.files.png import check_output_path
     from multidiffusion.interfaces.files.segmentation import save_segmentation
     from multidiffusion.pipeline.customise.customisation import RegionExtras
+    from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.inputs.region_file import load_region_file
     from multidiffusion.pipeline.modes.regions import check_regions, run_regions
 
@@ -279,7 +279,7 @@ def _load_recorded(args: argparse.Namespace, recipe: dict[str, Any], check: Call
 
 def run_reproduce(args: argparse.Namespace) -> int:
     """``multidiffusion reproduce``: read the recipe, check, load the recorded model, regenerate, write."""
-    from multidiffusion.interfaces.files.png import check_output_path
+    from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.settings.reproduce import read_recipe
 
     check_output_path(args.out)
@@ -289,14 +289,14 @@ def run_reproduce(args: argparse.Namespace) -> int:
     pipe = _load_recorded(args, recipe)
     start = time.perf_counter()
     result = pipe.reproduce(recipe, progress=not args.quiet)
-    launch.save_result(result, int(recipe.get("image_index", 0)), args.out)
+    result.save(args.out, index=int(recipe.get("image_index", 0)))
     launch.logger(args)(f"wrote {args.out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 
 def run_resume(args: argparse.Namespace) -> int:
     """``multidiffusion resume``: read the checkpoint, check, load its model, finish the run, write."""
-    from multidiffusion.interfaces.files.png import check_output_path
+    from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.run.checkpoint import Checkpoint
 
     checkpoint = Checkpoint.load(args.file, allow_pickle=args.allow_pickle)
@@ -312,7 +312,7 @@ def run_resume(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = pipe.resume(checkpoint, progress=not args.quiet, keep_checkpointing=keep)
     for i, out in enumerate(outs):
-        launch.save_result(result, i, out)
+        result.save(out, index=i)
         log(f"wrote {out} in {time.perf_counter() - start:.1f} s")
     return 0
 

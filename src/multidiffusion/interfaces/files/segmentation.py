@@ -59,7 +59,7 @@ def save_segmentation(
     """Write the colour-coded layout PNG (atomically) with a ``legend`` JSON text chunk."""
     from PIL import Image
 
-    from multidiffusion.interfaces.files.png import save_png
+    from multidiffusion.pipeline.files.png import save_png
 
     image, legend = segmentation_image(regions, background, height, width)
     save_png(Image.fromarray(image), path, {"legend": json.dumps(legend)})

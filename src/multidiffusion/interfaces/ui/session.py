@@ -144,9 +144,6 @@ class UiSession:
         ``stop``, set when the page that asked for the run goes away, ends it at its next step as Cancel does.
         A run asked for while another is stopping waits for it (up to :data:`STOP_WAIT_S`).
         Raises :class:`Cancelled` when cancelled or stopped (nothing written)."""
-        from multidiffusion.interfaces.files.png import save_png
-        from multidiffusion.pipeline.settings.recipe import METADATA_KEY
-
         stop = stop if stop is not None else threading.Event()
         if not self._lock.acquire(blocking=False) and not (self.stopping() and self._lock.acquire(timeout=STOP_WAIT_S)):
             raise InvalidInputError("a generation is already running; wait for it or cancel it")
@@ -167,8 +164,7 @@ class UiSession:
             if self.stopping():
                 raise Cancelled("cancelled: nothing was written")
             path = self.out_dir / f"multidiffusion-{len(self.images) + 1:03d}-{os.getpid()}.png"
-            meta = result.metadata
-            save_png(result.images[0], str(path), {"parameters": meta.to_a1111(0), METADATA_KEY: meta.to_json(0)})
+            result.save(path, index=0)
             self.images = [*self.images, str(path)][-MAX_SESSION_IMAGES:]
             return str(path)
         finally:

@@ -26,7 +26,6 @@ import json
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 
 from multidiffusion.core.errors import InvalidInputError, OutputError
+from multidiffusion.pipeline.files.atomic import write_atomically
 from multidiffusion.pipeline.run.scheduler_state import SchedulerState
 
 FORMAT = "multidiffusion checkpoint"
@@ -150,7 +150,7 @@ class Checkpoint:
         """
         target = Path(path).expanduser()
         try:
-            write_atomically(target, self.to_bytes())
+            write_atomically(target, self.to_bytes(), sync=True)
         except OSError as exc:
             raise OutputError(f"cannot write checkpoint {str(path)!r} ({_reason(exc)})") from exc
 
@@ -375,28 +375,6 @@ def _from_legacy(payload: bytes, label: str) -> Checkpoint:
         raise InvalidInputError(f"checkpoint {label!r} is damaged ({type(exc).__name__})") from exc
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (mode 0600), then rename it over ``path``; on any
-    failure (a full disk) the temporary file is removed and ``path`` is left as it was.
-
-    Raises:
-        OSError: as the system raised it.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)  # the rename must not land before the data (a crash would leave an empty file)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Recorder:
     """Keeps the latest finished step of a run and writes it as a checkpoint when due and on interruption.
 
@@ -448,7 +426,7 @@ class Recorder:
         if self.latest is None or self.written:
             return
         try:
-            write_atomically(self.settings.path, self.latest)
+            write_atomically(self.settings.path, self.latest, sync=True)
         except OSError as exc:
             kept = (
                 f"it still holds step {self.steps_written}: free some space, then finish the run with resume"

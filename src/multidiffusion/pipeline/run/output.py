@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.pipeline.settings.recipe import GenerationMetadata
 
 
@@ -30,6 +33,43 @@ class MultiDiffusionOutput:
     latents: Tensor
     metadata: GenerationMetadata
     steps_run: int
+
+    def save(self, path: str | os.PathLike[str], index: int | None = None) -> list[Path]:
+        """Write the images as PNGs that carry their recipe, so that
+        :meth:`~multidiffusion.pipeline.MultiDiffusionPipeline.reproduce` and ``multidiffusion reproduce`` regenerate
+        them (``images[i].save(path)`` of PIL writes no recipe). Each file is written atomically.
+
+        Args:
+            path: A ``.png`` file in an existing folder. With several images and no ``index``: ``stem-0.png``,
+                ``stem-1.png``, … beside it, as the command line names them.
+            index: Write only image ``index``, to ``path`` itself.
+
+        Returns:
+            The files written.
+
+        Raises:
+            InvalidInputError: the path is not a writable ``.png`` name, the index is out of range, or the images
+                are not PIL images (``output_type="pil"``, the default).
+            OutputError: a file could not be written (its image is rescued to the temporary folder; the line says
+                where).
+        """
+        from multidiffusion.pipeline.files.png import check_output_path, save_png
+        from multidiffusion.pipeline.settings.recipe import METADATA_KEY
+
+        if not isinstance(self.images, list):
+            raise InvalidInputError("only PIL images can be saved as PNGs: run with output_type='pil' (the default)")
+        count = len(self.images)
+        if index is not None and not (isinstance(index, int) and 0 <= index < count):
+            raise InvalidInputError(f"index must be a whole number in 0…{count - 1}, got {index!r}")
+        out = Path(path)
+        wanted = [index] if index is not None else list(range(count))
+        paths = [out] if len(wanted) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in wanted]
+        for file in paths:
+            check_output_path(file)
+        meta = self.metadata
+        for i, file in zip(wanted, paths, strict=True):
+            save_png(self.images[i], file, {"parameters": meta.to_a1111(i), METADATA_KEY: meta.to_json(i)})
+        return paths
 
 
 def to_unit_range(images: Tensor) -> Tensor:

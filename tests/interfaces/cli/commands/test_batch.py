@@ -193,7 +193,7 @@ def test_a_job_whose_file_cannot_be_written_does_not_stop_the_batch(toy_recipe, 
     """The write of job 1 fails (as a full disk would): its image is rescued, one line says where, and job 2 runs."""
     import tempfile
 
-    from multidiffusion.interfaces.files import png
+    from multidiffusion.pipeline.files import png
 
     folder, rescue = tmp_path / "jobs", tmp_path / "tmp"
     folder.mkdir(), rescue.mkdir()

@@ -45,7 +45,7 @@ class Job:
 def read_jobs(path: str, allow_outside: bool = False) -> list[Job]:
     """Every job of the file, checked (JSON, a known mode, a seed, an ``out`` PNG path inside the jobs file's folder
     unless ``allow_outside``, no two jobs writing one file); one line names the first problem and its line."""
-    from multidiffusion.interfaces.files.png import check_output_path
+    from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.settings.reproduce import call_arguments, read_recipe
 
     file = Path(path)
@@ -179,7 +179,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 continue
             if not allow_outside:  # a folder of the path swapped for a link since the jobs were checked
                 check_inside(job.out.resolve(), home, str(job.out))
-            launch.save_result(result, int(job.recipe.get("image_index", 0)), str(job.out))
+            result.save(job.out, index=int(job.recipe.get("image_index", 0)))
         except JOB_ERRORS as exc:
             failed[index[job.line]] = 1.0
             if shard.rank == 0 or not shared:  # a shared run fails alike on every rank: rank 0 says so

@@ -85,7 +85,7 @@ def run_eval_suite(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         generator = torch.Generator().manual_seed(seed)
         result = pipe(prompt, num_inference_steps=args.steps, generator=generator, progress=False, **kwargs)
-        launch.save_result(result, 0, str(path))
+        result.save(path, index=0)
 
     total = len(prompts) * args.per_prompt * (1 + len(settings) * len(sizes))
     done = 0

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from multidiffusion.core.errors import InvalidInputError, OutputError
-from multidiffusion.interfaces.files import png
+from multidiffusion.pipeline.files import atomic, png
 from tests.helpers.cli import exit_code, one_error_line
 
 TOY = ["--model", "toy", "--height", "32", "--width", "96", "--window", "32", "--steps", "1", "-q"]
@@ -41,10 +41,10 @@ def test_every_temporary_name_fits(tmp_path):
     """The prefix ``mkstemp`` gets, with its 8 random characters and ``.tmp``, is at most 255 bytes, cut at whole
     characters."""
     for name in ["x" * 255, "é" * 127 + "x", "雪" * 85, "a.png"]:
-        prefix = png._temp_name(tmp_path / name)
+        prefix = atomic.temp_prefix(tmp_path / name)
         assert len(os.fsencode(prefix + "abcdefgh.tmp")) <= 255
         assert prefix.startswith(".") and prefix.endswith(".") and (prefix[1:-1] in name)
-    assert png._temp_name(tmp_path / "a.png") == ".a.png."
+    assert atomic.temp_prefix(tmp_path / "a.png") == ".a.png."
 
 
 def test_the_rescue_name_fits_too(tmp_path, monkeypatch):

@@ -8,22 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError, OutputError
+from multidiffusion.pipeline.files.atomic import fitting_name, name_max, ordinary_mode, write_atomically
 from multidiffusion.pipeline.settings.recipe import METADATA_KEY
 
-__all__ = ["METADATA_KEY", "NAME_MAX", "check_output_path", "name_max", "save_png"]
-
-
-NAME_MAX = 255  # bytes in one file name on the usual Linux and macOS file systems; a folder may report fewer
-_RANDOM_PART = "abcdefgh.tmp"  # what ``tempfile.mkstemp`` adds to a prefix: 8 random characters, then the suffix
-
-
-def name_max(folder: Path) -> int:
-    """The longest file name, in bytes, that ``folder``'s file system takes (:data:`NAME_MAX` where it does not
-    say)."""
-    try:
-        return min(NAME_MAX, os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the folder does not tell
-        return NAME_MAX
+__all__ = ["METADATA_KEY", "check_output_path", "save_png"]
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -56,55 +44,9 @@ def _short(text: str, keep: int = 60) -> str:
     return text if len(text) <= keep else text[: keep - 1] + "…"
 
 
-def _ordinary_mode(out: Path) -> int:
-    """The permission bits an ordinary ``open(out, "w")`` would leave: the existing file's when it is
-    replaced, else 0o666 less the process umask (``mkstemp`` alone would leave 0o600)."""
-    try:
-        return out.stat().st_mode & 0o7777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux reports it (``os.umask`` sets as it reads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-def _fitting(prefix: str, name: str, rest: str, limit: int) -> str:
-    """``prefix + name + rest`` with ``name`` cut, whole characters from its end, until it has at most ``limit``
-    bytes."""
-    name = name[: max(limit, 0)]  # a character is at least one byte
-    while name and len(os.fsencode(prefix + name + rest)) > limit:
-        name = name[:-1]
-    return prefix + name + rest
-
-
-def _temp_name(out: Path) -> str:
-    """A hidden prefix for a temporary name beside ``out``: with the random part ``mkstemp`` adds, it stays within
-    the file system's name limit in bytes whatever ``out``'s length."""
-    return _fitting(".", out.name, ".", name_max(out.parent) - len(_RANDOM_PART))
-
-
 def _write(image: Any, out: Path, info: Any) -> None:
-    """Write atomically: a temporary file beside ``out``, then renamed over it; nothing is left on failure."""
-    mode = _ordinary_mode(out)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_name(out), suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the PNG atomically, with the permissions an ordinary write would give it."""
+    write_atomically(out, lambda f: image.save(f, format="PNG", pnginfo=info), mode=ordinary_mode(out))
 
 
 def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> None:
@@ -128,7 +70,7 @@ def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> 
     except OSError as exc:
         reason = exc.strerror or str(exc)
         spare = Path(tempfile.gettempdir())
-        rescue = spare / _fitting(f"multidiffusion-unsaved-{os.getpid()}-", out.stem, out.suffix, name_max(spare))
+        rescue = spare / fitting_name(f"multidiffusion-unsaved-{os.getpid()}-", out.stem, out.suffix, name_max(spare))
         try:
             _write(image, rescue, info)
         except OSError:
