@@ -131,3 +131,30 @@ def test_metadata_records_the_shifted_stride_and_no_paths():
     )
     record = regions.metadata.to_dict()["regions"][0]
     assert record["mask_size"] == [32, 64] and "mask_data" in record
+
+
+def test_a_recipe_names_a_model_it_may_load_or_asks_for_model(tmp_path, monkeypatch):
+    """Issue 31, item 12: only names that say what to load by themselves are loaded from a recipe."""
+    from multidiffusion.pipeline.settings.reproduce import model_to_load
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("toy", "toy:ell=3", "stabilityai/stable-diffusion-2-base"):
+        assert model_to_load({"model": name}, None) == name
+    (tmp_path / "tiny-sd").mkdir()
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    refused = {
+        str(tmp_path / "tiny-sd"): "names its model by a path",
+        "./tiny-sd": "names its model by a path",
+        "../x": "names its model by a path",
+        "~/models/x": "names its model by a path",
+        "C:\\models\\x": "names its model by a path",
+        "tiny-sd": "made with the local model 'tiny-sd'",  # a local name, even one that exists here
+        "owner/name": "also a path here",
+        "": "names no model",
+        None: "names no model",
+    }
+    for recorded, message in refused.items():
+        with pytest.raises(InvalidInputError, match=message) as info:
+            model_to_load({"model": recorded}, None)
+        assert "--model" in str(info.value) and "\n" not in str(info.value)
+        assert model_to_load({"model": recorded}, "given") == "given"

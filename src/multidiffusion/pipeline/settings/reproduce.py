@@ -8,6 +8,7 @@ the same (all recorded); this module warns where they cannot be.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Mapping
@@ -23,96 +24,123 @@ from multidiffusion.core.features.regions import Region
 from multidiffusion.core.features.sync import SyncSettings
 from multidiffusion.pipeline.inputs.masks import decode_mask
 from multidiffusion.pipeline.inputs.region_file import Background
-from multidiffusion.pipeline.settings.recipe import DEFAULTS, METADATA_KEY, SYNC_RECORDED, GenerationMetadata
-from multidiffusion.pipeline.settings.views import ViewSettings
-
-MODES = ("panorama", "regions")
-MAX_PIXELS = 1 << 28  # refuse decompression bombs when only the text chunks are wanted
+from multidiffusion.pipeline.settings.recipe import DEFAULTS, SYNC_RECORDED, GenerationMetadata
+from multidiffusion.pipeline.settings.recipe_png import png_recipe_text
+from multidiffusion.pipeline.settings.recipe_schema import MAX_RECIPE_BYTES, check_recipe
+from multidiffusion.pipeline.settings.views import ViewSettings, with_x_wrapped
 
 
 def read_recipe(source: str | Path | Mapping[str, Any] | GenerationMetadata) -> dict[str, Any]:
-    """The recipe as a dict, from a PNG written by this package, a JSON text, a dict or a metadata object.
+    """The recipe as a dict checked against the schema, from a PNG written by this package, a JSON text, a dict
+    or a metadata object. Every reader of a recipe (``reproduce``, ``resume``, ``batch``, the web UI) comes here.
 
     Raises:
-        InvalidInputError: the file cannot be read, holds no ``multidiffusion`` chunk, or the JSON is bad.
+        InvalidInputError: the file cannot be read or holds no ``multidiffusion`` chunk, the JSON is bad or too
+            deeply nested, the run started from an image, or the recipe breaks its schema
+            (:mod:`~multidiffusion.pipeline.settings.recipe_schema`). One line.
     """
     if isinstance(source, GenerationMetadata):
-        return source.to_dict()
+        return checked_recipe(source.to_dict())
     if isinstance(source, Mapping):
-        return dict(source)
+        return checked_recipe(source)
     text = str(source)
     if not text.lstrip().startswith("{"):
-        text = _png_recipe_text(Path(source))
+        text = png_recipe_text(Path(source))
+    if len(text) > MAX_RECIPE_BYTES:
+        raise InvalidInputError(f"the recipe is {len(text):,} characters long; the limit is {MAX_RECIPE_BYTES:,}")
     try:
         recipe = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"the recipe is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-    if isinstance(recipe, dict):
+        raise InvalidInputError(f"the recipe is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise InvalidInputError("the recipe's JSON is nested too deeply (a recipe is a few levels deep)") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise InvalidInputError(f"the recipe is not valid JSON: {str(exc).splitlines()[0][:120]}") from None
+    return checked_recipe(recipe)
+
+
+def checked_recipe(recipe: Any) -> dict[str, Any]:
+    """``recipe`` refused if it is a run this module cannot redo (:func:`refuse_image_run`), else checked against
+    the schema (:func:`~multidiffusion.pipeline.settings.recipe_schema.check_recipe`), as a new dict."""
+    if isinstance(recipe, Mapping):
         refuse_image_run(recipe)
-    if not isinstance(recipe, dict) or recipe.get("mode") not in MODES:
-        raise InvalidInputError(f"the recipe has no known mode (expected one of: {', '.join(MODES)})")
-    return recipe
+    return check_recipe(recipe)
 
 
 def refuse_image_run(recipe: Mapping[str, Any]) -> None:
     """Raise for the recipe of a run that started from an image (upscale, outpaint, inpaint, a layout's
     ``init_image``) or used files besides the model (ControlNets and guide images, LoRAs, embeddings): its PNG does
     not hold them, so it cannot be rerun from the recipe alone (yet)."""
+    seed = recipe.get("seed")
+    again = f"--seed {seed}" if isinstance(seed, int) and not isinstance(seed, bool) else "its seed"
     custom = recipe.get("customisation")
     if isinstance(custom, Mapping) and set(custom) - {"prompt_weighting"}:
         raise InvalidInputError(
             "this run used ControlNets, LoRAs or embeddings, whose files its PNG does not hold; run it again with the "
-            f"same --controlnet/--lora/--embedding files, --seed {recipe.get('seed')} and the settings its PNG records "
+            f"same --controlnet/--lora/--embedding files, {again} and the settings its PNG records "
             "(reproducing such runs is not supported yet)"
         )
     image = recipe.get("image")
-    if not image:
-        return
-    name = ((image.get("input") if isinstance(image, Mapping) else None) or {}).get("name") or "an image"
-    mode = recipe.get("mode", "image")
+    if not isinstance(image, Mapping) or not image:
+        return  # null, or a wrong type the schema names
+    source = image.get("input")
+    name = source.get("name") if isinstance(source, Mapping) else None
+    shown = repr(name[:80]) if isinstance(name, str) and name else "an image"
+    mode = recipe.get("mode")
+    mode = mode if isinstance(mode, str) and mode.isidentifier() and len(mode) <= 20 else "image"
     raise InvalidInputError(
-        f"this {mode} run started from {name}, which its PNG does not hold; run the {mode} command again on that "
-        f"image with --seed {recipe.get('seed')} and the settings its PNG records (reproducing image-input runs "
-        "is not supported yet)"
+        f"this {mode} run started from {shown}, which its PNG does not hold; run the {mode} command again on that "
+        f"image with {again} and the settings its PNG records (reproducing image-input runs is not supported yet)"
     )
 
 
-def _png_recipe_text(path: Path) -> str:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise InvalidInputError(f"{str(path)!r} has {image.width}×{image.height} px, more than this reads")
-            image.load()  # text chunks after the image data are read here
-            text = getattr(image, "text", {}).get(METADATA_KEY)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidInputError(f"cannot read image {str(path)!r}: {exc}") from exc
-    if text is None:
-        raise InvalidInputError(
-            f"{str(path)!r} carries no multidiffusion recipe (only PNGs written by this package do)"
-        )
-    return text
-
-
 def model_to_load(recipe: Mapping[str, Any], model: str | None) -> str:
-    """The model source to load: ``model`` if given, else the recorded repo id or spec.
+    """The model source to load: ``model`` if given, else the recorded model when it is a name that says what to
+    load by itself: a model spec a family claims (``toy``) or a hub repo id.
 
-    A local model is recorded by its folder or file name only, so it must be named again.
+    A recipe records a local model by its folder's or file's name only, and a recipe is untrusted: a path in it
+    (absolute or relative, or a repo id that is also a folder here) is never loaded, so such a model must be named
+    again with ``model`` (``--model``).
     """
     from multidiffusion.adapters.families.registry import family_claiming
     from multidiffusion.adapters.loading.resolve import looks_like_repo_id
 
     if model is not None:
         return model
-    recorded = str(recipe.get("model", ""))
-    if family_claiming(recorded) is not None or looks_like_repo_id(recorded) or Path(recorded).exists():
+    recorded = recipe.get("model")
+    if not isinstance(recorded, str) or not recorded:
+        raise InvalidInputError("the recipe names no model; give the model with --model")
+    shown = repr(recorded[:120])
+    if family_claiming(recorded) is not None:
         return recorded
+    if looks_like_repo_id(recorded):
+        if not _is_local(recorded):
+            return recorded
+        raise InvalidInputError(
+            f"the recipe's model {shown} is a hub repo id that is also a path here; give --model to say which to load"
+        )
+    if _looks_like_path(recorded):
+        raise InvalidInputError(
+            f"the recipe names its model by a path ({shown}); a recipe may name only a hub repo id or a model spec "
+            "such as 'toy', so give the model with --model"
+        )
     digest = recipe.get("model_sha256")
-    weights = f" (weights sha256 {digest[:12]}…)" if digest else ""
+    weights = f" (weights sha256 {digest[:12]}…)" if isinstance(digest, str) and digest.isalnum() else ""
     raise InvalidInputError(
-        f"the image was made with the local model {recorded!r}{weights}; give its folder or file with --model"
+        f"the image was made with the local model {shown}{weights}; give its folder or file with --model"
     )
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name with a folder in it or one that starts like a path (``/``, ``~``, ``.``, a drive letter)."""
+    return "/" in name or "\\" in name or name.startswith(("~", ".")) or (len(name) > 1 and name[1] == ":")
+
+
+def _is_local(name: str) -> bool:
+    try:
+        return Path(name).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL
+        return False
 
 
 def check_environment(recipe: Mapping[str, Any], model: Any) -> None:
@@ -136,21 +164,22 @@ def check_environment(recipe: Mapping[str, Any], model: Any) -> None:
 def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(mode, keyword arguments of the pipeline method that made the image), generator included.
 
-    Raises:
-        InvalidInputError: no seed was recorded (the generator had drawn numbers before the call).
-    """
-    from multidiffusion.adapters.schedulers.names import make_scheduler
+    The recipe is checked first (:func:`checked_recipe`; a dict from :func:`read_recipe` passes again unchanged),
+    so every value below has its recorded type, and recorded masks are decoded only after their sizes are checked.
 
-    seed = recipe.get("seed")
+    Raises:
+        InvalidInputError: the recipe breaks its schema, no seed was recorded (the generator had drawn numbers
+            before the call), or its scheduler config cannot build a scheduler. One line.
+    """
+    r = checked_recipe(recipe)
+    seed = r.get("seed")
     if seed is None:
         raise InvalidInputError(
             "the image records no seed (its generator had been used before the call), so it cannot be regenerated"
         )
-    r = dict(recipe)
-    refuse_image_run(r)
     scheduler: Any = r.get("scheduler", DEFAULTS.scheduler)
     if r.get("scheduler_config"):
-        scheduler = make_scheduler(scheduler, {}, r["scheduler_config"])
+        scheduler = _recorded_scheduler(scheduler, r["scheduler_config"], r["num_inference_steps"])
     kwargs: dict[str, Any] = {
         "height": r["height"],
         "width": r["width"],
@@ -160,7 +189,7 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         "scheduler": scheduler,
         "views": recorded_views(r),
         "sync": recorded_sync(r),
-        "generator": torch.Generator().manual_seed(int(seed)),
+        "generator": torch.Generator().manual_seed(seed),
         "view_batch_size": r.get("view_batch_size"),
     }
     if r.get("global_view") is not None:
@@ -175,20 +204,67 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         kwargs.update(prompt=list(r["prompt"]), negative_prompt=list(r["negative_prompt"]))
         return "panorama", kwargs
     background = r.get("background")
+    canvas = (r["height"], r["width"])
     kwargs.update(
-        regions=[_region(record, f"regions[{i}]") for i, record in enumerate(r.get("regions", []))],
-        background=Background(**background) if background else None,
-        negative_prompt=(r.get("negative_prompt") or [""])[0],
+        regions=[_region(record, f"regions[{i}]", canvas) for i, record in enumerate(r["regions"])],
+        background=Background(**background) if background is not None else None,
+        negative_prompt=r["negative_prompt"][0],
         bootstrap_fraction=r.get("bootstrap_fraction"),
     )
     return "regions", kwargs
 
 
+CONFIG_ERRORS: tuple[type[Exception], ...] = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    ZeroDivisionError,
+    RuntimeError,
+    NotImplementedError,
+)
+"""What a diffusers scheduler raises for a config of the right JSON types but values it cannot use."""
+
+
+def _recorded_scheduler(name: Any, config: Mapping[str, Any], steps: int) -> Any:
+    """The scheduler a recorded config builds, tried once on a one-element sample first, so that a value diffusers
+    checks only when it runs (an unknown ``prediction_type`` or ``timestep_spacing``) is refused here in one line
+    rather than mid-run. A config that shifts its schedule by the image size (``use_dynamic_shifting``) needs the
+    model's options to set its steps, so it is only built here; the run sets its steps."""
+    from multidiffusion.adapters.schedulers.names import make_scheduler
+
+    try:
+        scheduler = make_scheduler(name, {}, config)
+        if not config.get("use_dynamic_shifting"):
+            _try_one_step(copy.deepcopy(scheduler), steps)
+    except InvalidInputError:
+        raise
+    except CONFIG_ERRORS as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise InvalidInputError(f"the recipe's scheduler_config cannot run a {name} scheduler: {reason}") from None
+    return scheduler
+
+
+def _try_one_step(scheduler: Any, steps: int) -> None:
+    """Set the steps and take the first on a zero sample (1, 1, 1, 1); the global random state is left as it was
+    (stochastic schedulers draw noise in a step)."""
+    with torch.random.fork_rng(devices=[]):
+        scheduler.set_timesteps(steps, device="cpu")
+        sample = torch.zeros(1, 1, 1, 1)
+        t = scheduler.timesteps[0]
+        scale = getattr(scheduler, "scale_model_input", None)  # flow-matching schedulers have none
+        scheduler.step(torch.zeros_like(sample), t, scale(sample, t) if scale is not None else sample)
+
+
 def recorded_views(recipe: Mapping[str, Any]) -> ViewSettings:
     """The recipe's :class:`ViewSettings`. A named layout records the stride and weights it set, which it sets again;
-    recipes made before ``tile`` record a 360° canvas as ``circular``."""
+    recipes made before ``tile`` record a 360° canvas as ``circular`` (true: the columns wrap, as ``tile`` x)."""
     layout = recipe.get("layout")
-    tile = recipe.get("tile") or ("x" if recipe.get("circular") else None)
+    tile = recipe.get("tile")
+    if recipe.get("circular") is True:
+        tile = with_x_wrapped(tile)
     return ViewSettings(
         window=recipe.get("window"),
         stride=None if layout else recipe.get("stride"),
@@ -200,17 +276,17 @@ def recorded_views(recipe: Mapping[str, Any]) -> ViewSettings:
 
 def recorded_sync(recipe: Mapping[str, Any]) -> SyncSettings | None:
     """The recipe's :class:`SyncSettings` (its ``sync_*`` fields), or None when it did not synchronise."""
-    if not recipe.get("sync"):
+    if recipe.get("sync") is not True:
         return None
     return SyncSettings(**{k: recipe[f"sync_{k}"] for k in SYNC_RECORDED if f"sync_{k}" in recipe})
 
 
-def _region(record: Mapping[str, Any], where: str) -> Region:
+def _region(record: Mapping[str, Any], where: str, canvas: tuple[int, int]) -> Region:
     box = record.get("box")
     return Region(
         prompt=record["prompt"],
         box=tuple(box) if box is not None else None,
-        mask=decode_mask(dict(record), where) if box is None else None,
+        mask=decode_mask(record, where, canvas) if box is None else None,
         negative_prompt=record.get("negative_prompt"),
         guidance_scale=record.get("guidance_scale"),
         weight=record.get("weight", 1.0),

@@ -108,7 +108,7 @@ def read_prompt(path: str) -> str | None:
                 prompt = prompt[min(int(recipe.get("image_index") or 0), len(prompt) - 1)]
             if isinstance(prompt, str) and prompt.strip():
                 return prompt
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):  # a crafted recipe: use the text instead
             pass
     parameters = text.get("parameters")
     if isinstance(parameters, str) and parameters.strip():
