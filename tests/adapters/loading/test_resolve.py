@@ -140,3 +140,36 @@ def test_a_folder_whose_model_index_is_no_pipeline_is_refused_before_loading(tmp
         with pytest.raises(InvalidInputError) as caught:
             attempt()
         assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("library", ["evil_module", "os", "../evil_module", 7])
+def test_a_component_from_any_library_but_diffusers_or_transformers_is_refused_before_loading(
+    tmp_path, small_folder, library
+):
+    """diffusers imports the module a component names; one shipped in the folder must never run."""
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_folder, folder)
+    marker = tmp_path / "ran"
+    (folder / "evil_module.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Evil: pass\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["feature_extractor"] = [library, "Evil"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(InvalidInputError, match="only diffusers and transformers components are loaded"):
+        check_model_source(str(folder))
+    with pytest.raises(InvalidInputError, match="only diffusers and transformers components are loaded"):
+        MultiDiffusionPipeline.from_pretrained(str(folder))
+    assert not marker.exists()
+
+
+def test_a_diffusers_pipeline_module_component_is_accepted(tmp_path, small_folder):
+    """SD's own model_index names its safety checker ``["stable_diffusion", "StableDiffusionSafetyChecker"]``."""
+    import json
+
+    from multidiffusion.adapters.families.registry import check_component_libraries
+
+    index = json.loads((small_folder / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    check_component_libraries(index, "sd")

@@ -116,11 +116,42 @@ def _json_kind(value: Any) -> str:
 
 
 def family_of_model(source: str) -> Family:
-    """The family of a diffusers folder or hub repo id, from its ``model_index.json``."""
-    class_name = model_index(source).get("_class_name")
+    """The family of a diffusers folder or hub repo id, from its ``model_index.json`` (whose components must come
+    from diffusers or transformers: :func:`check_component_libraries`)."""
+    index = model_index(source)
+    class_name = index.get("_class_name")
     if not isinstance(class_name, str):
         raise InvalidInputError(f"model {source!r}: model_index.json names no pipeline (_class_name)")
+    check_component_libraries(index, source)
     return family_of_pipeline(class_name, source)
+
+
+COMPONENT_LIBRARIES = ("diffusers", "transformers")
+
+
+def check_component_libraries(index: Mapping[str, Any], source: str) -> None:
+    """Refuse a ``model_index.json`` whose components name a library other than diffusers, transformers or one of
+    diffusers' pipeline modules (SD's ``["stable_diffusion", "StableDiffusionSafetyChecker"]``): diffusers imports
+    the module a component names, and a module shipped in the folder (custom code) must never be imported."""
+    import importlib.util
+
+    for name, entry in index.items():
+        if name.startswith("_") or not (isinstance(entry, list | tuple) and len(entry) == 2):
+            continue  # metadata and plain settings (``requires_safety_checker``)
+        library = entry[0]
+        if library is None or library in COMPONENT_LIBRARIES:
+            continue
+        allowed = isinstance(library, str) and library.isidentifier()
+        if allowed:
+            try:
+                allowed = importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+            except (ImportError, ValueError):
+                allowed = False
+        if not allowed:
+            raise InvalidInputError(
+                f"model {source!r}: model_index.json's component {name!r} comes from {str(library)[:60]!r}; only "
+                "diffusers and transformers components are loaded (code shipped with a model is never run)"
+            )
 
 
 class _TensorShapes(Mapping[str, Any]):
