@@ -4,6 +4,11 @@ Usage: ``torchrun --nproc-per-node N tests/helpers/distributed_worker.py MODEL_F
 rank makes a panorama, a region layout, a synchronised panorama, an outpainting and an upscale with noise inversion with
 the tiny SD model; rank 0 saves each run's
 latents as ``OUT_DIR/<run>.pt``. With ``--fail-rank R`` rank R's denoiser raises at its third call instead.
+
+``torchrun … tests/helpers/distributed_worker.py --cli STEP_DIR FLOOR ARGS…`` runs the command line's ``main(ARGS)``
+instead, as ``torchrun -m multidiffusion ARGS…`` does, with the step-timeout floor set to FLOOR seconds (``default``:
+the library's); each rank writes ``STEP_DIR/rank<R>``: its process id, then one line per finished all-reduce (one
+per step), so a test knows when both ranks are running steps (tests/pipeline/run/test_distributed_stall.py).
 """
 
 from __future__ import annotations
@@ -63,7 +68,41 @@ def runs(pipe: Any) -> dict[str, Any]:
     }
 
 
+def cli(step_dir: Path, floor: str, argv: list[str]) -> int:
+    """The command line's exit status for ``argv``, its ranks' steps marked in ``step_dir`` (see the module
+    docstring)."""
+    import dataclasses
+
+    from multidiffusion.interfaces.cli.main import main as cli_main
+    from multidiffusion.pipeline.run import distributed, generate
+
+    if floor != "default":
+        distributed.STEP_TIMEOUT_FLOOR = float(floor)
+    rank = int(os.environ.get("RANK", "0"))
+    marks = step_dir / f"rank{rank}"
+    marks.write_text(f"{os.getpid()}\n")
+    made = generate.process_shard
+
+    def marked_shard(device: torch.device) -> Any:
+        shard = made(device)
+        if shard.all_sum is None:
+            return shard
+        inner = shard.all_sum
+
+        def all_sum(tensor: torch.Tensor) -> None:
+            inner(tensor)
+            with marks.open("a") as f:
+                f.write("step\n")
+
+        return dataclasses.replace(shard, all_sum=all_sum)
+
+    generate.process_shard = marked_shard
+    return cli_main(argv)
+
+
 def main() -> None:
+    if len(sys.argv) > 3 and sys.argv[1] == "--cli":
+        raise SystemExit(cli(Path(sys.argv[2]), sys.argv[3], sys.argv[4:]))
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("out")

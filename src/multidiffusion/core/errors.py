@@ -20,3 +20,9 @@ class OutputError(OSError):
     """A finished result could not be written where asked (the folder turned read-only, the disk is full). The
     message is one line saying why and where the result was rescued to, if anywhere; the command line prints it
     as ``error: <message>`` and exits with status 1."""
+
+
+class ProcessGroupError(OutputError):
+    """Another process of a distributed run stalled past its step timeout or died, so this one cannot finish the
+    canvas they share. The message is one line saying which and how long it waited; the command line prints it as
+    ``error: <message>`` and exits with status 1, and no file is written."""

@@ -24,7 +24,9 @@ def test_decode_estimate_follows_the_vae(small_pipe):
 def test_too_large_for_this_machine_is_refused_before_denoising(small_pipe, monkeypatch):
     monkeypatch.setattr(memory, "host_available_bytes", lambda: 8 << 20)  # 8 MiB free
     with counted_rows(small_pipe.model) as calls:
-        with pytest.raises(InvalidInputError, match=r"needs about .* GiB .* available here; make the canvas smaller"):
+        with pytest.raises(
+            InvalidInputError, match=r"needs about .* [GM]iB .* available here; make the canvas smaller"
+        ):
             small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False)
         assert calls == []  # refused before the first model call
         out = small_pipe("sky", height=128, width=512, num_inference_steps=1, progress=False, output_type="latent")
@@ -136,3 +138,115 @@ def test_a_view_too_large_for_the_device_is_refused_before_the_first_step(small_
         with pytest.raises(InvalidInputError, match=r"this run needs about .* --dtype bfloat16"):
             small_pipe("sky", height=128, width=256, num_inference_steps=1, progress=False, output_type="latent")
         assert calls == []
+
+
+TOY_16K = ["panorama", "x", "--model", "toy:max_window=512", "--height", "16384", "--width", "16384"]
+TOY_16K += ["--window", "512", "--stride", "512", "--steps", "1", "--seed", "1", "-q"]
+
+
+def _toy_estimate(height: int, width: int, window: int, stride: int, decode: bool = True) -> memory.RunEstimate:
+    """The estimate of a one-canvas toy panorama (cells are pixels) laid out by the panorama's own layout."""
+    from multidiffusion.adapters.families import toy
+    from multidiffusion.core.engine.views import layout_views
+
+    model = toy.load("toy", device=torch.device("cpu"))
+    views = layout_views(height, width, window, stride)
+    return memory.estimate_run_bytes(model, (1, height, width), (window, window), len(views) * window**2, 1, decode)
+
+
+def test_the_estimate_counts_every_allocation_that_grows_with_the_canvas():
+    """16384² toy canvas (3 float32 channels: 3 GiB a copy), 1024 views of 512 px: 8 canvas copies (noise, latents,
+    fused sums, the step's temporaries), 20 bytes per view cell of the fusion plan, 5 per canvas cell for its
+    denominator, one view row (120 bytes a cell), and the decode (two copies, the codec's float copy, the image)."""
+    cells = 16384 * 16384
+    canvas = 3 * 4 * cells
+    need = _toy_estimate(16384, 16384, 512, 512)
+    assert need.row == 120 * 512 * 512
+    assert need.denoise == 8 * canvas + 20 * cells + 5 * cells + need.row
+    assert need.decode == 3 * canvas + cells * memory.IMAGE_BYTES_PER_PX
+    assert need.denoise / 2**30 == pytest.approx(30.3, abs=0.05)
+    # A denser layout costs more plan: stride 128 makes 125² views of 512² cells, about 15 × the canvas.
+    dense = _toy_estimate(16384, 16384, 512, 128)
+    assert dense.denoise - need.denoise == 20 * (125**2 * 512**2 - cells)
+    assert _toy_estimate(16384, 16384, 512, 512, decode=False).decode == 0
+
+
+def test_a_16k_canvas_under_a_12_gb_cap_is_refused_before_any_allocation(tmp_path, monkeypatch, capfd):
+    """Issue 31 item 9: the toy model has no decode estimate, yet its canvas, plans and view batch are counted: a
+    16384² canvas with 12 GB free is refused with one line and the size that fits, before the noise is drawn."""
+    from multidiffusion.pipeline.run import generate
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 12_000_000_000)
+    drawn: list[tuple[int, ...]] = []
+    monkeypatch.setattr(generate, "initial_noise", lambda shape, *a, **k: drawn.append(shape))
+    out = tmp_path / "x.png"
+    assert main([*TOY_16K, "--out", str(out)]) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: a 16384×16384 px canvas needs about 30.3 GiB of memory (its canvases, view plans and one view batch "
+        "while denoising, then the decode) and 11.2 GiB is available here; make the canvas smaller (about "
+        "9664×9664 px fits, or a larger stride makes fewer views)"
+    ]
+    assert drawn == [] and not out.exists()
+
+
+def test_the_size_that_fits_does_fit():
+    free = 12_000_000_000
+    need = _toy_estimate(16384, 16384, 512, 512)
+    scale = (memory.FIT_MARGIN * (free - need.row) / (need.denoise - need.row)) ** 0.5
+    side = int(16384 * scale) // 64 * 64
+    assert side == 9664  # the size the refusal names
+    fits = _toy_estimate(side, side, 512, 512)
+    assert max(fits.denoise, fits.decode) <= free < max(need.denoise, need.decode)
+
+
+def test_latents_skip_the_decode_but_not_the_canvas(small_pipe, monkeypatch):
+    """With 1 MiB free even latents are refused: the loop's canvases and plans (not the decode) do not fit; the
+    message does not suggest latents then."""
+    need = memory.RunEstimate(denoise=4 << 20, row=1 << 10, decode=0)
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 1 << 20)
+    with pytest.raises(InvalidInputError, match=r"make the canvas smaller \(about \d+×\d+ px fits") as caught:
+        memory.check_run_memory(small_pipe.model, need, (1, 16, 64))
+    assert "output_type='latent'" not in str(caught.value)
+
+
+def test_address_space_and_cgroup_limits_are_honoured():
+    """``ulimit -v`` (RLIMIT_AS) bounds what this process can allocate whatever MemAvailable says: the figure is at
+    most the limit less the process's virtual size."""
+    import subprocess
+    import sys
+
+    limit = 6 << 30
+    code = (
+        f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}));"
+        "from multidiffusion.pipeline.run import memory; print(memory.host_available_bytes())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    available = int(proc.stdout.split()[-1])
+    assert 0 < available < limit
+
+
+def test_a_real_address_space_cap_gives_the_refusal_not_an_allocator_traceback(tmp_path):
+    """The CLI under a real 12 GB RLIMIT_AS (as ``prlimit --as`` sets it): refused in one line, exit 2, before the
+    canvas is allocated (so this is fast)."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (12_000_000_000, 12_000_000_000))
+
+    out = tmp_path / "x.png"
+    code = "import sys; from multidiffusion.interfaces.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *TOY_16K, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=cap,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "a 16384×16384 px canvas needs about 30.3 GiB" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()

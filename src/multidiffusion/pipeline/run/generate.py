@@ -26,7 +26,12 @@ from multidiffusion.pipeline.customise.customisation import Customised
 from multidiffusion.pipeline.modes.image_start import ImageStart, PreparedStart, inpaint_channels, noised, prepare_start
 from multidiffusion.pipeline.run.checkpoint import Recorder
 from multidiffusion.pipeline.run.distributed import process_shard
-from multidiffusion.pipeline.run.memory import check_decode_memory, check_view_memory, device_free_bytes
+from multidiffusion.pipeline.run.memory import (
+    check_run_memory,
+    check_view_memory,
+    device_free_bytes,
+    estimate_run_bytes,
+)
 from multidiffusion.pipeline.run.options import RunOptions, decode_tiling
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput, convert
 from multidiffusion.pipeline.run.progress import Phase, StepProgress
@@ -153,20 +158,31 @@ class Prepared:
 def check_run(
     model: LoadedModel, settings: SamplingSettings, tasks: Tasks, canvas_cells: Cells, run: RunOptions
 ) -> View:
-    """Stage 1: what can be refused before anything is drawn: checkpoints of image starts, a canvas that cannot be
-    decoded here, a view row that cannot fit. Returns the first step's first view (its size sets the batch)."""
-    n, h, w = canvas_cells
+    """Stage 1: what can be refused before anything is drawn: checkpoints of image starts, a view row that cannot
+    fit, a run whose canvases, fusion plans or decode cannot fit here. Returns the first step's first view (its size
+    sets the batch)."""
     if settings.image is not None and (run.checkpoint is not None or run.resume is not None):
         raise InvalidInputError(
             "runs that start from an image cannot be checkpointed or resumed yet (their input is not in the "
             "checkpoint); drop checkpoint="
         )
-    if run.output_type != "latent":  # before any denoising: a canvas that cannot be decoded here is refused now
-        f = model.codec.scale_factor
-        check_decode_memory(model, n, h * f, w * f)
-    view = first_layout(tasks, settings.num_inference_steps)[0][0].view
+    layouts = distinct_layouts(tasks, settings.num_inference_steps)
+    view = layouts[0][0].view
     check_view_memory(model, (view.height, view.width))  # one row must fit: the batch backs off no further
+    # Every allocation that grows with the canvas (its copies, the fusion plans, the decode), refused before any
+    # is made; the view batch beyond one row backs off when memory runs out.
+    plan_cells = sum(len(layout) * layout[0].view.height * layout[0].view.width for layout in layouts)
+    decode = run.output_type != "latent"
+    need = estimate_run_bytes(model, canvas_cells, (view.height, view.width), plan_cells, len(layouts), decode)
+    check_run_memory(model, need, canvas_cells)
     return view
+
+
+def distinct_layouts(tasks: Tasks, num_steps: int) -> list[Sequence[ViewTask]]:
+    """Each distinct layout of the run once, in the order of the steps that first use it."""
+    if isinstance(tasks, TaskSchedule):
+        return [tasks.build(key) for key in dict.fromkeys(map(tasks.key, range(num_steps)))]
+    return [tasks]
 
 
 def first_layout(tasks: Tasks, num_steps: int) -> tuple[Sequence[ViewTask], int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -13,19 +14,82 @@ IMAGE_BYTES_PER_PX = 3 * 4 + 3  # the decoded float32 image, then its 8-bit copy
 
 
 def host_available_bytes() -> int:
-    """Memory the host can still give this process: Linux's MemAvailable (free plus reclaimable cache), else the
-    free pages; 4 GiB if neither can be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
+    """Memory the host can still give this process: the least of Linux's MemAvailable (free plus reclaimable cache),
+    what the address-space limit (``RLIMIT_AS``, ``ulimit -v``) leaves above the process's virtual size, and what
+    its cgroup's memory limit leaves (its reclaimable file cache counted as free); the free pages where MemAvailable
+    cannot be read; 4 GiB if nothing can be read."""
+    limits = [b for b in (_meminfo_available(), _address_space_left(), _cgroup_left()) if b is not None]
+    if limits:
+        return max(0, min(limits))
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 4 << 30
+
+
+def _read_int(path: str) -> int | None:
+    """The integer a one-number file holds (a cgroup's ``max`` reads as None: no limit)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+        return int(text) if text != "max" else None
+    except (OSError, ValueError):
+        return None
+
+
+def _field(path: str, name: str, scale: int = 1) -> int | None:
+    """The number after ``name`` in a ``name value`` file (/proc/meminfo, a cgroup's memory.stat), times ``scale``."""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].rstrip(":") == name:
+                    return int(parts[1]) * scale
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _meminfo_available() -> int | None:
+    return _field("/proc/meminfo", "MemAvailable", 1024)
+
+
+def _address_space_left() -> int | None:
+    """``RLIMIT_AS`` minus this process's virtual size (VmSize); None without a limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    used = _field("/proc/self/status", "VmSize", 1024)
+    return soft - (used or 0)
+
+
+# cgroup v2 (unified) and v1 files: (limit, usage, stat, the stat's reclaimable file cache)
+_CGROUPS = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat", "inactive_file"),
+    (
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        "/sys/fs/cgroup/memory/memory.stat",
+        "total_inactive_file",
+    ),
+)
+_NO_CGROUP_LIMIT = 1 << 60  # v1 writes "no limit" as a page-rounded 2⁶³ − 1
+
+
+def _cgroup_left() -> int | None:
+    """The cgroup's memory limit minus its usage less reclaimable cache; None without a limit."""
+    for limit_file, usage_file, stat_file, cache_name in _CGROUPS:
+        limit = _read_int(limit_file)
+        usage = _read_int(usage_file)
+        if limit is None or usage is None or limit >= _NO_CGROUP_LIMIT:
+            continue
+        return limit - max(0, usage - (_field(stat_file, cache_name) or 0))
+    return None
 
 
 def device_free_bytes(device: torch.device) -> int:
@@ -36,18 +100,94 @@ def device_free_bytes(device: torch.device) -> int:
     return host_available_bytes()
 
 
-def check_decode_memory(model: LoadedModel, images: int, height_px: int, width_px: int) -> None:
-    """Refuse, before any denoising, a canvas whose decode would need more host memory than is available.
+# The denoising loop's float32 canvases at its peak: the initial canvas (kept for the output), the canvas itself,
+# the fused model outputs, the fused crops, and the scheduler step's temporaries (docs/engine.md, "When memory or
+# numbers run out", has the measured figures).
+CANVAS_COPIES = 8
+# Per view cell of a fusion plan (one per distinct layout, all built before the first step): its int64 canvas index
+# and float32 weight, and the weights' stacked copy and checks while it is built.
+PLAN_BYTES_PER_VIEW_CELL = 20
+PLAN_BYTES_PER_CANVAS_CELL = 4 + 1  # the plan's float32 denominator and its coverage check
+FIT_MARGIN = 0.95  # of the area the estimate allows, for the canvas size a refusal suggests
 
-    The estimate is the codec's (``decode_bytes``: the whole decode's activations, or the tiled decode's canvases
-    parked between tiles, which live on the host) plus the decoded image itself; codecs without an estimate (the
-    toy model's) are not checked. The message gives the estimate, what is free and the largest canvas of this
-    shape that fits.
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Peak bytes of a run, by where they live and whether they grow with the canvas.
+
+    Attributes:
+        denoise: The loop's peak on the model's device: ``CANVAS_COPIES`` float32 canvases (N, C, h, w), the fusion
+            plans of every distinct layout, and one view row (``row``).
+        row: The one view row of ``denoise``: the smallest view batch, which does not grow with the canvas.
+        decode: Host bytes while decoding: the initial canvas and the latents, the codec's estimate and the image.
     """
-    estimate = getattr(model.codec, "decode_bytes", None)
-    if estimate is None:
-        return
-    _refuse_past_free(estimate(images, height_px, width_px), images, height_px, width_px)
+
+    denoise: int
+    row: int
+    decode: int
+
+
+def estimate_run_bytes(
+    model: LoadedModel,
+    canvas_cells: tuple[int, int, int],
+    view_cells: tuple[int, int],
+    plan_view_cells: int,
+    layouts: int,
+    decode: bool,
+) -> RunEstimate:
+    """The run's peak bytes before anything is drawn.
+
+    Args:
+        model: Supplies the codec (latent channels, scale factor, ``decode_bytes`` where it has one) and
+            ``bytes_per_view_cell``.
+        canvas_cells: (N, h, w): canvases and latent size.
+        view_cells: (h, w) of one view, latent cells.
+        plan_view_cells: Σ over the run's distinct layouts of tasks × view cells (what the fusion plans index).
+        layouts: How many distinct layouts (fusion plans) the run has.
+        decode: Whether the latents are decoded (any output but ``latent``).
+    """
+    n, h, w = canvas_cells
+    canvas = n * model.codec.latent_channels * h * w * 4
+    row = max(model.bytes_per_view_cell, 0) * view_cells[0] * view_cells[1]
+    plans = plan_view_cells * PLAN_BYTES_PER_VIEW_CELL + layouts * h * w * PLAN_BYTES_PER_CANVAS_CELL
+    denoise = CANVAS_COPIES * canvas + plans + row
+    decoded = 0
+    if decode:
+        f = model.codec.scale_factor
+        estimate = getattr(model.codec, "decode_bytes", None)
+        codec = estimate(n, h * f, w * f) if estimate is not None else canvas  # the identity codec's float copy
+        decoded = 2 * canvas + codec + n * h * f * w * f * IMAGE_BYTES_PER_PX
+    return RunEstimate(denoise, row, decoded)
+
+
+def check_run_memory(model: LoadedModel, estimate: RunEstimate, canvas_cells: tuple[int, int, int]) -> None:
+    """Refuse, before anything is drawn, a run whose estimated peak (:func:`estimate_run_bytes`) exceeds the free
+    memory: the denoising loop against the model's device, the decode against the host (one budget on a CPU). The
+    one-line message gives the estimate, what is free and about the largest canvas of this shape that fits (every
+    part but the one view row grows with the canvas's area)."""
+    n, h, w = canvas_cells
+    f = model.codec.scale_factor
+    host = host_available_bytes()
+    if model.device.type == "cuda":
+        checks = [(estimate.denoise, estimate.row, device_free_bytes(model.device), f"on {model.device}")]
+        checks.append((estimate.decode, 0, host, "here"))
+    else:
+        checks = [(max(estimate.denoise, estimate.decode), estimate.row, host, "here")]
+    for need, fixed, free, where in checks:
+        if need <= free:
+            continue
+        # 5 % of the area to spare: a smaller canvas has relatively more views at its edges (more plan per cell).
+        scale = (FIT_MARGIN * (free - fixed) / (need - fixed)) ** 0.5 if free > fixed and need > fixed else 0.0
+        fit_h, fit_w = _whole(h * f * scale, model.granularity_px), _whole(w * f * scale, model.granularity_px)
+        fits = f"about {fit_w}×{fit_h} px fits" if fit_h and fit_w else "no canvas of this shape fits"
+        images = f"{n} canvases of {w * f}×{h * f} px" if n > 1 else f"a {w * f}×{h * f} px canvas"
+        hint = "; or ask for latents (output_type='latent') and decode them elsewhere"
+        hint = hint if estimate.decode > free and estimate.denoise <= free else ""
+        raise InvalidInputError(
+            f"{images} needs about {_size(need)} of memory (its canvases, view plans and one view batch while "
+            f"denoising, then the decode) and {_size(free)} is available {where}; make the canvas smaller "
+            f"({fits}, or a larger stride makes fewer views){hint}"
+        )
 
 
 def check_decode_memory_before_loading(
@@ -99,6 +239,17 @@ def _refuse_past_free(decode_bytes: int, images: int, height_px: int, width_px: 
         f"{free / 2**30:.1f} GiB is available here; make the canvas smaller (about {fit_w}×{fit_h} px fits), or ask "
         "for latents (output_type='latent') and decode them elsewhere"
     )
+
+
+def _whole(px: float, granularity: int) -> int:
+    """``px`` rounded down to 64 px, or to the model's granularity below that (0 when less than one)."""
+    unit = 64 if px >= 64 else max(1, granularity)
+    return int(px) // unit * unit
+
+
+def _size(n: float) -> str:
+    """Bytes in GiB, or in MiB below one GiB."""
+    return _gib(n) if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _gib(n: float) -> str:
