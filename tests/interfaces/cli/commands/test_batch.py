@@ -214,3 +214,19 @@ def test_a_job_whose_file_cannot_be_written_does_not_stop_the_batch(toy_recipe, 
     assert errors[1] == "error: batch: 1 of 2 jobs written, 1 failed (line 1)"
     assert sorted(p.name for p in folder.iterdir()) == ["jobs.jsonl", "two.png"]
     assert len(list(rescue.glob("multidiffusion-unsaved-*one.png"))) == 1
+
+
+def test_a_lost_rank_ends_the_batch_instead_of_going_on(toy_recipe, tmp_path, capfd, monkeypatch):
+    """A job's own failure lets the batch go on; a lost rank does not: every later job's collectives would fail."""
+    from multidiffusion.core.errors import ProcessGroupError
+    from multidiffusion.pipeline import MultiDiffusionPipeline
+
+    def lost(self, *args, **kwargs):
+        raise ProcessGroupError("rank 1 did not answer within 30 s; the run stops on every rank")
+
+    monkeypatch.setattr(MultiDiffusionPipeline, "reproduce", lost)
+    jobs = _write_jobs(tmp_path, {**toy_recipe, "out": "one.png"}, {**toy_recipe, "out": "two.png"})
+    capfd.readouterr()
+    assert exit_code(["batch", str(jobs), "-q"]) == 1
+    assert one_error_line(capfd) == "error: rank 1 did not answer within 30 s; the run stops on every rank"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]

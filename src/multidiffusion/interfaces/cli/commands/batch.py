@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multidiffusion.core.errors import InvalidInputError, NonFiniteError, OutputError
+from multidiffusion.core.errors import InvalidInputError, NonFiniteError, OutputError, ProcessGroupError
 from multidiffusion.interfaces.cli import launch
 from multidiffusion.interfaces.cli.options import add_recorded_run_options
 
@@ -180,6 +180,8 @@ def run_batch(args: argparse.Namespace) -> int:
             if not allow_outside:  # a folder of the path swapped for a link since the jobs were checked
                 check_inside(job.out.resolve(), home, str(job.out))
             result.save(job.out, index=int(job.recipe.get("image_index", 0)))
+        except ProcessGroupError:
+            raise  # a lost rank ends the whole batch: the next job's collectives could not complete either
         except JOB_ERRORS as exc:
             failed[index[job.line]] = 1.0
             if shard.rank == 0 or not shared:  # a shared run fails alike on every rank: rank 0 says so
