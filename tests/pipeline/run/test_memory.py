@@ -250,3 +250,22 @@ def test_a_real_address_space_cap_gives_the_refusal_not_an_allocator_traceback(t
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "a 16384×16384 px canvas needs about 30.3 GiB" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_dense_views_whose_weight_maps_cannot_fit_are_refused_before_the_layout_is_built(tmp_path, monkeypatch, capfd):
+    """With stride 128 the 16384² canvas has 125² views, whose 512² float32 weight maps alone are 16.4 GB: refused in
+    one line before any map is built (they are built with the tasks, before the run's own estimate)."""
+    from multidiffusion.core.engine import tasks
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 12_000_000_000)
+    built: list[int] = []
+    monkeypatch.setattr(tasks, "view_weights", lambda views, *a, **k: built.append(len(views)))
+    argv = [*TOY_16K, "--out", str(tmp_path / "x.png")]
+    argv[argv.index("--stride") + 1] = "128"
+    assert main(argv) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: the 15,625 views of this canvas need about 15.3 GiB for their weight maps alone and 11.2 GiB is "
+        "available here: use a larger stride (fewer views) or a smaller canvas"
+    ]
+    assert built == [] and not (tmp_path / "x.png").exists()

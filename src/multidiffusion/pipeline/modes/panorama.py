@@ -25,6 +25,7 @@ from multidiffusion.pipeline.customise.customisation import Customisation, Custo
 from multidiffusion.pipeline.modes.image_start import ImageStart, check_image_start
 from multidiffusion.pipeline.modes.sync import prepare_sync, resolve_anchor
 from multidiffusion.pipeline.run.generate import RunPlan, generate
+from multidiffusion.pipeline.run.memory import check_weight_maps_memory
 from multidiffusion.pipeline.run.options import RunOptions
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput
 from multidiffusion.pipeline.settings.checks import (
@@ -90,7 +91,7 @@ def resolve_settings(
         sync=sync is not None,
     )
     window, stride = views.window // g, views.stride // g
-    check_view_count(h, w, window, stride, views.wrap)
+    check_weight_maps_memory(model, check_view_count(h, w, window, stride, views.wrap), window)
     if sync is not None:
         anchor = resolve_anchor(layout_views(h, w, window, stride, wrap=views.wrap), sync.anchor, h, w)
         sync = dataclasses.replace(sync, anchor=anchor)

@@ -34,6 +34,7 @@ from multidiffusion.pipeline.inputs.region_file import Background
 from multidiffusion.pipeline.modes.image_start import ImageStart, check_image_start
 from multidiffusion.pipeline.modes.sync import prepare_sync, resolve_anchor, task_views
 from multidiffusion.pipeline.run.generate import RunPlan, generate
+from multidiffusion.pipeline.run.memory import check_weight_maps_memory
 from multidiffusion.pipeline.run.options import RunOptions
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
 from multidiffusion.pipeline.settings.checks import (
@@ -239,7 +240,7 @@ def plan_regions(
         check_guidance(scale, f" (prompt {i})")
 
     window, stride = views.window // g, views.stride // g
-    check_view_count(h, w, window, stride, views.wrap)
+    check_weight_maps_memory(model, check_view_count(h, w, window, stride, views.wrap), window)
     masks = region_weights(regions, background, r.height, r.width, g).to(model.device)
     laid = layout_views(h, w, window, stride, wrap=views.wrap)
     profiles = view_weights(laid, h, w, views.weights, wrap=views.wrap).to(model.device)

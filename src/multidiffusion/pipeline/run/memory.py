@@ -335,6 +335,28 @@ def check_model_memory_before_loading(
         raise InvalidInputError(advice)
 
 
+WEIGHT_MAP_BYTES_PER_CELL = 4  # each view's float32 weight map (Eq. 5's W_i), one value per latent cell of the view
+
+
+def check_weight_maps_memory(model: LoadedModel, views: int, window_cells: int) -> None:
+    """Refuse, before the layout is built, views whose weight maps (one float32 map per view, built with the tasks
+    and before :func:`check_run_memory` can see them) cannot fit in the model's device memory.
+
+    Args:
+        model: Its device says where the maps go.
+        views: Views per step (:func:`~multidiffusion.pipeline.settings.checks.check_view_count`).
+        window_cells: The window's side in latent cells.
+    """
+    need = views * window_cells * window_cells * WEIGHT_MAP_BYTES_PER_CELL
+    free = device_free_bytes(model.device) if model.device.type == "cuda" else host_available_bytes()
+    if need > free:
+        where = str(model.device) if model.device.type == "cuda" else "here"
+        raise InvalidInputError(
+            f"the {views:,} views of this canvas need about {_size(need)} for their weight maps alone and "
+            f"{_size(free)} is available {where}: use a larger stride (fewer views) or a smaller canvas"
+        )
+
+
 def check_view_memory(model: LoadedModel, view_cells: tuple[int, int]) -> None:
     """Refuse, before any step, a view whose single denoiser row cannot fit in the device's free memory (the view
     batch backs off to one row when memory runs out, but no further)."""
