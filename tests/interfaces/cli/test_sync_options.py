@@ -18,6 +18,7 @@ TOY = ["--model", "toy", "--height", "16", "--width", "96", "--window", "16", "-
 def test_panorama_sync_records_its_settings(tmp_path, capfd, one_thread):
     out = tmp_path / "sync.png"
     argv = ["panorama", "red or blue", "--out", str(out), "--seed", "1", *TOY, "--sync", "--sync-stop-step", "3"]
+    argv.remove("-q")  # -q silences the notice under test
     with pytest.warns(UserWarning, match="LPIPS is not available.*using the built-in") as caught:
         assert main(argv) == 0
     assert len(caught) == 1
