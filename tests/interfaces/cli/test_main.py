@@ -142,7 +142,7 @@ def test_bad_options_exit_2_without_file(small_folder, tmp_path, capfd, extra, m
     ("prompt", "out", "model", "message"),
     [
         ("sky", "x.jpg", None, "must end in .png"),
-        ("sky", "missing/x.png", None, "does not exist"),
+        ("sky", "notes.txt/x.png", None, "is not a folder"),
         ("sky", ".", None, "must end in .png"),
         ("sky", "x.png", "/no/such/model", "does not exist"),
         ("sky", "x.png", "EMPTY", "holds no diffusers model"),

@@ -60,6 +60,13 @@ class FileLoaders(Protocol):
     Both build a :class:`LoadedModel` whose ``family`` is ``FAMILY.name``. Weights are read from ``.safetensors``
     only unless ``allow_pickle`` (``diffusers_files.load_pretrained_pipeline`` does this); pickled checkpoint files
     are refused before ``load_single_file`` is called.
+
+    What the model's configs say before any weight loads comes from the module's ``DENOISER`` (the denoiser's
+    folder, ``unet`` or ``transformer``) and its functions of the parsed JSON configs: ``cell_px(vae, denoiser)``
+    (pixels per latent cell, the loaded model's ``granularity_px``), ``native_cells(denoiser)`` (its
+    ``native_window``) and ``view_cell_bytes(denoiser, itemsize)`` (its ``bytes_per_view_cell``); the command line
+    checks sizes (:mod:`~multidiffusion.adapters.loading.geometry`) and memory with them before loading. A module
+    without them is checked after loading only.
     """
 
     def load_pretrained(
@@ -88,5 +95,7 @@ class SpecLoaders(Protocol):
         ...
 
     def load(self, source: str, *, device: torch.device, dtype: torch.dtype | None = None) -> LoadedModel:
-        """The model of ``source``; ``dtype`` None: the family's default."""
+        """The model of ``source``; ``dtype`` None: the family's default. Also called on the CPU to read the
+        model's geometry before the command line's size checks, so it must stay cheap (a spec model has no
+        weights)."""
         ...

@@ -153,13 +153,23 @@ def check_model_source(source: str, config: str | None = None, allow_pickle: boo
             f"model path {source!r} does not exist; give a diffusers folder, a .safetensors/.ckpt file, a hub "
             "owner/name, or 'toy' for the weightless demo model"
         )
+    else:  # a hub id not fully cached and not offline: seconds, not a minute of retries, when there is no network
+        from multidiffusion.adapters.loading.hub_network import check_hub_reachable
+
+        check_hub_reachable(source)
 
 
-def config_before_loading(source: str, name: str, config: str | None = None) -> dict[str, Any] | None:
+MAX_CONFIG_BYTES = 2**20  # a diffusers component config is a few kB
+
+
+def config_before_loading(
+    source: str, name: str, config: str | None = None, *, fetch: bool = False
+) -> dict[str, Any] | None:
     """``name`` (e.g. ``scheduler/scheduler_config.json``, ``vae/config.json``) of a model without loading it, or
     None where it cannot be read cheaply: read from ``config`` (the folder or repo id that describes a single-file
-    checkpoint) or ``source``, a local folder, or the hub cache for a repo id already downloaded (never from the
-    network)."""
+    checkpoint) or ``source``, a local folder, or the hub cache for a repo id. A repo id's file missing from the
+    cache is downloaded only with ``fetch`` and ``HF_HUB_OFFLINE`` unset (``name`` is then a small JSON file, never
+    weights); any failure to get it gives None. A file over :data:`MAX_CONFIG_BYTES` is not read."""
     import json
 
     where = source if config is None else config
@@ -168,19 +178,39 @@ def config_before_loading(source: str, name: str, config: str | None = None) -> 
     if not folder.is_dir():
         if folder.exists() or where.count("/") != 1:  # a checkpoint file, or not a repo id
             return None
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            path = try_to_load_from_cache(where, name)
-        except ValueError:  # not a valid repo id
-            return None
-        if not isinstance(path, str):
+        path = _hub_file(where, name, fetch and name.endswith(".json"))
+        if path is None:
             return None
     try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            return None
         loaded = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     return loaded if isinstance(loaded, dict) else None
+
+
+def _hub_file(repo_id: str, name: str, fetch: bool) -> str | None:
+    """The path of a repo's file in the hub cache, downloaded there first when missing and ``fetch`` (unless the
+    hub is offline); None where it is not to be had."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        path = try_to_load_from_cache(repo_id, name)
+    except ValueError:  # not a valid repo id
+        return None
+    if isinstance(path, str):
+        return path
+    if not fetch or constants.HF_HUB_OFFLINE:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return str(hf_hub_download(repo_id, name))
+    except Exception:  # huggingface_hub raises many types (no network, gated, no such file): the load says which
+        return None
 
 
 def folder_before_loading(source: str, config: str | None = None) -> Path | None:

@@ -7,6 +7,7 @@ import argparse
 import secrets
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,23 @@ def check_steps_before_loading(args: argparse.Namespace) -> None:
         name = default_scheduler_for(config, "ddim")
     if name is not None:
         check_scheduler_steps(name, config, args.steps)
+
+
+def check_geometry_before_loading(args: argparse.Namespace, check: Callable[[Any], object]) -> bool:
+    """Run ``check``, a mode's checks of sizes, views and layout, on the model's
+    :class:`~multidiffusion.adapters.loading.geometry.ModelGeometry` read from its configs without loading any
+    weights, so that a wrong size fails in a second rather than after the load; the run checks again, with the same
+    function, once the model is loaded. Returns whether the geometry could be read (where not, a single file without
+    ``--config``, a repo id neither cached nor downloadable, the checks run only after loading)."""
+    from multidiffusion.adapters.loading.geometry import geometry_before_loading
+
+    geometry = geometry_before_loading(args.model, args.config)
+    if geometry is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same check after loading gives its warnings, once
+        check(geometry)
+    return True
 
 
 def check_memory_before_loading(args: argparse.Namespace, height_px: int, width_px: int) -> None:

@@ -1,7 +1,9 @@
 """The panorama mode: one prompt per canvas over a sliding-window (or named) layout, run on the one engine.
 
-:func:`resolve_settings` is every check of a panorama call against the model, run once per call; :func:`run_panorama`
-encodes the prompts, prepares the hooks and hands the run to :func:`~multidiffusion.pipeline.run.generate.generate`.
+:func:`resolve_settings` is every check of a panorama call against the model, run once per call; its checks of sizes and
+views, :func:`panorama_geometry`, need only the model's geometry, so the command line runs them before the model
+loads too. :func:`run_panorama` encodes the prompts, prepares the hooks and hands the run to
+:func:`~multidiffusion.pipeline.run.generate.generate`.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from typing import Any
 
 from multidiffusion.adapters import LoadedModel
+from multidiffusion.adapters.loading.geometry import ModelGeometry, geometry_of
 from multidiffusion.adapters.schedulers.names import checked_scheduler_fields
 from multidiffusion.core import layout_tasks, panorama_tasks
 from multidiffusion.core.engine.tasks import TaskSchedule
@@ -51,6 +55,57 @@ def negatives_for(prompts: Sequence[str], negative_prompt: str | Sequence[str] |
     return negatives
 
 
+@dataclass(frozen=True)
+class PanoramaGeometry:
+    """A panorama's sizes and views checked against a model's geometry.
+
+    Attributes:
+        views: The views with the model's defaults filled in (window, stride, weights; px).
+        sync: SyncDiffusion's settings with the anchor resolved to a view index; None: off.
+        view_count: Views per step.
+    """
+
+    views: ViewSettings
+    sync: SyncSettings | None
+    view_count: int
+
+
+def panorama_geometry(
+    geometry: ModelGeometry,
+    height: int,
+    width: int,
+    views: ViewSettings,
+    sync: SyncSettings | None = None,
+    global_view: GlobalView | None = None,
+) -> PanoramaGeometry:
+    """Every check of a panorama's sizes and views that needs only the model's geometry, not its weights: canvas
+    sizes (px, multiples of its latent cell), window and stride, the number of views, the sync anchor and the global
+    view's pooling. :func:`resolve_settings` runs it on the loaded model; the command line also runs it before
+    loading, on the geometry read from the model's configs.
+
+    Raises:
+        InvalidInputError: a size or view setting the model cannot run, in one line that says what is allowed.
+    """
+    g = geometry.granularity_px
+    h, w = check_pixels("height", height, g), check_pixels("width", width, g)
+    check_canvas_pixels(height, width)
+    views = views.resolved(
+        granularity=g,
+        native_px=geometry.native_px,
+        default_stride_px=geometry.default_stride_px,
+        canvas_px=(height, width),
+        sync=sync is not None,
+    )
+    window, stride = views.window // g, views.stride // g
+    view_count = check_view_count(h, w, window, stride, views.wrap)
+    if sync is not None:
+        anchor = resolve_anchor(layout_views(h, w, window, stride, wrap=views.wrap), sync.anchor, h, w)
+        sync = dataclasses.replace(sync, anchor=anchor)
+    if global_view is not None:  # a canvas no factor pools fails here, before any model call
+        pooling_factor(h, w, (window, window), global_view.factor)
+    return PanoramaGeometry(views, sync, view_count)
+
+
 def resolve_settings(
     model: LoadedModel,
     prompt: str | Sequence[str],
@@ -80,23 +135,9 @@ def resolve_settings(
     check_sampling(num_inference_steps, guidance_scale, guidance_rescale, output_type)
     scheduler = model.default_scheduler if scheduler is None else scheduler
     scheduler_name = checked_scheduler_fields(scheduler, model.scheduler_config, num_inference_steps)
-    g = model.granularity_px
-    h, w = check_pixels("height", height, g), check_pixels("width", width, g)
-    check_canvas_pixels(height, width)
-    views = views.resolved(
-        granularity=g,
-        native_px=model.native_window * g,
-        default_stride_px=model.default_stride_px,
-        canvas_px=(height, width),
-        sync=sync is not None,
-    )
-    window, stride = views.window // g, views.stride // g
-    check_weight_maps_memory(model, check_view_count(h, w, window, stride, views.wrap), window)
-    if sync is not None:
-        anchor = resolve_anchor(layout_views(h, w, window, stride, wrap=views.wrap), sync.anchor, h, w)
-        sync = dataclasses.replace(sync, anchor=anchor)
-    if global_view is not None:  # a canvas no factor pools fails here, before any model call
-        pooling_factor(h, w, (window, window), global_view.factor)
+    laid = panorama_geometry(geometry_of(model), height, width, views, sync, global_view)
+    views, sync = laid.views, laid.sync
+    check_weight_maps_memory(model, laid.view_count, views.window // model.granularity_px)
     return PanoramaSettings(
         prompt=tuple(prompts),
         negative_prompt=tuple(negatives),

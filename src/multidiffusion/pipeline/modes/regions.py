@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from multidiffusion.adapters import LoadedModel
+from multidiffusion.adapters.loading.geometry import ModelGeometry, geometry_of
 from multidiffusion.adapters.schedulers.names import checked_scheduler_fields
 from multidiffusion.core import layout_views, view_weights
 from multidiffusion.core.engine.crop import crop, view_indices
@@ -200,16 +201,38 @@ class RegionPlan:
     request: RegionRequest
 
 
-def plan_regions(
-    model: LoadedModel, regions: Sequence[Region], background: Background | None, request: RegionRequest
-) -> RegionPlan:
-    """Every check of a region run against the model, once, and its tasks; no prompt is encoded."""
+@dataclass(frozen=True)
+class RegionGeometry:
+    """A region run's sizes, views and masks checked against a model's geometry.
+
+    Attributes:
+        views: The views with the model's defaults filled in (window, stride, weights; px).
+        view_count: Views per step.
+        masks: (R', h, w) region weights on the latent grid, background first, on the CPU.
+    """
+
+    views: ViewSettings
+    view_count: int
+    masks: torch.Tensor
+
+
+def region_geometry(
+    geometry: ModelGeometry, regions: Sequence[Region], background: Background | None, request: RegionRequest
+) -> RegionGeometry:
+    """Every check of a region run that needs only the model's geometry, not its weights: the layout's regions,
+    sampling settings and prompts, the canvas size (px, multiples of the latent cell), the views (a fixed layout,
+    wrap along x only, window and stride, their number) and each region's box or mask against the canvas, with the
+    canvas's coverage. :func:`plan_regions` runs it on the loaded model; the command line also runs it before
+    loading, on the geometry read from the model's configs. The sync anchor is checked by :func:`plan_regions` only:
+    it indexes the run's tasks, built on the model's device.
+
+    Raises:
+        InvalidInputError: anything the model cannot run, in one line that says what is allowed.
+    """
     r = request
     check_regions(regions, background, r.bootstrap_fraction)
     check_sampling(r.num_inference_steps, r.guidance_scale, r.guidance_rescale, r.output_type)
-    named = model.default_scheduler if r.scheduler is None else r.scheduler
-    scheduler = checked_scheduler_fields(named, model.scheduler_config, r.num_inference_steps)
-    g = model.granularity_px
+    g = geometry.granularity_px
     h, w = check_pixels("height", r.height, g), check_pixels("width", r.width, g)
     check_canvas_pixels(r.height, r.width)
     if r.views.layout is not None and get_layout(r.views.layout).stride is None:
@@ -221,27 +244,44 @@ def plan_regions(
         raise InvalidInputError(f"regions wrap around x only: use tile='x', not {r.views.tile!r}")
     views = r.views.resolved(
         granularity=g,
-        native_px=model.native_window * g,
-        default_stride_px=model.default_stride_px,
+        native_px=geometry.native_px,
+        default_stride_px=geometry.default_stride_px,
         canvas_px=(r.height, r.width),
         sync=r.sync is not None,
     )
+    check_text(r.negative_prompt, "negative prompt")
+    entries = [background] if background is not None else []
+    for i, entry in enumerate([*entries, *regions]):
+        check_text(entry.prompt, f"prompt {i}")
+        if entry.negative_prompt is not None:
+            check_text(entry.negative_prompt, f"negative prompt {i}")
+        if entry.guidance_scale is not None:
+            check_guidance(entry.guidance_scale, f" (prompt {i})")
+    view_count = check_view_count(h, w, views.window // g, views.stride // g, views.wrap)
+    return RegionGeometry(views, view_count, region_weights(regions, background, r.height, r.width, g))
+
+
+def plan_regions(
+    model: LoadedModel, regions: Sequence[Region], background: Background | None, request: RegionRequest
+) -> RegionPlan:
+    """Every check of a region run against the model, once (:func:`region_geometry` and the model's own), and its
+    tasks; no prompt is encoded."""
+    r = request
+    laid_out = region_geometry(geometry_of(model), regions, background, r)
+    named = model.default_scheduler if r.scheduler is None else r.scheduler
+    scheduler = checked_scheduler_fields(named, model.scheduler_config, r.num_inference_steps)
+    g = model.granularity_px
+    h, w, views = r.height // g, r.width // g, laid_out.views
     guidance_scale = model.default_guidance_scale if r.guidance_scale is None else r.guidance_scale
     specs: list[tuple[str, str | None, float]] = []
     if background is not None:
         specs.append((background.prompt, background.negative_prompt, background.guidance_scale))
     specs += [(region.prompt, region.negative_prompt, region.guidance_scale) for region in regions]
     specs = [(p, n, guidance_scale if g_ is None else g_) for p, n, g_ in specs]
-    check_text(r.negative_prompt, "negative prompt")
-    for i, (prompt, negative, scale) in enumerate(specs):
-        check_text(prompt, f"prompt {i}")
-        if negative is not None:
-            check_text(negative, f"negative prompt {i}")
-        check_guidance(scale, f" (prompt {i})")
 
     window, stride = views.window // g, views.stride // g
-    check_weight_maps_memory(model, check_view_count(h, w, window, stride, views.wrap), window)
-    masks = region_weights(regions, background, r.height, r.width, g).to(model.device)
+    check_weight_maps_memory(model, laid_out.view_count, window)
+    masks = laid_out.masks.to(model.device)
     laid = layout_views(h, w, window, stride, wrap=views.wrap)
     profiles = view_weights(laid, h, w, views.weights, wrap=views.wrap).to(model.device)
     tasks = region_tasks(laid, masks, profiles)
