@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,7 +86,10 @@ def test_a_lora_for_every_view_changes_the_image_and_is_unloaded_after(pipe, lor
         **kwargs,
     )
     assert not torch.equal(styled.latents, plain)
-    assert styled.metadata.settings.customisation == {"loras": ["style.safetensors:0.9"]}
+    assert styled.metadata.settings.customisation == {
+        "loras": ["style.safetensors:0.9"],
+        "sha256": {"lora": {"style.safetensors": hashlib.sha256(Path(lora).read_bytes()).hexdigest()}},
+    }
     assert torch.equal(pipe("a hill", generator=torch.Generator().manual_seed(2), **kwargs).latents, plain)
 
 
@@ -134,7 +139,10 @@ def test_embedding_through_the_api_loads_once_and_changes_only_prompts_with_its_
     same = pipe("a hill", generator=torch.Generator().manual_seed(2), customise=custom, **kwargs).latents
     styled = pipe("a hill, shiny-style", generator=torch.Generator().manual_seed(2), customise=custom, **kwargs)
     assert torch.equal(same, plain)
-    assert styled.metadata.settings.customisation == {"embeddings": ["shiny-style.safetensors:shiny-style"]}
+    assert styled.metadata.settings.customisation == {
+        "embeddings": ["shiny-style.safetensors:shiny-style"],
+        "sha256": {"embedding": {"shiny-style.safetensors": hashlib.sha256(path.read_bytes()).hexdigest()}},
+    }
     again = pipe("a hill, shiny-style", generator=torch.Generator().manual_seed(2), customise=custom, **kwargs)
     assert torch.equal(again.latents, styled.latents)  # the second run reuses the loaded token
 
@@ -171,4 +179,7 @@ def test_a_region_lora_runs_on_a_family_without_control(tmp_path):
     plain = pipe.regions([Region("a barn", box=(0, 0, 128, 128))], background="a meadow",
                          generator=torch.Generator().manual_seed(1), **kwargs)  # fmt: skip
     assert not torch.equal(styled.latents, plain.latents)
-    assert styled.metadata.settings.customisation == {"region_loras": [[], ["sd3.safetensors:0.8"]]}
+    assert styled.metadata.settings.customisation == {
+        "region_loras": [[], ["sd3.safetensors:0.8"]],
+        "sha256": {"lora": {"sd3.safetensors": hashlib.sha256(Path(file).read_bytes()).hexdigest()}},
+    }

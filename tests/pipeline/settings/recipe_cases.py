@@ -46,6 +46,9 @@ def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 
 DDIM = {"scheduler": "DDIMScheduler"}
+H = "0" * 64  # a SHA-256 of the right form
+CONTROL = {"model": "cn", "image": {"name": "e.png", "sha256": H}, "scale": 1.0, "start": 0.0, "end": 1.0}
+CN = {"controlnet": {"cn": H}}
 CASES: dict[str, tuple[Any, str]] = {
     # item 6, missing keys
     "missing height": (with_(PANORAMA, height=...), "no height"),
@@ -77,7 +80,53 @@ CASES: dict[str, tuple[Any, str]] = {
     "Background(evil=…)": (with_(REGIONS, background={"prompt": "sky", "evil": 1}), "unknown recipe key background"),
     "unknown region key": (with_(REGIONS, regions=[{"prompt": "a", "box": [0, 0, 8, 8], "x": 1}]), "regions[0].x"),
     "unknown top-level key": (with_(PANORAMA, evil=1), "unknown recipe key evil"),
-    "unknown customisation": (with_(PANORAMA, customisation={"evil": 1}), "ControlNets, LoRAs or embeddings"),
+    "unknown customisation": (with_(PANORAMA, customisation={"evil": 1}), "unknown recipe key customisation.evil"),
+    # issue 30 item 7: a customised run's files are recorded by their own name, never a path
+    "LoRA label with a folder": (
+        with_(PANORAMA, customisation={"loras": ["../x.safetensors:1.0"], "sha256": {"lora": {"x.safetensors": H}}}),
+        "customisation.loras[0] must be a file's own name",
+    ),
+    "LoRA named '..'": (with_(PANORAMA, customisation={"loras": ["..:1.0"]}), "customisation.loras[0] must be"),
+    "digest of a path": (
+        with_(PANORAMA, customisation={"sha256": {"lora": {"/etc/passwd": H}}}),
+        "customisation.sha256.lora name must be a file's own name",
+    ),
+    "digest not hex": (
+        with_(PANORAMA, customisation={"sha256": {"embedding": {"e.pt": "x" * 64}}}),
+        "must be a SHA-256",
+    ),
+    "ControlNet at a path": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"model": "/srv/nets/canny"}]}),
+        "control[0].model must be a folder's own name or a hub repo id",
+    ),
+    "ControlNet up a folder": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"model": "../canny"}]}),
+        "control[0].model must be a folder's own name or a hub repo id",
+    ),
+    "guide image at a path": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"image": {"name": "../e.png", "sha256": H}}]}),
+        "control[0].image.name must be a file's own name",
+    ),
+    "guide image without its hash": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"image": {"name": "e.png", "sha256": None}}]}),
+        "control[0].image.sha256 must not be null",
+    ),
+    "region LoRAs not lists": (
+        with_(REGIONS, customisation={"region_loras": ["x.safetensors:1"]}),
+        "region_loras[0] must be a list",
+    ),
+    "unknown resize": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"resize": "zoom"}]}),
+        "resize must be one of: stretch, crop, pad",
+    ),
+    "LoRA without its hash": (
+        with_(PANORAMA, customisation={"loras": ["x.safetensors:1.0"], "sha256": {"lora": {"x.safetensors": None}}}),
+        "no single sha256 for the LoRA 'x.safetensors'",
+    ),
+    "guide given in memory": (
+        with_(PANORAMA, customisation={"control": [CONTROL | {"image": "in memory"}], "sha256": CN}),
+        "an image given in memory, which its PNG does not hold",
+    ),
     # item 6, out of range
     "image index 5": (with_(PANORAMA, image_index=5), "image_index must be the index of one of its 1"),
     "image index 'x'": (with_(PANORAMA, image_index="x"), "image_index must be an integer"),

@@ -158,3 +158,45 @@ def test_a_recipe_names_a_model_it_may_load_or_asks_for_model(tmp_path, monkeypa
             model_to_load({"model": recorded}, None)
         assert "--model" in str(info.value) and "\n" not in str(info.value)
         assert model_to_load({"model": recorded}, "given") == "given"
+
+
+@pytest.mark.parametrize(
+    ("size", "extra", "window", "stride"),
+    [
+        ((32, 48), {}, 48, 16),  # smaller than the 64-px native window both ways: one view of the canvas
+        ((32, 40), {"tile": "x", "global_view": 1.0}, 40, 16),  # wrapped, with a global view
+        ((16, 24), {"stride": 32, "window": 64}, 24, 24),  # the stride at most the window used
+        ((32, 96), {}, 64, 16),  # wider than the window: the window is used as asked
+    ],
+)
+def test_the_window_recorded_is_the_one_the_canvas_used_and_reproduces(size, extra, window, stride):
+    """The toy model's native window is 64 px; a canvas under it in both sides has one view of its own size, so
+    that is the window recorded (and in the A1111 text), and a rerun with it makes the same views and pixels."""
+    from multidiffusion.core.features.global_view import GlobalView
+    from multidiffusion.pipeline.settings.views import ViewSettings
+
+    pipe = MultiDiffusionPipeline.from_pretrained("toy")
+    views = ViewSettings(extra.get("window"), extra.get("stride"), tile=extra.get("tile"))
+    gv = GlobalView(extra["global_view"]) if "global_view" in extra else None
+    height, width = size
+    out = pipe("a", height=height, width=width, num_inference_steps=3, views=views, global_view=gv,
+               generator=torch.Generator().manual_seed(4), progress=False)  # fmt: skip
+    record = out.metadata.to_dict()
+    assert (record["window"], record["stride"]) == (window, stride)
+    assert f"MultiDiffusion window: {window}," in out.metadata.to_a1111()
+    again = pipe.reproduce(record, progress=False)  # runs with the recorded window and stride
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(out.images[0]))
+    assert again.metadata.to_dict() == record
+
+
+def test_a_recipe_of_the_requested_window_compares_equal_as_used():
+    """A recipe written before the window used was recorded (window 64 on a 32 × 48 canvas) is the same run."""
+    from multidiffusion.pipeline.settings.recipe import as_used
+
+    pipe = MultiDiffusionPipeline.from_pretrained("toy")
+    out = pipe("a", height=32, width=48, num_inference_steps=2, progress=False, output_type="latent",
+               generator=torch.Generator().manual_seed(1))  # fmt: skip
+    new = out.metadata.to_dict()
+    old = {**new, "window": 64, "stride": 16}
+    assert new["window"] == 48 and as_used(old) == new and as_used(new) == new
+    assert as_used({**new, "layout": "shifted", "window": 64})["window"] == 64  # a layout's window is its own

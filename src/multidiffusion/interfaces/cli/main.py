@@ -29,6 +29,7 @@ from multidiffusion.interfaces.cli.options import (
     add_model_and_sampling,
     add_recorded_run_options,
     checkpoint_settings,
+    recorded_files,
 )
 from multidiffusion.interfaces.cli.settings_options import (
     add_global_view_options,
@@ -167,6 +168,7 @@ def run_panorama(args: argparse.Namespace) -> int:
     and write each image through the panorama mode."""
     import dataclasses
 
+    from multidiffusion.pipeline.modes.panorama import panorama_geometry
     from multidiffusion.pipeline.modes.panorama import run_panorama as panorama_mode
     from multidiffusion.pipeline.run.output import seed_of
     from multidiffusion.pipeline.settings.checks import check_canvas_pixels, check_text
@@ -179,8 +181,14 @@ def run_panorama(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
     check_canvas_pixels(args.height, args.width)
     outs = launch.check_common(args)
-    launch.check_memory_before_loading(args, args.height, args.width)
     global_view = global_view_settings(args)
+    launch.check_geometry_before_loading(
+        args,
+        lambda geometry: panorama_geometry(
+            geometry, args.height, args.width, args.views, args.sync_settings, global_view
+        ),
+    )
+    launch.check_memory_before_loading(args, args.height, args.width)
     checkpoint = checkpoint_settings(args)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     settings = pipe.settings(  # every check against the model, once, before the first image
@@ -209,7 +217,7 @@ def run_regions(args: argparse.Namespace) -> int:
     from multidiffusion.pipeline.customise.customisation import RegionExtras
     from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.inputs.region_file import load_region_file
-    from multidiffusion.pipeline.modes.regions import check_regions, run_regions
+    from multidiffusion.pipeline.modes.regions import RegionRequest, check_regions, region_geometry, run_regions
 
     if args.regions_file is None:
         raise InvalidInputError("--regions-file is required: the JSON file of the canvas, its background and regions")
@@ -224,9 +232,25 @@ def run_regions(args: argparse.Namespace) -> int:
     regional = [RegionExtras(r.control, r.loras) for r in layout.regions]
     args.customise.check(regional)
     args.customise.refuse_sync(args.sync_settings is not None, regional)
-    launch.check_memory_before_loading(args, layout.height, layout.width)
     if layout.image is not None and checkpoint is not None:
         raise InvalidInputError("--checkpoint: a layout with an init_image cannot be checkpointed or resumed yet")
+    guidance = args.guidance if args.guidance is not None else layout.guidance_scale
+    request = RegionRequest(
+        height=layout.height,
+        width=layout.width,
+        negative_prompt=layout.negative_prompt or "",
+        num_inference_steps=args.steps,
+        guidance_scale=guidance,
+        guidance_rescale=getattr(args, "guidance_rescale", 0.0),
+        scheduler=args.scheduler,
+        views=args.views,
+        bootstrap_fraction=args.bootstrap_fraction,
+        sync=args.sync_settings,
+    )
+    launch.check_geometry_before_loading(
+        args, lambda geometry: region_geometry(geometry, layout.regions, layout.background, request)
+    )
+    launch.check_memory_before_loading(args, layout.height, layout.width)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     first = args.seed if args.seed is not None else layout.seed
     plan = pipe.check_regions(  # every check against the model, once, before the first image
@@ -235,7 +259,7 @@ def run_regions(args: argparse.Namespace) -> int:
         layout.height,
         layout.width,
         layout.negative_prompt or "",
-        guidance_scale=args.guidance if args.guidance is not None else layout.guidance_scale,
+        guidance_scale=guidance,
         bootstrap_fraction=args.bootstrap_fraction,
         **launch.sampling_kwargs(args),
     )
@@ -285,7 +309,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     check_output_path(args.out)
     if os.path.abspath(args.out) == os.path.abspath(args.image):
         raise InvalidInputError("--out must name a different file than the image being reproduced")
-    recipe = read_recipe(args.image)
+    recipe = read_recipe(args.image, files=recorded_files(args))
     pipe = _load_recorded(args, recipe)
     start = time.perf_counter()
     result = pipe.reproduce(recipe, progress=not args.quiet)
@@ -296,10 +320,14 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 def run_resume(args: argparse.Namespace) -> int:
     """``multidiffusion resume``: read the checkpoint, check, load its model, finish the run, write."""
+    import dataclasses
+
     from multidiffusion.pipeline.files.png import check_output_path
     from multidiffusion.pipeline.run.checkpoint import Checkpoint
+    from multidiffusion.pipeline.settings.reproduce import read_recipe
 
     checkpoint = Checkpoint.load(args.file, allow_pickle=args.allow_pickle)
+    checkpoint = dataclasses.replace(checkpoint, recipe=read_recipe(checkpoint.recipe, files=recorded_files(args)))
     outs = launch.output_paths(args.out, int(checkpoint.latents.shape[0]))
     for out in outs:
         check_output_path(out)

@@ -220,8 +220,9 @@ def checkpoint_settings(args: argparse.Namespace, path: str | None = None) -> An
 def add_recorded_run_options(
     p: argparse.ArgumentParser, why_local: str = "", out: bool = True, pickled: str = PICKLED_WEIGHTS
 ) -> None:
-    """--out (unless ``out`` is False), --model, --device, --allow-pickle (for ``pickled`` files) and -q of the
-    commands that rerun recorded runs (reproduce, resume, batch)."""
+    """--out (unless ``out`` is False), --model, --device, --allow-pickle (for ``pickled`` files), -q and the folders
+    of a customised run's files (:func:`add_recorded_file_folders`) of the commands that rerun recorded runs
+    (reproduce, resume, batch)."""
     if out:
         p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
     p.add_argument(
@@ -234,3 +235,38 @@ def add_recorded_run_options(
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     add_allow_pickle(p, pickled)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display or messages")
+    add_recorded_file_folders(p)
+
+
+def add_recorded_file_folders(p: argparse.ArgumentParser) -> None:
+    """``--controlnet-dir``, ``--lora-dir``, ``--embedding-dir``: where a rerun finds the files a recipe names."""
+    g = p.add_argument_group(
+        "files of a customised run (a recipe records each by name and SHA-256; also looked for beside the model)"
+    )
+    for kind, what in (
+        ("controlnet", "the recorded ControlNet folders and their guide images"),
+        ("lora", "the recorded LoRA files"),
+        ("embedding", "the recorded embedding files"),
+    ):
+        g.add_argument(
+            f"--{kind}-dir",
+            action="append",
+            default=[],
+            metavar="FOLDER",
+            help=f"a folder holding {what}; repeatable",
+        )
+
+
+def recorded_files(args: argparse.Namespace) -> Any:
+    """The :class:`~multidiffusion.pipeline.customise.recorded_files.FileFolders` of a rerun: the folders given,
+    the model's own folder (``--model``, when local) and ``--allow-pickle``; checked (each is a folder) before any
+    model loads. Hand it to :func:`~multidiffusion.pipeline.settings.reproduce.read_recipe` (``files=``)."""
+    from multidiffusion.pipeline.customise.recorded_files import FileFolders
+
+    return FileFolders.beside(
+        args.model,
+        controlnet=args.controlnet_dir,
+        lora=args.lora_dir,
+        embedding=args.embedding_dir,
+        allow_pickle=args.allow_pickle,
+    )

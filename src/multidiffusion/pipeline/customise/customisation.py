@@ -25,6 +25,7 @@ from multidiffusion.core.features.tags import BySet, Tagged, Untagged, adapters_
 from multidiffusion.core.types import Denoiser, ViewTask
 from multidiffusion.pipeline.customise.cache import CustomisationCache
 from multidiffusion.pipeline.customise.control_spec import ControlLoader, ControlSpec, check_controls
+from multidiffusion.pipeline.customise.recorded_files import recorded_digests
 from multidiffusion.pipeline.run.conditions import guided_condition
 
 PromptSpec = tuple[Sequence[str], Sequence[str], float, float]  # prompts, negative prompts, g, φ of one condition
@@ -86,7 +87,9 @@ class Customisation:
             )
 
     def record(self, regional: Sequence[RegionExtras] = ()) -> dict[str, Any] | None:
-        """For metadata; None when nothing is added (a plain run records nothing)."""
+        """For metadata; None when nothing is added (a plain run records nothing). Files are named, never their
+        folders, and ``sha256`` maps each local file's name to its hash
+        (:func:`~multidiffusion.pipeline.customise.recorded_files.recorded_digests`)."""
         record: dict[str, Any] = {}
         if self.control:
             record["control"] = [spec.record() for spec in self.control]
@@ -100,6 +103,13 @@ class Customisation:
             record["embeddings"] = embedding_labels(self.embeddings)
         if not self.prompt_weighting:
             record["prompt_weighting"] = False
+        digests = recorded_digests(
+            [*self.loras, *(s for e in regional for s in e.loras)],
+            self.embeddings,
+            [*self.control, *(s for e in regional for s in e.control)],
+        )
+        if digests:  # each file by its own name: a rerun finds it again in the folders it is given
+            record["sha256"] = digests
         return record or None
 
 

@@ -216,7 +216,9 @@ class Checkpoint:
         Raises:
             InvalidInputError: naming what differs (another model's weights, other settings, another canvas).
         """
-        mine, theirs = dict(self.recipe), dict(recipe)
+        from multidiffusion.pipeline.settings.recipe import as_used
+
+        mine, theirs = as_used(self.recipe), as_used(recipe)  # a small canvas's window: as used, old and new alike
         if mine.get("model_sha256") and theirs.get("model_sha256"):
             if mine["model_sha256"] != theirs["model_sha256"]:
                 raise InvalidInputError(

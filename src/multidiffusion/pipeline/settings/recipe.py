@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -37,7 +39,7 @@ class SamplingSettings:
         scheduler_config: The full config of a scheduler instance the caller passed (its class name is then
             ``scheduler``); None: the scheduler is built from the model's own config.
         views: How the views are laid (:class:`~multidiffusion.pipeline.settings.views.ViewSettings`; recorded
-            resolved).
+            resolved, as the canvas used them: :func:`used_views`).
         seed: The generator's seed when it was freshly seeded, else None (then not reproducible from
             the metadata alone).
         sync: SyncDiffusion (Lee et al. 2023), :class:`~multidiffusion.core.features.sync.SyncSettings` with the
@@ -74,7 +76,7 @@ class SamplingSettings:
         for entry in fields(self):
             value = getattr(self, entry.name)
             if entry.name == "views":
-                record.update(asdict(value))
+                record.update(asdict(used_views(value, self.height, self.width)))
             elif entry.name == "sync":
                 record["sync"] = value is not None
                 if value is not None:
@@ -90,6 +92,35 @@ class SamplingSettings:
     def a1111_extra(self) -> list[str]:
         """Fields of the A1111 ``parameters`` text that only this kind of run has (none here)."""
         return []
+
+
+def used_views(views: ViewSettings, height: int, width: int) -> ViewSettings:
+    """The resolved ``views`` as a canvas of ``height`` × ``width`` px used them: what the recipe records.
+
+    A canvas smaller than the window in a dimension gets one view of its own size there, so a sliding window
+    larger than both sides is in fact a window of the longer side (one view of the whole canvas), and the stride
+    at most that. Rerun with these, the views are the same ones, so the pixels are too. A named layout's window is
+    recorded as given (the layout decides what it does with it).
+    """
+    if views.layout is not None or views.window is None or views.window <= max(height, width):
+        return views
+    window = max(height, width)
+    stride = min(views.stride, window) if views.stride is not None else None
+    return dataclasses.replace(views, window=window, stride=stride)
+
+
+def as_used(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat recipe with its ``window`` and ``stride`` as :func:`used_views` records them: a recipe written before
+    the window used was recorded (a small canvas's requested window) compares equal to one written after."""
+    record = dict(recipe)
+    window, stride, height, width = (record.get(k) for k in ("window", "stride", "height", "width"))
+    if record.get("layout") or not all(isinstance(v, int) for v in (window, height, width)):
+        return record
+    if window > max(height, width):
+        record["window"] = max(height, width)
+        if isinstance(stride, int):
+            record["stride"] = min(stride, record["window"])
+    return record
 
 
 SYNC_RECORDED: tuple[str, ...] = ("weight", "decay", "stop_step", "every", "anchor", "loss")
@@ -166,6 +197,7 @@ class GenerationMetadata:
     def to_a1111(self, index: int = 0) -> str:
         """The ``parameters`` text of AUTOMATIC1111's web UI for canvas ``index``."""
         s = self.settings
+        views = used_views(s.views, s.height, s.width)
         fields_ = [
             f"Steps: {s.num_inference_steps}",
             f"Sampler: {s.scheduler}",
@@ -174,8 +206,8 @@ class GenerationMetadata:
             f"Size: {s.width}x{s.height}",
             f"Model: {self.model}",
             *([f"Model hash: {self.model_sha256[:10]}"] if self.model_sha256 else []),
-            f"MultiDiffusion window: {s.views.window}",
-            f"MultiDiffusion stride: {s.views.stride}",
+            f"MultiDiffusion window: {views.window}",
+            f"MultiDiffusion stride: {views.stride}",
             f"MultiDiffusion weights: {s.views.weights}",
             f"Circular: {s.views.wrap[1]}",
         ]

@@ -64,7 +64,32 @@ MAX_CONFIG_KEYS = 200
 MAX_CONFIG_INT = 10**6
 """The largest integer in a recorded scheduler config: its integers are counts and orders, some of which size lists."""
 
-Kind = Literal["int", "number", "bool", "text", "texts", "ints", "object", "objects", "config", "anchor"]
+MAX_RECORDED_FILES = 64
+"""ControlNets, LoRAs or embeddings one list of a recipe's ``customisation`` names (a run uses a handful)."""
+
+MAX_FILE_NAME_CHARS = 255
+"""The longest file name a recipe records (most file systems' limit)."""
+
+RESIZE_CHOICES: tuple[str, ...] = ("stretch", "crop", "pad")
+"""How a recorded ControlNet's guide image was fitted (``control_spec.RESIZE_MODES``; a test keeps them equal)."""
+
+Kind = Literal[
+    "int",
+    "number",
+    "bool",
+    "text",
+    "texts",
+    "ints",
+    "object",
+    "objects",
+    "config",
+    "anchor",
+    "labels",
+    "lists",
+    "digests",
+    "guide",
+    "source",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,12 @@ class Key:
             (not ``"no"``, not 0); ``text`` a string; ``texts`` a string (one prompt) or a non-empty list of strings;
             ``ints`` a list of ``length`` integers; ``object`` / ``objects`` an object or a list of objects, each
             checked against ``table``; ``config`` a scheduler config (an object of numbers, strings, booleans, nulls
-            and lists of those); ``anchor`` a view index or a name (SyncDiffusion's anchor).
+            and lists of those); ``anchor`` a view index or a name (SyncDiffusion's anchor). For the files a
+            customised run used (never a path: :mod:`~multidiffusion.pipeline.customise.recorded_files`):
+            ``labels`` a list of ``NAME:SCALE`` / ``NAME:TOKEN`` strings with no folder in them; ``lists`` a list of
+            values each checked against ``item``; ``digests`` an object of plain file names → SHA-256 (64 hex
+            digits) or null; ``guide`` a guide image, ``"input image"``, ``"in memory"`` or ``{"name", "sha256"}``;
+            ``source`` a plain file name or a hub repo id (``owner/name``).
         required: The key must be present.
         nullable: The key may be null.
         low: Inclusive minimum of a number and of each integer of ``ints``; None: none.
@@ -86,6 +116,7 @@ class Key:
         most: The most items of ``texts`` and ``objects``.
         choices: The values a ``text`` may take; empty: any.
         table: The keys of each ``object`` / ``objects``.
+        item: The key of each item of ``lists``.
     """
 
     kind: Kind
@@ -97,6 +128,7 @@ class Key:
     most: int | None = None
     choices: tuple[str, ...] = ()
     table: Mapping[str, Key] = field(default_factory=dict)
+    item: Key | None = None
 
 
 def _name(**kwargs: Any) -> Key:
@@ -130,6 +162,36 @@ REGION_KEYS: Mapping[str, Key] = {
 }
 """One item of a regions recipe's ``regions``: a box, or a mask (:func:`~multidiffusion.pipeline.inputs.masks.
 encode_mask`'s ``mask_size`` and ``mask_data``)."""
+
+FRACTION = Key("number", nullable=False, low=0, high=1)
+
+CONTROL_KEYS: Mapping[str, Key] = {
+    "model": Key("source", required=True, nullable=False),
+    "image": Key("guide", required=True, nullable=False),
+    "scale": Key("number", required=True, nullable=False, low=0, high=100),
+    "start": FRACTION,
+    "end": FRACTION,
+    "resize": Key("text", nullable=False, choices=RESIZE_CHOICES),
+}
+"""One recorded ControlNet or T2I-Adapter (:meth:`~multidiffusion.pipeline.customise.control_spec.ControlSpec.
+record`): its folder's name or hub id, its guide image's name and SHA-256, and its settings."""
+
+CONTROLS = Key("objects", nullable=False, most=MAX_RECORDED_FILES, table=CONTROL_KEYS)
+LABELS = Key("labels", nullable=False, most=MAX_RECORDED_FILES)
+DIGESTS = Key("digests", nullable=False, most=MAX_RECORDED_FILES)
+
+CUSTOMISATION_KEYS: Mapping[str, Key] = {
+    "control": CONTROLS,
+    "region_control": Key("lists", nullable=False, most=MAX_REGIONS + 1, item=CONTROLS),
+    "loras": LABELS,
+    "region_loras": Key("lists", nullable=False, most=MAX_REGIONS + 1, item=LABELS),
+    "embeddings": LABELS,
+    "prompt_weighting": Key("bool", nullable=False),
+    "sha256": Key("object", nullable=False, table={"controlnet": DIGESTS, "lora": DIGESTS, "embedding": DIGESTS}),
+}
+"""A recipe's ``customisation`` (:meth:`~multidiffusion.pipeline.customise.customisation.Customisation.record`):
+the ControlNets, LoRAs (``NAME:SCALE``) and embeddings (``NAME:TOKEN``), per condition for a layout's regions,
+and ``sha256``: each local file's name → its SHA-256."""
 
 COMMON_KEYS: Mapping[str, Key] = {
     "mode": Key("text", required=True, nullable=False, choices=MODES),
@@ -165,7 +227,7 @@ COMMON_KEYS: Mapping[str, Key] = {
     "global_view": Key("number"),
     "global_view_until": Key("number", nullable=False),
     "image": Key("object"),  # a run that started from an image is refused before this table is checked
-    "customisation": Key("object", table={"prompt_weighting": Key("bool", nullable=False)}),
+    "customisation": Key("object", table=CUSTOMISATION_KEYS),
     "image_index": Key("int", nullable=False, low=0, high=MAX_RECIPE_PROMPTS - 1),
 }
 """The keys both modes record (:meth:`GenerationMetadata.to_dict` and :meth:`SamplingSettings.to_dict`)."""
@@ -252,6 +314,8 @@ def _value(value: Any, key: Key, where: str) -> Any:
         if not isinstance(value, list) or len(value) != key.length:
             raise InvalidInputError(f"recipe key {where} must be a list of {key.length} integers, got {_got(value)}")
         return [_int(v, key, f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind in ("labels", "lists", "digests", "guide", "source"):
+        return _recorded_file(value, key, where)
     if kind == "object":
         if not isinstance(value, Mapping):
             raise InvalidInputError(f"recipe key {where} must be an object or null, got {_got(value)}")
@@ -268,6 +332,84 @@ def _value(value: Any, key: Key, where: str) -> Any:
             items.append(_object(item, key.table, f"{where}[{i}]."))
         return items
     return _config(value, where)
+
+
+def _recorded_file(value: Any, key: Key, where: str) -> Any:
+    """The kinds that name the files of a customised run: names only, never a folder (a recipe opens no path)."""
+    kind = key.kind
+    if kind == "source":  # a ControlNet folder's own name or a hub repo id, owner/name
+        text = _text(value, Key("text", high=MAX_NAME_CHARS), where)
+        parts = text.split("/")
+        if len(parts) > 2 or not all(_plain(part) for part in parts):
+            raise InvalidInputError(
+                f"recipe key {where} must be a folder's own name or a hub repo id, got {_got(text)}"
+            )
+        return text
+    if kind == "guide":
+        if isinstance(value, str):
+            return _text(value, Key("text", choices=("input image", "in memory")), where)
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(
+                f"recipe key {where} must be an object (a file's name and sha256), got {_got(value)}"
+            )
+        guide = _object(value, GUIDE_KEYS, f"{where}.")
+        _file_name(guide["name"], f"{where}.name")
+        _sha256(guide["sha256"], f"{where}.sha256")  # not null: GUIDE_KEYS
+        return guide
+    if kind == "digests":
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"recipe key {where} must be an object of file names and sha256, got {_got(value)}")
+        _most(value, key, where)
+        return {
+            _file_name(name, f"{where} name"): _sha256(v, f"{where}.{_shown_key(name)}") for name, v in value.items()
+        }
+    if not isinstance(value, list):
+        raise InvalidInputError(f"recipe key {where} must be a list, got {_got(value)}")
+    _most(value, key, where)
+    if kind == "lists":
+        assert key.item is not None  # internal: every ``lists`` key of the tables names its items' key
+        return [_value(v, key.item, f"{where}[{i}]") for i, v in enumerate(value)]
+    labels = [_text(v, Key("text", high=MAX_NAME_CHARS), f"{where}[{i}]") for i, v in enumerate(value)]
+    for i, label in enumerate(labels):
+        name = label.rpartition(":")[0]
+        if "/" in label or "\\" in label or not _plain(name):
+            raise InvalidInputError(
+                f"recipe key {where}[{i}] must be a file's own name and a scale or token (NAME:VALUE, no folder), "
+                f"got {_got(label)}"
+            )
+    return labels
+
+
+GUIDE_KEYS: Mapping[str, Key] = {
+    "name": Key("text", required=True, nullable=False),
+    "sha256": Key("text", required=True, nullable=False),
+}
+"""A recorded guide image (:func:`~multidiffusion.pipeline.modes.image_start.file_record`); :func:`_recorded_file`
+then checks that its name is a plain file name and its sha256 a SHA-256."""
+
+
+def _plain(name: str) -> bool:
+    """One file's or folder's own name: not empty, no separator, not ``.`` or ``..``, at most 255 characters."""
+    return 0 < len(name) <= MAX_FILE_NAME_CHARS and not any(c in name for c in "/\\\0") and name not in (".", "..")
+
+
+def _file_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _plain(name):
+        raise InvalidInputError(f"recipe key {where} must be a file's own name (no folder, not '..'), got {_got(name)}")
+    return name
+
+
+def _sha256(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidInputError(f"recipe key {where} must be a SHA-256 (64 lowercase hex digits), got {_got(value)}")
+    return value
+
+
+def _most(value: Any, key: Key, where: str) -> None:
+    if key.most is not None and len(value) > key.most:
+        raise InvalidInputError(f"recipe key {where} holds {len(value):,} items; the limit is {key.most:,}")
 
 
 def _int(value: Any, key: Key, where: str) -> int:

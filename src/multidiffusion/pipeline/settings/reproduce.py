@@ -3,12 +3,15 @@
 The ``multidiffusion`` JSON chunk that every written image holds (see
 :class:`~multidiffusion.pipeline.settings.recipe.GenerationMetadata`) is enough to run the same call again. The
 result is bit-identical when the weights, dtype, device type, view batch size and tiled-VAE choice are
-the same (all recorded); this module warns where they cannot be.
+the same (all recorded); this module warns where they cannot be. A run with ControlNets, LoRAs or embeddings
+records each file by its name and SHA-256; :func:`read_recipe`'s ``files`` says in which folders they are found
+again (:mod:`~multidiffusion.pipeline.customise.recorded_files`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Mapping
@@ -22,6 +25,12 @@ from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.regions import Region
 from multidiffusion.core.features.sync import SyncSettings
+from multidiffusion.pipeline.customise.recorded_files import (
+    FileFolders,
+    RecordedCustomisation,
+    recorded_customisation,
+    uses_files,
+)
 from multidiffusion.pipeline.inputs.masks import decode_mask
 from multidiffusion.pipeline.inputs.region_file import Background
 from multidiffusion.pipeline.settings.recipe import DEFAULTS, SYNC_RECORDED, GenerationMetadata
@@ -30,15 +39,43 @@ from multidiffusion.pipeline.settings.recipe_schema import MAX_RECIPE_BYTES, che
 from multidiffusion.pipeline.settings.views import ViewSettings, with_x_wrapped
 
 
-def read_recipe(source: str | Path | Mapping[str, Any] | GenerationMetadata) -> dict[str, Any]:
+class Recipe(dict[str, Any]):
+    """A recipe checked against the schema, with the folders where a rerun finds the files it names.
+
+    Attributes:
+        files: Where the ControlNets, guide images, LoRAs and embeddings the recipe names by name and SHA-256 are
+            looked for (:class:`~multidiffusion.pipeline.customise.recorded_files.FileFolders`); None: nowhere, so
+            a run that used such files is refused by :func:`call_arguments` with a line saying what to give.
+    """
+
+    files: FileFolders | None = None
+
+
+def read_recipe(
+    source: str | Path | Mapping[str, Any] | GenerationMetadata, files: FileFolders | None = None
+) -> Recipe:
     """The recipe as a dict checked against the schema, from a PNG written by this package, a JSON text, a dict
     or a metadata object. Every reader of a recipe (``reproduce``, ``resume``, ``batch``, the web UI) comes here.
+
+    Args:
+        source: The PNG, JSON text, dict (a :class:`Recipe` keeps its ``files`` unless ``files`` is given) or
+            metadata.
+        files: Where the files of a customised run are found again (its ControlNets, guide images, LoRAs and
+            embeddings); they are looked up and their hashes compared by :func:`call_arguments`.
 
     Raises:
         InvalidInputError: the file cannot be read or holds no ``multidiffusion`` chunk, the JSON is bad or too
             deeply nested, the run started from an image, or the recipe breaks its schema
             (:mod:`~multidiffusion.pipeline.settings.recipe_schema`). One line.
     """
+    if files is None and isinstance(source, Recipe):
+        files = source.files
+    recipe = Recipe(_read(source))
+    recipe.files = files
+    return recipe
+
+
+def _read(source: str | Path | Mapping[str, Any] | GenerationMetadata) -> dict[str, Any]:
     if isinstance(source, GenerationMetadata):
         return checked_recipe(source.to_dict())
     if isinstance(source, Mapping):
@@ -69,17 +106,11 @@ def checked_recipe(recipe: Any) -> dict[str, Any]:
 
 def refuse_image_run(recipe: Mapping[str, Any]) -> None:
     """Raise for the recipe of a run that started from an image (upscale, outpaint, inpaint, a layout's
-    ``init_image``) or used files besides the model (ControlNets and guide images, LoRAs, embeddings): its PNG does
-    not hold them, so it cannot be rerun from the recipe alone (yet)."""
+    ``init_image``): its PNG does not hold the image, so it cannot be rerun from the recipe alone (yet). (The
+    ControlNets, guide images, LoRAs and embeddings of a customised run are found again by name and hash:
+    :func:`call_arguments`.)"""
     seed = recipe.get("seed")
     again = f"--seed {seed}" if isinstance(seed, int) and not isinstance(seed, bool) else "its seed"
-    custom = recipe.get("customisation")
-    if isinstance(custom, Mapping) and set(custom) - {"prompt_weighting"}:
-        raise InvalidInputError(
-            "this run used ControlNets, LoRAs or embeddings, whose files its PNG does not hold; run it again with the "
-            f"same --controlnet/--lora/--embedding files, {again} and the settings its PNG records "
-            "(reproducing such runs is not supported yet)"
-        )
     image = recipe.get("image")
     if not isinstance(image, Mapping) or not image:
         return  # null, or a wrong type the schema names
@@ -161,16 +192,21 @@ def check_environment(recipe: Mapping[str, Any], model: Any) -> None:
         )
 
 
-def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def call_arguments(recipe: Mapping[str, Any], files: FileFolders | None = None) -> tuple[str, dict[str, Any]]:
     """(mode, keyword arguments of the pipeline method that made the image), generator included.
 
     The recipe is checked first (:func:`checked_recipe`; a dict from :func:`read_recipe` passes again unchanged),
     so every value below has its recorded type, and recorded masks are decoded only after their sizes are checked.
+    The files a customised run used are found in ``files`` (default: the :class:`Recipe`'s own) and their hashes
+    compared before anything loads.
 
     Raises:
         InvalidInputError: the recipe breaks its schema, no seed was recorded (the generator had drawn numbers
-            before the call), or its scheduler config cannot build a scheduler. One line.
+            before the call), its scheduler config cannot build a scheduler, or a file it names is missing or
+            differs from the recorded one. One line.
     """
+    if files is None and isinstance(recipe, Recipe):
+        files = recipe.files
     r = checked_recipe(recipe)
     seed = r.get("seed")
     if seed is None:
@@ -196,22 +232,55 @@ def call_arguments(recipe: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         if r["mode"] != "panorama":
             raise InvalidInputError(f"a {r['mode']} run records a global view, which only panoramas have")
         kwargs["global_view"] = GlobalView(r["global_view"], r.get("global_view_until", 1.0))
-    if (r.get("customisation") or {}).get("prompt_weighting") is False:  # the one customisation a recipe holds
-        from multidiffusion.pipeline.customise.customisation import Customisation
-
-        kwargs["customise"] = Customisation(prompt_weighting=False)
+    custom = _customisation(r, files)
+    if custom is not None:
+        kwargs["customise"] = custom.custom
     if r["mode"] == "panorama":
+        if custom is not None and custom.regional:
+            raise InvalidInputError(
+                "a panorama recipe records per-region ControlNets or LoRAs, which only regions have"
+            )
         kwargs.update(prompt=list(r["prompt"]), negative_prompt=list(r["negative_prompt"]))
         return "panorama", kwargs
     background = r.get("background")
     canvas = (r["height"], r["width"])
+    regions = [_region(record, f"regions[{i}]", canvas) for i, record in enumerate(r["regions"])]
+    if custom is not None and custom.regional:
+        regions = _with_extras(regions, custom.regional)
     kwargs.update(
-        regions=[_region(record, f"regions[{i}]", canvas) for i, record in enumerate(r["regions"])],
+        regions=regions,
         background=Background(**background) if background is not None else None,
         negative_prompt=r["negative_prompt"][0],
         bootstrap_fraction=r.get("bootstrap_fraction"),
     )
     return "regions", kwargs
+
+
+def _customisation(recipe: Mapping[str, Any], files: FileFolders | None) -> RecordedCustomisation | None:
+    """The recipe's customisation rebuilt (its files found in ``files`` and checked); None when it records none."""
+    from multidiffusion.pipeline.customise.customisation import Customisation
+
+    record = recipe.get("customisation") or {}
+    if not uses_files(record):
+        if record.get("prompt_weighting") is False:
+            return RecordedCustomisation(Customisation(prompt_weighting=False))
+        return None
+    return recorded_customisation(record, files)
+
+
+def _with_extras(regions: list[Region], regional: tuple[Any, ...]) -> list[Region]:
+    """The regions with their recorded ControlNets and LoRAs: ``regional`` holds one entry per condition, the
+    conditions before the regions' (a background's) first, and those must record none."""
+    first = len(regional) - len(regions)
+    if first < 0 or any(extras.control or extras.loras for extras in regional[:first]):
+        raise InvalidInputError(
+            f"the recipe's per-region ControlNets and LoRAs ({len(regional)} entries) do not match its "
+            f"{len(regions)} regions"
+        )
+    return [
+        dataclasses.replace(region, control=extras.control, loras=extras.loras)
+        for region, extras in zip(regions, regional[first:], strict=True)
+    ]
 
 
 CONFIG_ERRORS: tuple[type[Exception], ...] = (

@@ -25,7 +25,7 @@ from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError, NonFiniteError, OutputError, ProcessGroupError
 from multidiffusion.interfaces.cli import launch
-from multidiffusion.interfaces.cli.options import add_recorded_run_options
+from multidiffusion.interfaces.cli.options import add_recorded_run_options, recorded_files
 
 VIEWS_PER_RANK = 4  # a canvas with fewer views than this per rank is made by one rank: sharing it would idle them
 MAX_JOBS_BYTES = 64 * 2**20
@@ -42,7 +42,7 @@ class Job:
     out: Path
 
 
-def read_jobs(path: str, allow_outside: bool = False) -> list[Job]:
+def read_jobs(path: str, allow_outside: bool = False, files: Any = None) -> list[Job]:
     """Every job of the file, checked (JSON, a known mode, a seed, an ``out`` PNG path inside the jobs file's folder
     unless ``allow_outside``, no two jobs writing one file); one line names the first problem and its line."""
     from multidiffusion.pipeline.files.png import check_output_path
@@ -78,7 +78,7 @@ def read_jobs(path: str, allow_outside: bool = False) -> list[Job]:
             if not allow_outside:
                 check_inside(target, home, out)
             check_output_path(target)
-            recipe = read_recipe(json.dumps(recipe))
+            recipe = read_recipe(json.dumps(recipe), files=files)
             call_arguments(recipe)
         except InvalidInputError as exc:
             raise InvalidInputError(f"{where}: {exc}") from None
@@ -129,7 +129,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from multidiffusion.pipeline.settings.reproduce import model_to_load
 
     allow_outside = getattr(args, "allow_outside", False)
-    jobs = read_jobs(args.jobs, allow_outside)
+    jobs = read_jobs(args.jobs, allow_outside, recorded_files(args))
     models = [model_to_load(job.recipe, args.model) for job in jobs]
     for model in dict.fromkeys(models):
         check_model_source(model, allow_pickle=args.allow_pickle)
