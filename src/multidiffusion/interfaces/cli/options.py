@@ -38,6 +38,7 @@ def seed(text: str) -> int:
     return value
 
 
+OUT_HELP = "output PNG (written atomically; a missing folder is made)"
 PICKLED_WEIGHTS = "pickled weights (.ckpt, .pt, .pth, .bin files)"
 
 
@@ -56,7 +57,7 @@ def add_model_and_sampling(p: argparse.ArgumentParser, what: str) -> None:
     from multidiffusion.adapters.schedulers.names import SCHEDULER_HELP
     from multidiffusion.interfaces.cli.customise_options import add_customisation
 
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help=OUT_HELP)
     p.add_argument(
         "--num-images",
         type=int,
@@ -224,7 +225,7 @@ def add_recorded_run_options(
     of a customised run's files (:func:`add_recorded_file_folders`) of the commands that rerun recorded runs
     (reproduce, resume, batch)."""
     if out:
-        p.add_argument("--out", required=True, metavar="FILE.png", help="output PNG (written atomically)")
+        p.add_argument("--out", required=True, metavar="FILE.png", help=OUT_HELP)
     p.add_argument(
         "--model",
         default=None,

@@ -40,7 +40,7 @@ class MultiDiffusionOutput:
         them (``images[i].save(path)`` of PIL writes no recipe). Each file is written atomically.
 
         Args:
-            path: A ``.png`` file in an existing folder. With several images and no ``index``: ``stem-0.png``,
+            path: A ``.png`` file (missing folders are made). With several images and no ``index``: ``stem-0.png``,
                 ``stem-1.png``, … beside it, as the command line names them.
             index: Write only image ``index``, to ``path`` itself.
 
