@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,8 +152,33 @@ def make_scheduler(scheduler: Any, base_config: Mapping[str, Any], config: Mappi
         class_name, overrides = SCHEDULERS[name]
         if overrides.get("use_flow_sigmas"):  # the model's shift carries over to the multistep solver
             overrides = {**overrides, "flow_shift": float(source.get("shift", source.get("flow_shift", 1.0)))}
-        return getattr(diffusers, class_name).from_config(source, **overrides)
+        return from_config_directly(getattr(diffusers, class_name), source, overrides)
     return _scheduler_class(name).from_config(source)
+
+
+def from_config_directly(cls: type, config: Mapping[str, Any], overrides: Mapping[str, Any]) -> Any:
+    """``cls.from_config(config, **overrides)`` for a scheduler class without deprecated arguments, built without
+    importing every other scheduler.
+
+    diffusers' ``from_config`` imports each class "compatible" with ``cls`` only to leave their keys out of a warning
+    (and Heun's and DEIS's modules load ``scipy.stats``): a second of start-up for nothing the run uses. The instance
+    is the same: ``__init__`` gets the keys of its signature (an override wins over the config, and keys the config
+    lists in ``_use_default_values`` are left to their defaults), and the rest of the config is registered as hidden
+    keys with ``_class_name`` set to ``cls``, as ``from_config`` does (tests/adapters/schedulers/test_names.py compares
+    the two for every short name).
+    """
+    if getattr(cls, "_deprecated_kwargs", None):  # from_config routes those; keep its logic for such classes
+        return cls.from_config(dict(config), **overrides)
+    defaults = set(config.get("_use_default_values", ()))
+    given = {k: v for k, v in config.items() if k not in defaults and k != "_use_default_values"}
+    expected = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", *cls.ignore_for_config}
+    init = {k: overrides[k] if k in overrides else given[k] for k in expected if k in overrides or k in given}
+    scheduler = cls(**init)
+    hidden = {k: v for k, v in given.items() if k not in init}
+    if "_class_name" in hidden:
+        hidden["_class_name"] = cls.__name__
+    scheduler.register_to_config(**hidden)
+    return scheduler
 
 
 def scheduler_fields(scheduler: Any) -> dict[str, Any]:

@@ -48,21 +48,34 @@ def view_indices(views: Sequence[View], height: int, width: int, device: torch.d
     return flat.reshape(len(views), h * w).to(device)
 
 
-def crop(canvas: Tensor, index: Tensor, size: tuple[int, int]) -> Tensor:
+def crop(canvas: Tensor, index: Tensor, size: tuple[int, int], scratch: Tensor | None = None) -> Tensor:
     """Gather views out of a canvas: F_i(J) of the paper.
 
     Args:
         canvas: (N, C, H, W).
         index: (V, h·w) flat indices from :func:`view_indices`.
         size: (h, w) of the views.
+        scratch: Optional reusable buffer of N·C·V·h·w elements of the canvas's dtype and device for the
+            canvas-major gather (a run's loop passes the same one every step, so only the returned crops are
+            new memory). Not for a canvas that requires grad.
 
     Returns:
-        (V·N, C, h, w), view-major: rows ``v·N … v·N + N − 1`` hold view v of the N canvases.
+        (V·N, C, h, w), view-major: rows ``v·N … v·N + N − 1`` hold view v of the N canvases; always a new
+        tensor (hooks and denoisers may keep it).
     """
     n, c = canvas.shape[:2]
     v = index.shape[0]
-    flat = canvas.reshape(n, c, -1)[:, :, index.reshape(-1)]  # (N, C, V·h·w)
-    return flat.reshape(n, c, v, *size).permute(2, 0, 1, 3, 4).reshape(v * n, c, *size)
+    if scratch is None:
+        flat = canvas.reshape(n, c, -1)[:, :, index.reshape(-1)]  # (N, C, V·h·w)
+        return flat.reshape(n, c, v, *size).permute(2, 0, 1, 3, 4).reshape(v * n, c, *size)
+    planes = canvas.reshape(n * c, -1)
+    cells = index.reshape(-1)
+    gathered = scratch.view(n * c, -1)  # (N·C, V·h·w)
+    for k in range(n * c):  # one 1-D gather per plane: index_select writes into a buffer, [] cannot
+        torch.index_select(planes[k], 0, cells, out=gathered[k])
+    out = torch.empty(v, n * c, size[0] * size[1], dtype=canvas.dtype, device=canvas.device)
+    out.copy_(gathered.view(n * c, v, -1).permute(1, 0, 2))
+    return out.view(v * n, c, *size)
 
 
 def paste_add(target: Tensor, views: Tensor, index: Tensor) -> Tensor:
@@ -78,4 +91,26 @@ def paste_add(target: Tensor, views: Tensor, index: Tensor) -> Tensor:
     src = views.reshape(v, n, c, -1).permute(1, 2, 0, 3).reshape(n, c, -1)  # (N, C, V·h·w)
     flat = target.view(n, c, -1)
     flat.index_add_(2, index.reshape(-1), src.to(flat.dtype))
+    return target
+
+
+def paste_add_weighted(target: Tensor, views: Tensor, weights: Tensor, index: Tensor, scratch: Tensor) -> Tensor:
+    """:func:`paste_add` of ``weights ⊗ views`` in place, the product written straight into canvas-major order.
+
+    Bit-identical to ``paste_add(target, (views · weights).reshape(views.shape), index)``: the same float32
+    products, added in the same order; only the temporaries are gone.
+
+    Args:
+        target: (N, C, H, W) float32 accumulator, modified in place and returned.
+        views: (V·N, C, h, w), view-major as :func:`crop` returns (cast to float32 before the product).
+        weights: (V, h, w) float32 per-view weights.
+        index: (V, h·w) flat indices of those views.
+        scratch: Reusable float32 buffer of N·C·V·h·w elements on the target's device.
+    """
+    n, c = target.shape[:2]
+    v = index.shape[0]
+    src = scratch.view(n, c, v, -1)  # (N, C, V, h·w)
+    viewed = views.reshape(v, n, c, -1).permute(1, 2, 0, 3).to(torch.float32)
+    torch.mul(viewed, weights.reshape(1, 1, v, -1), out=src)
+    target.view(n, c, -1).index_add_(2, index.reshape(-1), src.view(n, c, -1))
     return target

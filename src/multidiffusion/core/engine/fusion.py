@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from multidiffusion.core.engine.crop import crop, paste_add, view_indices
+from multidiffusion.core.engine.crop import crop, paste_add, paste_add_weighted, view_indices
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.types import ViewTask
 
@@ -48,24 +48,51 @@ class FusionPlan:
                 "with a positive weight"
             )
         self.denominator = denom  # (1, 1, H, W)
+        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # :meth:`_scratch`, by dtype and device
 
     def __len__(self) -> int:
         return len(self.tasks)
 
     def crop(self, canvas: Tensor, batch: slice) -> Tensor:
-        """Crops of ``canvas`` (N, C, H, W) for the tasks in ``batch``: (T·N, C, h, w)."""
-        return crop(canvas, self.index[batch], self.view_size)
+        """Crops of ``canvas`` (N, C, H, W) for the tasks in ``batch``: (T·N, C, h, w), a new tensor."""
+        index = self.index[batch]
+        if _tracks_grad(canvas):
+            return crop(canvas, index, self.view_size)
+        scratch = self._scratch(canvas.shape[0] * canvas.shape[1] * index.numel(), canvas)
+        return crop(canvas, index, self.view_size, scratch)
 
     def accumulate(self, numerator: Tensor, values: Tensor, batch: slice) -> None:
         """numerator += Σ_{i ∈ batch} F_i⁻¹(W_i ⊗ values_i); values (T·N, C, h, w), numerator float32."""
         w = self.weights[batch]
-        t = w.shape[0]
-        weighted = values.reshape(t, -1, *values.shape[1:]).to(torch.float32) * w[:, None, None]
-        paste_add(numerator, weighted.reshape(values.shape), self.index[batch])
+        if _tracks_grad(values) or _tracks_grad(numerator):
+            t = w.shape[0]
+            weighted = values.reshape(t, -1, *values.shape[1:]).to(torch.float32) * w[:, None, None]
+            paste_add(numerator, weighted.reshape(values.shape), self.index[batch])
+            return
+        scratch = self._scratch(values.numel(), numerator)
+        paste_add_weighted(numerator, values, w, self.index[batch], scratch)
+
+    def _scratch(self, numel: int, like: Tensor) -> Tensor:
+        """A flat buffer of ``numel`` elements of ``like``'s dtype and device, reused from call to call.
+
+        Every step crops and weights a batch of views as large as the previous one; on a CPU, fresh buffers that
+        size come from the kernel each time (page faults and zeroing), so the plan keeps one for its run. The crop's
+        gather and the weighted paste share it (they never overlap; the float32 canvas and numerator agree).
+        """
+        key = (like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+        return buffer[:numel]
 
     def normalise(self, numerator: Tensor) -> Tensor:
         """Divide an accumulated numerator by Σ_j F_j⁻¹(W_j), in place; returns it."""
         return numerator.div_(self.denominator)
+
+
+def _tracks_grad(x: Tensor) -> bool:
+    """Whether an op on ``x`` would be recorded for autograd (``out=`` buffers are refused then)."""
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 def fuse(values: Tensor, plan: FusionPlan, num_canvases: int) -> Tensor:

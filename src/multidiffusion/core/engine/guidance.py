@@ -99,8 +99,11 @@ class ClassifierFreeGuidance:
         uncond = out.index_select(0, torch.cat(uncond_rows).to(device))
         cond = out.index_select(0, torch.cat(cond_rows).to(device))
         g = torch.tensor(scales, dtype=out.dtype, device=device).reshape(-1, *([1] * (out.ndim - 1)))
-        guided = uncond + g * (cond - uncond)  # ε̂ = ε_u + g (ε_c − ε_u); exactly ε_c where g = 1, ε_u = ε_c
         phis = [c.guidance_rescale if c.guided else 0.0 for c in conds]
+        if (torch.is_grad_enabled() and out.requires_grad) or any(phi > 0 for phi in phis):
+            guided = uncond + g * (cond - uncond)  # ε̂ = ε_u + g (ε_c − ε_u); exactly ε_c where g = 1, ε_u = ε_c
+        else:  # the same three operations in place on the two gathered copies: no more batch-sized buffers
+            guided = uncond.add_(cond.sub_(uncond).mul_(g))
         if any(phi > 0 for phi in phis):  # Lin et al. 2023 §3.4 on the rows that ask for it, in one batch
             rows = torch.cat([torch.arange(i * n, (i + 1) * n) for i, phi in enumerate(phis) if phi > 0]).to(device)
             phi = torch.tensor([phi for phi in phis if phi > 0], dtype=out.dtype, device=device)

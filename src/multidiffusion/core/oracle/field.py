@@ -46,7 +46,9 @@ from a scheduler config and wraps it as a Denoiser. The mixture posterior's cons
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +80,39 @@ class AxisBasis:
     eigenvalues: Tensor  # (n,)
 
 
+class _Scratch:
+    """One reusable buffer for the exact denoiser's intermediates, lent to one caller at a time.
+
+    On a CPU a fresh batch-sized buffer comes from the kernel page by page on every call; the sampling loop calls
+    with batches of one size every step, so the field keeps one. A second thread meanwhile gets a fresh one, and
+    other devices (whose allocators cache already) never hold one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer: Tensor | None = None
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Scratch:
+        return _Scratch()
+
+    def __reduce__(self) -> tuple[type[_Scratch], tuple[()]]:
+        return _Scratch, ()
+
+    @contextmanager
+    def like(self, x: Tensor) -> Iterator[Tensor]:
+        """A contiguous tensor of ``x``'s shape, dtype and device, its contents undefined."""
+        if x.device.type != "cpu" or not self._lock.acquire(blocking=False):
+            yield torch.empty_like(x, memory_format=torch.contiguous_format)
+            return
+        try:
+            buffer = self._buffer
+            if buffer is None or buffer.dtype != x.dtype or buffer.numel() < x.numel():
+                buffer = self._buffer = torch.empty(x.numel(), dtype=x.dtype)
+            yield buffer[: x.numel()].view(x.shape)
+        finally:
+            self._lock.release()
+
+
 @dataclass
 class GaussianField:
     """The stationary Gaussian field of the module docstring, with its exact posterior.
@@ -97,6 +132,7 @@ class GaussianField:
     long_scale: float | None = None
     long_weight: float = 0.0
     _cache: dict[tuple[int, str], AxisBasis] = field(default_factory=dict, repr=False, compare=False)
+    _scratch: _Scratch = field(default_factory=_Scratch, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in (("ell", self.length_scale), ("sigma", self.sigma)):
@@ -192,19 +228,20 @@ class GaussianField:
         if a.shape[0] > 1 and bool((a == a[:1]).all()) and bool((sd == sd[:1]).all()):
             a, sd = a[:1], sd[:1]  # one noise level for the batch: coefficients of shape (1, 1, h, w)
         mu = torch.as_tensor(mean, dtype=dtype, device=x_t.device).expand(b, c)[:, :, None, None]
-        # Two full-size buffers, reused (matmul(out=)) to keep the memory traffic low on large batches.
+        # Two full-size buffers, reused (matmul(out=)): y is returned, tmp is the field's scratch.
         y = (x_t.to(dtype) - a * mu).contiguous()  # x_t − α μ; contiguous: matmul(out=y) needs it
-        tmp = torch.matmul(u_h.T, y)
-        torch.matmul(tmp, u_w, out=y)  # z: eigen-coordinates of x_t − α μ, per channel
         denom = (a * a * lam + sd * sd).clamp_min(torch.finfo(dtype).tiny)  # eigenvalues of Var(x_t)
-        if prediction_type == "sample":
-            y.mul_(a * lam / denom)  # Eq. 2 in the eigenbasis
-        elif prediction_type == "epsilon":
-            y.mul_(sd / denom)  # Eq. 3 in the eigenbasis
-        else:
-            y.mul_(a * sd * (1 - lam) / denom)  # v = α ε̂ − s x̂₀
-        torch.matmul(u_h, y, out=tmp)
-        torch.matmul(tmp, u_w.T, out=y)  # back to pixels
+        with self._scratch.like(y) as tmp:
+            torch.matmul(u_h.T, y, out=tmp)
+            torch.matmul(tmp, u_w, out=y)  # z: eigen-coordinates of x_t − α μ, per channel
+            if prediction_type == "sample":
+                y.mul_(a * lam / denom)  # Eq. 2 in the eigenbasis
+            elif prediction_type == "epsilon":
+                y.mul_(sd / denom)  # Eq. 3 in the eigenbasis
+            else:
+                y.mul_(a * sd * (1 - lam) / denom)  # v = α ε̂ − s x̂₀
+            torch.matmul(u_h, y, out=tmp)
+            torch.matmul(tmp, u_w.T, out=y)  # back to pixels
         if prediction_type == "sample":
             y.add_(mu)
         elif prediction_type == "v_prediction":
@@ -257,7 +294,9 @@ class GaussianField:
         operator = PosteriorOperator(basis, alpha, s, prediction_type, dtype, x_t.device)
         if torch.is_grad_enabled() and x_t.requires_grad:
             return ExactPosterior.apply(x_t.to(dtype), mus, operator)
-        return operator.forward(x_t.to(dtype), mus)[0]
+        x = x_t.to(dtype)
+        with self._scratch.like(x) as tmp:
+            return operator.forward(x, mus, tmp)[0]
 
     def sample(
         self,

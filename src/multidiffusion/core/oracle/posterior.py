@@ -72,12 +72,19 @@ class PosteriorOperator:
         z.mul_(self.coef)
         return torch.matmul(torch.matmul(self.u_h, z), self.u_w.T)
 
-    def forward(self, x: Tensor, mus: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(y, responsibilities r (B, K) or None when all K means are equal) for x (B, C, h, w), means (B, K, C)."""
+    def forward(self, x: Tensor, mus: Tensor, scratch: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(y, responsibilities r (B, K) or None when all K means are equal) for x (B, C, h, w), means (B, K, C).
+
+        ``scratch``: a contiguous buffer of ``x``'s shape and dtype for the intermediates (overwritten; None: a new
+        one). ``y`` is always a new tensor; every batch-sized intermediate goes through the one buffer.
+        """
         a = self.a.reshape(-1, 1)  # (B or 1, 1)
-        z = torch.matmul(torch.matmul(self.u_h.T, x), self.u_w)  # eigen-coordinates of x_t
+        tmp = torch.empty_like(x, memory_format=torch.contiguous_format) if scratch is None else scratch
+        y = torch.empty_like(tmp)
+        torch.matmul(self.u_h.T, x, out=tmp)
+        z = torch.matmul(tmp, self.u_w, out=y)  # eigen-coordinates of x_t
         if mus.shape[1] > 1 and not bool((mus == mus[:, :1]).all()):
-            q = (z * self.ones_over_var).sum((-2, -1))  # ⟨z_c, e / d⟩, (B, C)
+            q = torch.mul(z, self.ones_over_var, out=tmp).sum((-2, -1))  # ⟨z_c, e / d⟩, (B, C)
             energy = (self.ones * self.ones_over_var).sum((-2, -1)).reshape(-1, 1)  # ⟨e, e / d⟩, (B or 1, 1)
             log_r = a * (mus * q[:, None]).sum(-1) - 0.5 * a * a * energy * (mus * mus).sum(-1)  # (B, K)
             r: Tensor | None = torch.softmax(log_r, dim=1)
@@ -85,9 +92,10 @@ class PosteriorOperator:
         else:
             r, mean = None, mus[:, 0]
         mu = mean[:, :, None, None]
-        z.sub_(self.a * mu * self.ones)  # eigen-coordinates of x_t − α μ̄
+        z.sub_(torch.mul(self.a * mu, self.ones, out=tmp))  # eigen-coordinates of x_t − α μ̄
         z.mul_(self.coef)
-        y = torch.matmul(torch.matmul(self.u_h, z), self.u_w.T)
+        torch.matmul(self.u_h, z, out=tmp)
+        torch.matmul(tmp, self.u_w.T, out=y)
         return y.add_(self.beta * mu), r
 
 
