@@ -136,6 +136,8 @@ def load_pipeline(args: argparse.Namespace, model: str, dtype: str | None = None
         config=config,
         allow_pickle=getattr(args, "allow_pickle", False),
     )
+    import diffusers  # noqa: F401  # every run builds a diffusers scheduler: its import (seconds) is part of the wait
+
     log(f"loaded the {pipe.model.family} model in {time.perf_counter() - start:.1f} s")
     if getattr(args, "tiled_vae", None) and not hasattr(pipe.model.codec, "tiled"):
         raise InvalidInputError(f"--tiled-vae: the {pipe.model.family} model has no VAE to tile")
