@@ -25,14 +25,22 @@ MODEL = "toy:sigma=0.15"  # the toy field with less texture, so a pixel's colour
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, list[dict[str, np.ndarray]]]]:
-    """(url, session, painted masks the server saw) of a UI served in this process."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, list[dict[str, np.ndarray]], list]]:
+    """(url, session, painted masks the server saw, the Regions canvas's values the server received) of a UI served
+    in this process."""
     from multidiffusion.interfaces.ui import app as ui
     from multidiffusion.interfaces.ui.session import UiSession
     from multidiffusion.interfaces.ui.tabs import image, regions
 
     seen: list[dict[str, np.ndarray]] = []
-    original = regions.painted_masks
+    canvases: list[dict[str, Any]] = []
+    original, merge = regions.painted_masks, regions.painting
+
+    def recording_canvas(value: Any) -> np.ndarray:
+        canvases.append(value)
+        return merge(value)
+
+    regions.painting = recording_canvas
 
     def recording(layer: np.ndarray) -> dict[str, np.ndarray]:
         masks = original(layer)
@@ -57,10 +65,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any,
     app.queue(default_concurrency_limit=1)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/", session, seen
+        yield f"http://127.0.0.1:{port}/", session, seen, canvases
     finally:
         app.close()
-        regions.painted_masks = original
+        regions.painted_masks, regions.painting = original, merge
         image.picture_and_mask = split
 
 
@@ -191,7 +199,7 @@ def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
     page.wait_for_selector("#r-seg img", timeout=30_000)
     page.click("#r-generate")
     _result_link(page, "#r-download")
-    _url, session, seen = server
+    _url, session, seen, _ = server
     masks = seen[-1]
     assert set(masks) == {"red", "blue"}
     out = np.asarray(Image.open(session.images[-1]).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
@@ -206,7 +214,7 @@ def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
 
 
 def test_live_preview_then_cancel_stops_the_run_and_writes_nothing(page, server):
-    _url, session, _ = server
+    _url, session, _, _ = server
     before = list(session.images)
     files = set(Path(session.out_dir).iterdir())
     _fill(page, "prompt", "a red ball")
@@ -330,3 +338,113 @@ def test_an_imported_layout_is_painted_and_exports_again(page, server, tmp_path)
     with zipfile.ZipFile(archive) as z:
         exported = json.loads(z.read("layout.json"))
     assert [r["prompt"] for r in exported["regions"]] == ["a red thing", "a green thing"]
+
+
+def _painted_on_screen(page: Any, colour: tuple[int, int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels of a screenshot of the paint canvas within 40 levels per channel of ``colour``."""
+    import io
+
+    from PIL import Image
+
+    shot = Image.open(io.BytesIO(page.locator("#paint canvas").first.screenshot())).convert("RGB")
+    pixels = np.asarray(shot, dtype=np.int16)
+    return np.abs(pixels - np.array(colour, dtype=np.int16)).max(axis=2) <= 40
+
+
+def test_an_imported_layout_shows_exactly_its_masks_in_the_colours_its_prompts_name(page, server, tmp_path):
+    """Issue 30, item 8: a 256 × 128 layout, [16, 16, 112, 112] "red" and [144, 16, 240, 112] "blue" on a "green"
+    background. Read back three ways, the canvas is exactly the two boxes, each in the brush colour its prompt names,
+    on white, at the layout's size: the editor's own rendering of its canvas (its download button), the layer it
+    sends the server, and a screenshot of the page (each colour one filled rectangle of the box's proportions, no
+    second copy at another scale, nothing in the green slot's colour)."""
+    import json
+
+    from multidiffusion.interfaces.ui.editor import blank, over
+    from multidiffusion.interfaces.ui.session import PAINT_COLOURS
+
+    palette = dict(PAINT_COLOURS)
+    boxes = {"red": (16, 16, 112, 112), "blue": (144, 16, 240, 112)}
+    layout = {
+        "width": 256,
+        "height": 128,
+        "background": "green",
+        "regions": [{"prompt": name, "box": list(box)} for name, box in boxes.items()],
+    }
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(layout))
+    page.get_by_role("tab", name="Regions").click()
+    page.locator("#paint canvas").first.wait_for()
+    page.locator("#r-import input[type=file]").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#prompt-blue textarea').value === 'blue'", timeout=30_000)
+    form = {name: _value(page, f"prompt-{name}") for name, _ in PAINT_COLOURS}
+    assert form == {"red": "red", "green": "", "blue": "blue", "yellow": ""}
+    assert _value(page, "background") == "green"
+    assert "only label" in page.locator("#regions-colours").inner_text()  # the page says what the colours mean
+
+    wanted = np.zeros((128, 256, 4), dtype=np.uint8)
+    for name, (x0, y0, x1, y1) in boxes.items():
+        wanted[y0:y1, x0:x1] = (*palette[name], 255)
+    shown = over(blank(128, 256), wanted)
+    painted = wanted[..., 3] > 0
+    for _ in range(50):  # the import's last update, the paint, reaches the canvas a moment after the prompts
+        rendered = _rendered_canvas(page, tmp_path / "canvas.png")
+        if (rendered[..., :3] != 255).any():
+            break
+        page.wait_for_timeout(200)
+    assert rendered.shape == (128, 256, 4) and (rendered[..., 3] == 255).all()
+    assert (rendered[..., :3] == shown).all()
+
+    canvases = server[3]
+    before = len(canvases)
+    page.click("#r-segmentation")  # sends the canvas as the editor holds it
+    page.wait_for_selector("#r-seg img", timeout=30_000)
+    assert len(canvases) > before
+    layers = [np.asarray(layer) for layer in canvases[-1]["layers"]]
+    assert [layer.shape for layer in layers] == [(128, 256, 4)]
+    assert ((layers[0][..., 3] > 0) == painted).all() and (layers[0][painted] == wanted[painted]).all()
+
+    for name, (x0, y0, x1, y1) in boxes.items():
+        on_screen = _painted_on_screen(page, palette[name])
+        # rows and columns with more than a toolbar icon's worth of the colour (the colour button shows the brush's)
+        rows, cols = np.nonzero(on_screen.sum(axis=1) > 20)[0], np.nonzero(on_screen.sum(axis=0) > 20)[0]
+        assert rows.size and cols.size, name
+        top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert on_screen[top:bottom, left:right].mean() > 0.97, name  # one filled rectangle
+        assert abs((right - left) / (bottom - top) - (x1 - x0) / (y1 - y0)) < 0.05, name
+    assert _painted_on_screen(page, palette["green"]).sum() < 20
+
+    # a second import, of another size, replaces the first exactly
+    again = {"width": 384, "height": 192, "regions": [{"prompt": "a yellow cab", "box": [40, 24, 200, 120]}]}
+    path.write_text(json.dumps(again))
+    page.locator("#r-import button[aria-label='Clear']").click()  # the file field takes a new file once cleared
+    page.locator("#r-import input[type=file]").set_input_files(str(path))
+    page.wait_for_function("document.querySelector('#prompt-yellow textarea').value === 'a yellow cab'")
+    wanted = np.zeros((192, 384, 4), dtype=np.uint8)
+    wanted[24:120, 40:200] = (*palette["yellow"], 255)
+    for _ in range(50):
+        rendered = _rendered_canvas(page, tmp_path / "canvas.png")
+        if rendered.shape == wanted.shape and (rendered[..., :3] != 255).any():
+            break
+        page.wait_for_timeout(200)
+    assert (rendered[..., :3] == over(blank(192, 384), wanted)).all()
+    assert _value(page, "prompt-red") == "" and _value(page, "background") == ""
+
+    # a refused import says why and leaves the canvas as it was
+    five = {"width": 64, "height": 64, "regions": [{"prompt": "x", "box": [0, 0, 8, 8]}] * 5}
+    path.write_text(json.dumps(five))
+    page.locator("#r-import button[aria-label='Clear']").click()
+    page.locator("#r-import input[type=file]").set_input_files(str(path))
+    page.wait_for_selector("text=the page paints at most 4", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert (_rendered_canvas(page, tmp_path / "canvas.png")[..., :3] == over(blank(192, 384), wanted)).all()
+
+
+def _rendered_canvas(page: Any, path: Path) -> np.ndarray:
+    """The paint canvas as the editor renders it, at its own size: what its download button saves, (H, W, 4)."""
+    from PIL import Image
+
+    with page.expect_download() as info:
+        page.click("#paint button[aria-label='Download']")
+    info.value.save_as(path)
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGBA"))

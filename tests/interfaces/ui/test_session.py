@@ -160,3 +160,50 @@ def test_outline_checks_the_picture_size_and_the_recipe_first(tmp_path, monkeypa
     text.write_text("not a picture")
     with pytest.raises(InvalidInputError, match="this file is not a picture PIL can read"):
         outline_views(str(text))
+
+
+def test_an_imported_region_takes_the_brush_colour_its_prompt_names(tmp_path):
+    """Issue 30, item 8: [16, 16, 112, 112] "red" and [144, 16, 240, 112] "blue" on a "green" background paint in red
+    and blue, not in the green slot's colour, at the layout's size, each box exactly."""
+    import json
+
+    from multidiffusion.interfaces.ui.session import layout_to_paint
+
+    boxes = {"red": (16, 16, 112, 112), "blue": (144, 16, 240, 112)}
+    path = tmp_path / "layout.json"
+    regions = [{"prompt": name, "box": list(box)} for name, box in boxes.items()]
+    path.write_text(json.dumps({"width": 256, "height": 128, "background": "green", "regions": regions}))
+    layer, prompts, background = layout_to_paint(str(path))
+    assert layer.shape == (128, 256, 4) and prompts == {"red": "red", "blue": "blue"} and background == "green"
+    masks = painted_masks(layer)
+    assert set(masks) == {"red", "blue"}
+    for name, (x0, y0, x1, y1) in boxes.items():
+        wanted = np.zeros((128, 256), dtype=bool)
+        wanted[y0:y1, x0:x1] = True
+        assert (masks[name] == wanted).all(), name
+
+
+@pytest.mark.parametrize(
+    ("names", "prompts", "background", "colours"),
+    [
+        ([None, None], ["red", "blue"], "green", ["red", "blue"]),  # the issue's layout
+        ([None, None], ["a Blue box", "a red ball"], "", ["blue", "red"]),  # named in the prompt, any case
+        ([None, None], ["a cat", "a red ball"], "green field", ["blue", "red"]),  # none named: one no prompt names
+        ([None, None], ["a blue sky", "a blue car"], "", ["blue", "red"]),  # one colour per region
+        (["blue", None], ["a red ball", "a dog"], "", ["blue", "green"]),  # an exported name keeps its colour
+        ([None] * 4, ["red", "green", "blue", "a dog"], "", ["red", "green", "blue", "yellow"]),
+        ([None] * 4, ["a", "b", "c", "a yellow cab"], "", ["red", "green", "blue", "yellow"]),
+        ([None, None], ["reddish clay", "bluebells"], "", ["red", "green"]),  # whole words only
+    ],
+)
+def test_slot_colours_do_not_contradict_the_prompts(names, prompts, background, colours):
+    from multidiffusion.interfaces.ui.session import slot_colours
+
+    assert slot_colours(names, prompts, background) == colours
+
+
+def test_a_layout_of_more_regions_than_colours_is_refused():
+    from multidiffusion.interfaces.ui.session import slot_colours
+
+    with pytest.raises(InvalidInputError, match="has 5 regions; the page paints at most 4"):
+        slot_colours([None] * 5, ["x"] * 5)

@@ -64,11 +64,28 @@ def run_ui(args: argparse.Namespace) -> int:
     session = UiSession(default_model=args.model, models_dir=args.models_dir, device=args.device)
     app = build_app(session)
     app.queue(default_concurrency_limit=1)
+    # quiet: Gradio's own start-up text tells a Python caller to set share=True in launch(); ours names the options
     app.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
         max_file_size=MAX_UPLOAD,
         allowed_paths=[str(session.out_dir)],
+        quiet=True,
+        prevent_thread_lock=True,
     )
+    print(startup_text(args.host, args.port, shared=bool(app.share_url)), flush=True)
+    app.block_thread()
     return 0
+
+
+def startup_text(host: str, port: int, shared: bool) -> str:
+    """What ``multidiffusion ui`` prints once it serves: where, and how to reach it from elsewhere with its own
+    options (``--share``, ``--host``). Gradio prints the public link itself where ``shared``."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    lines = [f"multidiffusion ui: serving http://{shown}:{port} (Ctrl+C stops it)"]
+    if not shared:
+        lines.append("for a public gradio.live link as well, start it with --share")
+    if host in ("127.0.0.1", "localhost", "::1"):
+        lines.append("only this machine can open it; --host 0.0.0.0 serves other machines")
+    return "\n".join(lines)

@@ -23,10 +23,21 @@ def over(base: np.ndarray, layer: np.ndarray) -> np.ndarray:
     return out
 
 
-def painted_canvas(layer: np.ndarray) -> dict[str, Any]:
-    """The editor's value for a white canvas with ``layer`` (H, W, 4) painted on it."""
-    white = blank(*layer.shape[:2])
-    return {"background": white, "layers": [layer], "composite": over(white, layer)}
+def blank_canvas(height: int, width: int) -> dict[str, Any]:
+    """The editor's value for a white (H, W) canvas with nothing painted; the editor takes its size."""
+    return {"background": blank(height, width), "layers": [], "composite": None}
+
+
+def paint_layer(layer: np.ndarray) -> dict[str, Any]:
+    """The editor's value that lays ``layer`` (H, W, 4) as the one paint layer of the canvas it holds, which must
+    already be a cleared, then (H, W) :func:`blank_canvas`.
+
+    Gradio's editor (6.x) lays a layer unscaled, centred on the union of everything it holds: the canvas it was
+    created with and each background since the last clear. So a layer given with a background of a new size, or on
+    a canvas not cleared first, lands off its place, and the masks show at two places. No background here, so the
+    canvas keeps its size, and no composite: the editor would show a composite in place of the background, the
+    paint baked into it where no eraser reaches. The editor renders the composite itself."""
+    return {"background": None, "layers": [layer], "composite": None}
 
 
 def painting(value: Any) -> np.ndarray:

@@ -246,9 +246,9 @@ def layout_to_zip(masks: dict[str, np.ndarray], prompts: dict[str, str], backgro
 
 
 def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
-    """A layout the CLI reads (``layout.json``, or a zip of it with its masks) as (RGBA paint layer, prompt per brush
-    colour, background prompt): a region named after a brush colour (as exported) is painted in it, the others in
-    the colours left, in order (at most as many regions as colours). The upload is unpacked within caps into a
+    """A layout the CLI reads (``layout.json``, or a zip of it with its masks) as (RGBA paint layer (H, W, 4) uint8 at
+    the layout's size, prompt per brush colour, background prompt); each region is painted in the colour
+    :func:`slot_colours` gives it (at most as many regions as colours). The upload is unpacked within caps into a
     folder of its own, the only one its names may point into (:mod:`~multidiffusion.interfaces.ui.uploads`)."""
     from multidiffusion.interfaces.ui.uploads import LAYOUT_NAME, unpack_layout
     from multidiffusion.pipeline.inputs.region_file import load_region_file
@@ -256,19 +256,14 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
     with tempfile.TemporaryDirectory(prefix="multidiffusion-layout-") as folder:
         layout_file = unpack_layout(Path(path), Path(folder), MAX_PAINT_PX)
         layout = load_region_file(layout_file, root=folder, shown=LAYOUT_NAME)
-    if len(layout.regions) > len(PAINT_COLOURS):
-        raise InvalidInputError(
-            f"the layout has {len(layout.regions)} regions; the page paints at most {len(PAINT_COLOURS)}"
-        )
     from multidiffusion.core.features.regions import mask_tensor
 
+    background = layout.background.prompt if layout.background is not None else ""
+    slots = slot_colours([r.name for r in layout.regions], [r.prompt for r in layout.regions], background)
     layer = np.zeros((layout.height, layout.width, 4), dtype=np.uint8)
     prompts = {}
     palette = dict(PAINT_COLOURS)
-    named = [r.name for r in layout.regions if r.name in palette]  # an exported layout names its colours
-    free = [name for name, _ in PAINT_COLOURS if name not in named]
-    for i, region in enumerate(layout.regions):
-        name = region.name if region.name in palette and region.name not in prompts else free.pop(0)
+    for i, (region, name) in enumerate(zip(layout.regions, slots, strict=True)):
         colour = palette[name]
         if region.box is not None:
             x0, y0, x1, y1 = region.box
@@ -281,5 +276,47 @@ def layout_to_paint(path: str) -> tuple[np.ndarray, dict[str, str], str]:
                 raise InvalidInputError(f"regions[{i}].mask is {w}×{h} px but the canvas is {width}×{height} px")
         layer[painted] = (*colour, 255)
         prompts[name] = region.prompt
-    background = layout.background.prompt if layout.background is not None else ""
     return layer, prompts, background
+
+
+def slot_colours(names: list[str | None], prompts: list[str], background: str = "") -> list[str]:
+    """The brush colour of each region of an imported layout (at most one region per colour), chosen so that a
+    colour never contradicts a prompt where that can be avoided:
+
+    1. a region named after a brush colour (an exported layout names them so) keeps it;
+    2. a region whose prompt names a brush colour ("a blue box") takes that one, the first it names still free;
+    3. the others take, in the order of :data:`PAINT_COLOURS`, the free colours that no other prompt (the
+       background's included) names, and only then those that one does.
+
+    The colours are only slot labels: each slot has its own prompt, and what is generated follows the prompt."""
+    palette = [name for name, _ in PAINT_COLOURS]
+    if len(names) > len(palette):
+        raise InvalidInputError(f"the layout has {len(names)} regions; the page paints at most {len(palette)}")
+    said = [_colours_named(prompt) for prompt in prompts]
+    slots: list[str | None] = [None] * len(names)
+    taken: set[str] = set()
+    for i, name in enumerate(names):
+        if name in palette and name not in taken:
+            slots[i] = name
+            taken.add(name)
+    for i in range(len(names)):
+        wanted = [c for c in said[i] if c not in taken]
+        if slots[i] is None and wanted:
+            slots[i] = wanted[0]
+            taken.add(wanted[0])
+    for i in range(len(names)):
+        if slots[i] is None:
+            others = set(_colours_named(background)).union(*(said[j] for j in range(len(names)) if j != i))
+            free = [c for c in palette if c not in taken]
+            slots[i] = next((c for c in free if c not in others), free[0])
+            taken.add(slots[i])
+    return [slot for slot in slots if slot is not None]
+
+
+def _colours_named(prompt: str) -> list[str]:
+    """The brush colours ``prompt`` names as words, in the order it names them."""
+    import re
+
+    palette = "|".join(name for name, _ in PAINT_COLOURS)
+    found = [m.group(0).lower() for m in re.finditer(rf"\b(?:{palette})\b", prompt or "", re.IGNORECASE)]
+    return list(dict.fromkeys(found))

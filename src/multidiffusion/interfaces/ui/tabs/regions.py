@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.interfaces.ui.editor import blank, painted_canvas, painting
+from multidiffusion.interfaces.ui.editor import blank, blank_canvas, paint_layer, painting
 from multidiffusion.interfaces.ui.session import PAINT_COLOURS, layout_to_paint, layout_to_zip, painted_masks
 from multidiffusion.interfaces.ui.widgets import (
     Page,
@@ -31,6 +31,12 @@ from multidiffusion.interfaces.ui.widgets import (
     unchanged,
     uploaded_path,
     wire_run,
+)
+
+COLOURS_NOTE = (
+    "The brush colours only label the regions: each colour is a slot with its own prompt below, and the image "
+    'follows that prompt, not the colour (the red slot may hold "a blue box"). An imported layout paints each '
+    "region in the colour its name or prompt names, where it can."
 )
 
 
@@ -72,6 +78,7 @@ def build() -> RegionsTab:
     with gr.Tab("Regions", elem_id="tab-regions"), gr.Row():
         with gr.Column():
             paint = _canvas()
+            gr.Markdown(COLOURS_NOTE, elem_id="regions-colours")
             colours = _colour_fields()
             background = gr.Textbox(label="background prompt", elem_id="background")
             with gr.Row():
@@ -88,13 +95,22 @@ def build() -> RegionsTab:
 
 
 def _canvas() -> gr.ImageEditor:
-    """A white 512 × 256 canvas and a brush of the paint colours."""
+    """A white 512 × 256 canvas and a brush of the paint colours.
+
+    The canvas takes the size of the background it is given (not ``fixed_canvas``): the canvas size is the image
+    size, and a fixed canvas would scale an imported layout's background to fit but lay its paint layer unscaled in
+    the middle, so the masks would show at two scales. It is created at 1 × 1 because the editor centres a new
+    layer on the canvas it was created with as well as on its background (:func:`~.editor.paint_layer`); the value
+    then sizes it. PNG, not Gradio's lossy WebP, carries the layers both ways, so a mask keeps its exact colours and
+    edges."""
     brush = gr.Brush(colors=[f"rgb{c}" for _, c in PAINT_COLOURS], color_mode="fixed")
     return gr.ImageEditor(
         value=blank(256, 512),
         brush=brush,
-        canvas_size=(512, 256),
-        fixed_canvas=True,
+        canvas_size=(1, 1),
+        fixed_canvas=False,
+        format="png",
+        buttons=["download"],
         type="numpy",
         label="paint regions (one colour per prompt)",
         elem_id="paint",
@@ -136,7 +152,13 @@ def wire(tab: RegionsTab, page: Page) -> None:
     layout = [tab.paint, tab.background, *colours.prompts]
     tab.segment.click(segmentation, layout, tab.segmentation)
     tab.layout.export.click(bind(export_layout, page.session), layout, tab.layout.exported)
-    tab.layout.upload.upload(import_layout, tab.layout.upload, layout)
+    # An import reaches the canvas in three updates: Gradio's editor lays a new layer centred on the union of what
+    # it holds, unscaled, so it is cleared, then sized by a blank background, then given the layer (editor.py). A
+    # refused upload stops the chain and leaves the canvas as it was.
+    # No progress shown: it would cover the canvas, and after a refusal, the message would stay over it.
+    imported, quiet = gr.State(None), {"show_progress": "hidden"}
+    imports = tab.layout.upload.upload(import_layout, tab.layout.upload, [*layout, imported], **quiet)
+    imports.success(size_imported, imported, tab.paint, **quiet).success(paint_imported, imported, tab.paint, **quiet)
 
 
 # The event handlers below have comments, not docstrings: Gradio would show a docstring in the page's API docs.
@@ -232,11 +254,21 @@ def export_layout(session, paint, background, *prompts):
 
 
 def import_layout(file):
-    # a layout the CLI reads, painted on the canvas; its prompts fill the form
+    # a layout the CLI reads: its prompts fill the form, the canvas is cleared, and its paint is kept for the next two
     if file is None:
-        return unchanged(2 + len(PAINT_COLOURS))
+        return [*unchanged(2 + len(PAINT_COLOURS)), None]
     try:
         layer, named, background = layout_to_paint(uploaded_path(file))
     except InvalidInputError as exc:
         raise error(exc) from None
-    return [painted_canvas(layer), background, *(named.get(name, "") for name, _ in PAINT_COLOURS)]
+    return [None, background, *(named.get(name, "") for name, _ in PAINT_COLOURS), layer]
+
+
+def size_imported(layer):
+    # the cleared canvas sized to the imported layout: a blank background of its size
+    return gr.update() if layer is None else blank_canvas(*layer.shape[:2])
+
+
+def paint_imported(layer):
+    # the imported layout's paint, as the one layer of the canvas just sized
+    return gr.update() if layer is None else paint_layer(layer)
