@@ -64,16 +64,46 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run the full suite (what CI runs): the default run is the fast tier, which leaves out the tests "
+        "marked heavy",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier: without ``--full``, tests marked ``heavy`` are deselected (each is covered in the fast tier by
+    a cheaper test of the same module; CI runs them all)."""
+    if config.getoption("--full") or config.getoption("-m") not in ("", "not slow"):
+        return  # --full, or an explicit marker expression (``-m float_sensitive``) chooses for itself
+    heavy = [item for item in items if item.get_closest_marker("heavy") is not None]
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = [item for item in items if item.get_closest_marker("heavy") is None]
+        config.stash[_HEAVY_LEFT_OUT] = len(heavy)
+
+
+_HEAVY_LEFT_OUT = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any) -> Any:
     """One plain line, last, when the web UI's browser tests were skipped, and how to get them (they are easy to
     miss among the ``-ra`` summary's other skips)."""
     result = yield
+    left_out = terminalreporter.config.stash.get(_HEAVY_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"note: the fast tier left out {left_out} heavy test(s); the full suite, as CI runs it: "
+            "HF_HUB_OFFLINE=1 python -m pytest --full"
+        )
     skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser.py" in r.nodeid]
     if skipped:
         terminalreporter.write_line(
             f"note: {len(skipped)} browser test(s) of the web UI skipped: they need chromium on PATH "
-            "(Debian: apt-get install chromium) and pip install -e '.[test,ui]'",
+            "(Debian: apt-get install chromium)",
             yellow=True,
         )
     return result

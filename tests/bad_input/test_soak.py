@@ -42,6 +42,7 @@ def _soak(pipe: MultiDiffusionPipeline, size: int, steps: int) -> list[float]:
     return readings
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from Linux /proc")
 @pytest.mark.parametrize("which", ["toy", "tiny SD"])
 def test_memory_stays_flat_over_fifty_generations(which, small_pipe, one_thread):

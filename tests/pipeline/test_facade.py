@@ -32,6 +32,7 @@ def run(pipe, seed=0, **kwargs):
     return pipe(PROMPT, generator=torch.Generator().manual_seed(seed), **args)
 
 
+@pytest.mark.heavy
 @pytest.mark.float_sensitive
 def test_view_batch_size_does_not_change_result(small_pipe):
     """3 rows × 9 columns of views; batches of 1, 5 and all views agree to float rounding.
@@ -45,11 +46,13 @@ def test_view_batch_size_does_not_change_result(small_pipe):
         )
 
 
+@pytest.mark.heavy
 def test_rerun_is_bit_identical(small_pipe):
     assert torch.equal(run(small_pipe, seed=4).latents, run(small_pipe, seed=4).latents)
     assert not torch.equal(run(small_pipe, seed=4).latents, run(small_pipe, seed=5).latents)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("scheduler", DIFFUSION_NAMES)
 def test_every_scheduler_runs(small_pipe, scheduler):
     out = run(small_pipe, scheduler=scheduler, seed=1, width=384)
@@ -137,6 +140,7 @@ def test_guidance_one_skips_the_negative_pass(small):
     assert rows == [9, 18]  # 9 views (default stride 128 / 8 = 16 px); guidance doubles the rows, in one batch
 
 
+@pytest.mark.heavy
 def test_weights_window_and_small_canvas(small_pipe):
     assert run(small_pipe).metadata.settings.views.weights == "gaussian"  # the default (docs/fusion.md)
     uniform = run(small_pipe, weights="uniform").latents

@@ -63,6 +63,7 @@ def test_one_view_matches_stable_diffusion_pipeline(tiny, tiny_pipe, scheduler):
     assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
+@pytest.mark.heavy
 @pytest.mark.float_sensitive
 @pytest.mark.parametrize("scheduler", ["ddim", "dpmpp_2m"])
 def test_panorama_matches_stable_diffusion_panorama_pipeline(tiny, tiny_pipe, scheduler):
@@ -102,6 +103,7 @@ def test_panorama_matches_stable_diffusion_panorama_pipeline(tiny, tiny_pipe, sc
     assert_close_scaled(ours, expected, rel=REL_REFERENCE, what="ours vs diffusers")
 
 
+@pytest.mark.heavy
 @pytest.mark.float_sensitive
 def test_circular_one_row_matches_diffusers(tiny, tiny_pipe):
     """One row of wrap-around views: diffusers' circular_padding is right here (it fails with several rows)."""

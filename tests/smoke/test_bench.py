@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -16,6 +18,7 @@ def run_script(*argv: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.heavy
 def test_cpu_benchmark_smoke(tmp_path):
     run_script(str(ROOT / "bench" / "panorama_cpu.py"), "--smoke", "--threads", "1", "--out-dir", str(tmp_path))
     rows = json.loads((tmp_path / "performance.json").read_text())["rows"]
@@ -35,6 +38,7 @@ def test_cpu_benchmark_smoke(tmp_path):
     assert "| size (px) |" in text and "## Speed settings on/off" in text and "torch.compile" in text
 
 
+@pytest.mark.heavy
 def test_gpu_benchmark_code_path_on_the_cpu(tmp_path):
     """``--tiny`` runs the GPU benchmark's code on the CPU with a tiny UNet config and a small canvas."""
     run_script(str(ROOT / "bench" / "panorama_gpu.py"), "--tiny", "--out-dir", str(tmp_path))
@@ -48,6 +52,7 @@ def test_gpu_benchmark_code_path_on_the_cpu(tmp_path):
     assert "| method |" in (tmp_path / "performance_gpu.md").read_text()
 
 
+@pytest.mark.heavy
 def test_control_cost_smoke(tmp_path):
     """The control cost table (FLOPs on the meta device) for a tiny UNet: the UNet's row and both control networks."""
     run_script(str(ROOT / "bench" / "control_cost.py"), "--smoke", "--out-dir", str(tmp_path))
@@ -55,6 +60,7 @@ def test_control_cost_smoke(tmp_path):
     assert "| UNet | " in text and "| ControlNet | " in text and "| T2I-Adapter | " in text
 
 
+@pytest.mark.heavy
 def test_distributed_benchmark_smoke(tmp_path):
     """1 and 2 gloo processes, one step each: the table has a row per world size and the 2-process all-reduce time."""
     run_script(str(ROOT / "bench" / "distributed_cpu.py"), "--smoke", "--out-dir", str(tmp_path))
@@ -63,6 +69,7 @@ def test_distributed_benchmark_smoke(tmp_path):
     assert rows[1]["allreduce_8MB_ms"] > 0 and all(r["s_per_step"] > 0 for r in rows)
 
 
+@pytest.mark.heavy
 def test_quality_figures_smoke(tmp_path):
     """Both oracles, two layouts, 8 samples: the table has every column and the harder field's prior correlation."""
     run_script(str(ROOT / "scripts" / "quality_figures.py"), "--smoke", "--out-dir", str(tmp_path))
@@ -73,6 +80,7 @@ def test_quality_figures_smoke(tmp_path):
     assert "corr @ 1 window (prior)" in (tmp_path / "quality_figures.md").read_text()
 
 
+@pytest.mark.heavy
 def test_fusion_figures_smoke(tmp_path):
     """One oracle, six rows, 8 samples: x̂₀ fusion matches the default, per-view noise averaging loses variance."""
     run_script(str(ROOT / "scripts" / "fusion_figures.py"), "--smoke", "--out-dir", str(tmp_path))

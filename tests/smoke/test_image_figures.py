@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.helpers import REPO_ROOT
@@ -26,6 +27,7 @@ def run(script: str, out_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.heavy
 def test_image_input_figures_smoke(tmp_path: Path) -> None:
     run("scripts/image_input_figures.py", tmp_path)
     for name in ("upscale", "outpaint", "inpaint", "layout"):
@@ -44,6 +46,7 @@ def test_image_input_figures_smoke(tmp_path: Path) -> None:
     assert math.isfinite(data["outpaint"]["circular_wrap_ratio"])
 
 
+@pytest.mark.heavy
 def test_image_inputs_bench_smoke(tmp_path: Path) -> None:
     run("bench/image_inputs.py", tmp_path)
     data = json.loads((tmp_path / "image_inputs_bench.json").read_text())

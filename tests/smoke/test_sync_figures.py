@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
 
 ROOT = REPO_ROOT
 
 
+@pytest.mark.heavy
 def test_sync_figures_smoke(tmp_path):
     script = ROOT / "scripts" / "sync_figures.py"
     proc = subprocess.run(

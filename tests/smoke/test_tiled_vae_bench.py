@@ -6,11 +6,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import REPO_ROOT
 
 ROOT = REPO_ROOT
 
 
+@pytest.mark.heavy
 def test_tiled_vae_memory_benchmark_smoke(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "tiled_vae_memory.py"), "--smoke", "--out-dir", str(tmp_path)],

@@ -109,6 +109,7 @@ def test_one_view_matches_diffusers_controlnet_pipeline(tiny, tiny_pipe, nets):
     assert (plain - expected).abs().max() > 100 * REL_REFERENCE * expected.abs().max()  # the control mattered
 
 
+@pytest.mark.heavy
 @pytest.mark.float_sensitive
 def test_two_controlnets_match_diffusers_multi_controlnet(tiny, tiny_pipe, nets):
     images = [guide_image(512, 512, seed=5), guide_image(512, 512, seed=6)]

@@ -75,6 +75,7 @@ def test_make_scheduler_uses_the_models_config_and_the_short_names_overrides() -
     assert dict(scheduler.config)["_class_name"] == "PNDMScheduler"
 
 
+@pytest.mark.heavy
 def test_the_toy_models_scheduler_does_not_import_scipy() -> None:
     """What the toy command's scheduler costs at start-up: diffusers itself, but no other scheduler's module."""
     code = textwrap.dedent(

@@ -48,6 +48,7 @@ def test_eval_coherence_does_not_suggest_an_option_it_lacks(tmp_path, capfd):
     assert "LPIPS" in err and "--sync-loss" not in err
 
 
+@pytest.mark.heavy
 def test_quiet_prints_no_lpips_fallback_notice(tmp_path):
     try:
         import lpips  # noqa: F401

@@ -68,6 +68,7 @@ def test_panorama_writes_png_with_metadata(small_folder, tmp_path, capsys):
     assert Image.open(again).tobytes() == image.tobytes()  # the metadata regenerates the image
 
 
+@pytest.mark.heavy
 def test_console_script_and_progress(small_folder, tmp_path):
     out = tmp_path / "p.png"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -165,6 +165,7 @@ def peak_run(argv: list[str], warm: Path) -> tuple[dict[str, Any], str]:
     return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads and resets the peak in /proc/self")
 @pytest.mark.parametrize(("gib", "size"), [(1, [16384, 16384]), (8, [32768, 65536])])
 def test_a_huge_mask_of_the_wrong_shape_is_refused_in_little_memory(tmp_path, gib, size):

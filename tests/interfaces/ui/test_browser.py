@@ -120,6 +120,7 @@ def _value(page: Any, elem_id: str) -> str:
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first.input_value()
 
 
+@pytest.mark.heavy
 def test_panorama_downloads_and_a_dropped_png_fills_the_form(page, server, tmp_path):
     page.locator("#preset label", has_text="360°").click()  # a preset sets the size, and 360° the wrap
     page.wait_for_function("document.querySelector('#width input').value === '4096'", timeout=30_000)
@@ -177,6 +178,7 @@ def _pick_colour(page: Any, index: int) -> None:
     page.click("#paint button[aria-label='Brush']")
 
 
+@pytest.mark.heavy
 def test_painted_regions_land_where_they_were_painted(page, server, tmp_path):
     """Red strokes on the left, blue on the right, prompts "a red ball" / "a blue box" on "green grass": each output
     pixel is classified by its nearest vocabulary colour; IoU against the masks the server received ≥ 0.9."""
@@ -273,6 +275,7 @@ def picture(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.heavy
 def test_outpaint_from_the_image_tab_keeps_the_picture_and_adds_the_margins(page, server, picture):
 
     _upload_picture(page, picture)
@@ -286,6 +289,7 @@ def test_outpaint_from_the_image_tab_keeps_the_picture_and_adds_the_margins(page
     assert np.abs(out[8:-8, 40:152] - original[8:-8, 8:120]).max() <= 1
 
 
+@pytest.mark.heavy
 def test_inpaint_redraws_only_what_was_painted(page, server, picture):
     """A stroke across the picture's middle is redrawn; everything more than the feathering (4 px) plus the brush's
     soft edge away from the painted mask stays as it was."""
@@ -306,6 +310,7 @@ def test_inpaint_redraws_only_what_was_painted(page, server, picture):
     assert changed[mask].mean() > 0.5  # most of the painted part was redrawn
 
 
+@pytest.mark.heavy
 def test_an_imported_layout_is_painted_and_exports_again(page, server, tmp_path):
     """A layout JSON with two unnamed boxes (the CLI's format) fills the canvas in the first two brush colours and
     their prompts; the run sees exactly those boxes as masks, and the exported zip holds the same layout."""
@@ -351,6 +356,7 @@ def _painted_on_screen(page: Any, colour: tuple[int, int, int]) -> np.ndarray:
     return np.abs(pixels - np.array(colour, dtype=np.int16)).max(axis=2) <= 40
 
 
+@pytest.mark.heavy
 def test_an_imported_layout_shows_exactly_its_masks_in_the_colours_its_prompts_name(page, server, tmp_path):
     """Issue 30, item 8: a 256 × 128 layout, [16, 16, 112, 112] "red" and [144, 16, 240, 112] "blue" on a "green"
     background. Read back three ways, the canvas is exactly the two boxes, each in the brush colour its prompt names,

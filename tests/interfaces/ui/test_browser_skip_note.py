@@ -10,10 +10,12 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 
+BROWSER_TESTS = REPO_ROOT / "tests" / "interfaces" / "ui" / "test_browser.py"
 pytest.importorskip("gradio", reason="the ui extra (gradio) is not installed")
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
+@pytest.mark.heavy
 def test_skipped_browser_tests_end_the_run_with_one_note(tmp_path):
     bin_dir = tmp_path / "bin"  # a PATH with python and nothing else: no chromium
     bin_dir.mkdir()
@@ -21,7 +23,7 @@ def test_skipped_browser_tests_end_the_run_with_one_note(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MULTIDIFFUSION_REQUIRE_BROWSER"}
     env["PATH"] = str(bin_dir)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/interfaces/ui/test_browser.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--full", str(BROWSER_TESTS)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

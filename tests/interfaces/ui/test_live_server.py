@@ -93,6 +93,7 @@ def _still(pipe: _SlowPipeline, timeout: float = 20.0) -> int:
     raise AssertionError(f"the run still steps after {timeout} s")
 
 
+@pytest.mark.heavy
 def test_a_client_that_disconnects_stops_its_run_and_the_next_is_accepted(server):
     url, app, pipes = server
     _join(url, app, "panorama", PANORAMA, "gone")

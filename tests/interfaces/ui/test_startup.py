@@ -26,6 +26,7 @@ def test_the_startup_text_names_the_command_line_options():
     assert "http://127.0.0.1:8000" in shared and "--share" not in shared and "--host" not in shared
 
 
+@pytest.mark.heavy
 def test_the_served_command_prints_it_and_not_gradios_share_true(tmp_path):
     """The real command, served on a free port with the toy model until its text is out, then interrupted."""
     with socket.socket() as s:

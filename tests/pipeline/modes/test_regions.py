@@ -135,6 +135,7 @@ def test_regions_without_background_must_cover_the_canvas(small_pipe):
     assert out.latents.shape == (1, 4, 24, 40)
 
 
+@pytest.mark.heavy
 def test_wide_canvas_several_rows_and_soft_mask(small_pipe):
     soft = torch.zeros(256, 1024)
     soft[:, 300:700] = torch.linspace(0, 1, 400)

@@ -30,6 +30,7 @@ def alone(small_folder: Path) -> dict[str, torch.Tensor]:
     return {name: run().latents for name, run in runs(pipe).items()}
 
 
+@pytest.mark.heavy
 @pytest.mark.float_sensitive
 @pytest.mark.parametrize("nproc", [2, 3])
 def test_ranks_give_the_single_process_canvas(small_folder, alone, tmp_path, nproc):
@@ -41,6 +42,7 @@ def test_ranks_give_the_single_process_canvas(small_folder, alone, tmp_path, npr
         assert_close_scaled(ranks, alone[name], rel=REL_RANKS, what=f"{name} on {nproc} ranks vs one process")
 
 
+@pytest.mark.heavy
 def test_a_failing_rank_ends_every_rank_with_no_file(small_folder, tmp_path):
     proc = torchrun(2, str(WORKER), str(small_folder), str(tmp_path), "--fail-rank", "1", timeout=240)
     assert proc.returncode != 0
@@ -48,6 +50,7 @@ def test_a_failing_rank_ends_every_rank_with_no_file(small_folder, tmp_path):
     assert not list(tmp_path.iterdir())  # rank 0 saved nothing: it never finished a run
 
 
+@pytest.mark.heavy
 def test_cli_under_torchrun_writes_one_file_from_rank_0(small_folder, tmp_path):
     """``torchrun -m multidiffusion panorama …``: one PNG, written by rank 0, with the pixels of a one-process run."""
     from tests.helpers.cli import exit_code, pixels

@@ -54,6 +54,7 @@ def _marks(steps: Path, rank: int) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["stopped", "killed"])
 def test_a_stalled_or_dead_rank_ends_the_run_with_one_error_line(tmp_path, sig):
     steps, logs = tmp_path / "steps", tmp_path / "logs"

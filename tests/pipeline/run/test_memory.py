@@ -226,6 +226,7 @@ def test_address_space_and_cgroup_limits_are_honoured():
     assert 0 < available < limit
 
 
+@pytest.mark.heavy
 def test_a_real_address_space_cap_gives_the_refusal_not_an_allocator_traceback(tmp_path):
     """The CLI under a real 12 GB RLIMIT_AS (as ``prlimit --as`` sets it): refused in one line, exit 2, before the
     canvas is allocated (so this is fast)."""

@@ -72,6 +72,7 @@ def test_two_jobs_writing_one_file_are_refused(made, tmp_path, capfd):
     assert "line 1 does" in one_error_line(capfd)
 
 
+@pytest.mark.heavy
 def test_batch_across_two_ranks(small_folder, made, tmp_path):
     """Two ranks: the 1- and 3-view canvases go to one rank each, the 11-view canvas is shared; every file equals the
     one-process image (±1 in 8 bits where the ranks' sums round differently)."""
@@ -172,6 +173,7 @@ def test_an_out_name_past_the_name_limit_is_refused(toy_recipe, tmp_path, capfd,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]
 
 
+@pytest.mark.heavy
 def test_a_job_that_fails_to_load_does_not_stop_the_batch_across_two_ranks(toy_recipe, tmp_path):
     """Every rank skips the model that failed, so the ranks stay in step: jobs 1 and 3 are written, one line for job 2
     (from rank 0), the summary line, and a non-zero status."""
