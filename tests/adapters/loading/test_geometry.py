@@ -12,9 +12,7 @@ import torch
 
 from multidiffusion.adapters import load_model
 from multidiffusion.adapters.loading.geometry import ModelGeometry, geometry_before_loading, geometry_of
-from tests.helpers.tiny_flux import make_flux_components, save_flux_folder
-from tests.helpers.tiny_sd3 import make_sd3_components, save_sd3_folder
-from tests.helpers.tiny_sdxl import make_sdxl_components, save_sdxl_folder
+from tests.helpers.family_folders import save_family_folders
 
 SD_KEY = "model.diffusion_model.output_blocks.11.0.skip_connection.weight"  # what diffusers reads as SD 1.x
 
@@ -22,12 +20,7 @@ SD_KEY = "model.diffusion_model.output_blocks.11.0.skip_connection.weight"  # wh
 @pytest.fixture(scope="module")
 def family_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A saved tiny SDXL, SD 3 and Flux model folder."""
-    root = tmp_path_factory.mktemp("families")
-    return {
-        "sdxl": save_sdxl_folder(make_sdxl_components(root / "sdxl-parts"), root / "tiny-sdxl"),
-        "sd3": save_sd3_folder(make_sd3_components(root / "sd3-parts", with_t5=False), root / "tiny-sd3"),
-        "flux": save_flux_folder(make_flux_components(root / "flux-parts", guidance_embeds=False), root / "tiny-flux"),
-    }
+    return save_family_folders(tmp_path_factory.mktemp("families"))
 
 
 def test_toy_spec_geometry_is_its_models():

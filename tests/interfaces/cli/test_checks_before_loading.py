@@ -12,9 +12,7 @@ import torch
 
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from tests.helpers.cli import exit_code, one_error_line
-from tests.helpers.tiny_flux import make_flux_components, save_flux_folder
-from tests.helpers.tiny_sd3 import make_sd3_components, save_sd3_folder
-from tests.helpers.tiny_sdxl import make_sdxl_components, save_sdxl_folder
+from tests.helpers.family_folders import save_family_folders
 
 SD_KEY = "model.diffusion_model.output_blocks.11.0.skip_connection.weight"  # what diffusers reads as SD 1.x
 
@@ -32,12 +30,7 @@ def no_loading(monkeypatch):
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Saved tiny SDXL, SD 3 and Flux model folders."""
-    root = tmp_path_factory.mktemp("families")
-    return {
-        "sdxl": save_sdxl_folder(make_sdxl_components(root / "sdxl-parts"), root / "tiny-sdxl"),
-        "sd3": save_sd3_folder(make_sd3_components(root / "sd3-parts", with_t5=False), root / "tiny-sd3"),
-        "flux": save_flux_folder(make_flux_components(root / "flux-parts", guidance_embeds=False), root / "tiny-flux"),
-    }
+    return save_family_folders(tmp_path_factory.mktemp("families"))
 
 
 def _refused(capfd, argv: list[str], out: Path) -> str:

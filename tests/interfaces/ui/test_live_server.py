@@ -19,23 +19,23 @@ gr = pytest.importorskip("gradio", reason="the ui extra (gradio) is not installe
 httpx = pytest.importorskip("httpx", reason="httpx (a gradio dependency) is not installed")
 
 from multidiffusion.interfaces.ui.session import UiSession  # noqa: E402
-from tests.interfaces.ui.test_streamed import _SlowPipeline  # noqa: E402
+from tests.helpers.slow_pipeline import SlowPipeline, steps_once_still  # noqa: E402
 
 STEP_S = 0.05
 PANORAMA = ["toy", "a", "", 64, 256, 30, "", 0, 1, "", False, False, 0, "", 20, 0]  # the form after the model
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, list[_SlowPipeline]]]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, list[SlowPipeline]]]:
     """(API url, app, the slow pipelines handed out) of a UI served in this process; its pipeline is a slow fake
     that counts its steps."""
     from multidiffusion.interfaces.ui import app as ui
 
     session = UiSession(out_dir=tmp_path_factory.mktemp("ui-out"))
-    pipes: list[_SlowPipeline] = []
+    pipes: list[SlowPipeline] = []
 
-    def pipeline(model: str) -> _SlowPipeline:
-        pipes.append(_SlowPipeline(STEP_S))
+    def pipeline(model: str) -> SlowPipeline:
+        pipes.append(SlowPipeline(STEP_S))
         return pipes[-1]
 
     session.pipeline = pipeline  # type: ignore[method-assign]
@@ -82,17 +82,6 @@ def _upload(url: str, name: str, data: bytes) -> dict[str, Any]:
     return {"path": response.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
 
 
-def _still(pipe: _SlowPipeline, timeout: float = 20.0) -> int:
-    deadline = time.monotonic() + timeout
-    seen = -1
-    while time.monotonic() < deadline:
-        if len(pipe.steps) == seen:
-            return seen
-        seen = len(pipe.steps)
-        time.sleep(10 * STEP_S)
-    raise AssertionError(f"the run still steps after {timeout} s")
-
-
 @pytest.mark.heavy
 def test_a_client_that_disconnects_stops_its_run_and_the_next_is_accepted(server):
     url, app, pipes = server
@@ -101,7 +90,7 @@ def test_a_client_that_disconnects_stops_its_run_and_the_next_is_accepted(server
         if message.get("msg") == "process_generating":
             break  # the first preview came: the client goes away mid-run
     at_disconnect = len(pipes[-1].steps)
-    stopped_at = _still(pipes[-1])
+    stopped_at = steps_once_still(pipes[-1], 20.0)
     # measured 3: the next preview (every 2 steps) lets Gradio close the event, then the step under way ends
     assert stopped_at - at_disconnect <= 10, (at_disconnect, stopped_at)
     _join(url, app, "panorama", PANORAMA, "next")
@@ -109,7 +98,7 @@ def test_a_client_that_disconnects_stops_its_run_and_the_next_is_accepted(server
         assert message.get("msg") != "process_completed", message  # refused, or failed
         if message.get("msg") == "process_generating" and len(pipes) == 2 and len(pipes[1].steps) > 5:
             break
-    _still(pipes[1])  # it stopped too: its client went away
+    steps_once_still(pipes[1], 20.0)  # it stopped too: its client went away
 
 
 @pytest.mark.parametrize("form", ["json", "zip"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,52 +14,13 @@ pytest.importorskip("gradio", reason="the ui extra (gradio) is not installed")
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.ui import widgets
 from multidiffusion.interfaces.ui.session import Cancelled, UiSession
-
-STEPS = 10_000
-
-
-@dataclass
-class _State:
-    step_index: int
-    num_steps: int
-    latents: Any = None
-    denoised: Any = None
-
-
-class _SlowPipeline:
-    """A pipeline call of STEPS steps of ``step_s`` seconds each that records the steps it took."""
-
-    def __init__(self, step_s: float) -> None:
-        self.step_s = step_s
-        self.steps: list[int] = []
-        self.started = threading.Event()
-
-    def __call__(self, callback_on_step_end: Any, progress: bool, **kwargs: Any) -> Any:
-        self.started.set()
-        for i in range(STEPS):
-            time.sleep(self.step_s)
-            self.steps.append(i)
-            if callback_on_step_end(_State(i, STEPS)):
-                break
-        return None  # a stopped run writes nothing, so its result is never read
-
-
-def _stopped(pipe: _SlowPipeline, timeout: float = 10.0) -> int:
-    """Wait until ``pipe`` takes no more steps; the number it took."""
-    deadline = time.monotonic() + timeout
-    seen = -1
-    while time.monotonic() < deadline:
-        if len(pipe.steps) == seen:
-            return seen
-        seen = len(pipe.steps)
-        time.sleep(10 * pipe.step_s)
-    raise AssertionError(f"the run still steps after {timeout} s ({len(pipe.steps)} steps)")
+from tests.helpers.slow_pipeline import STEPS, SlowPipeline, steps_once_still
 
 
 def test_a_closed_page_stops_its_run_within_a_step_and_frees_the_session(tmp_path, monkeypatch):
     monkeypatch.setattr(widgets, "HEARTBEAT_S", 0.02)
     session = UiSession(out_dir=tmp_path)
-    pipe = _SlowPipeline(step_s=0.01)
+    pipe = SlowPipeline(step_s=0.01)
     events = widgets.streamed(session, "toy", lambda preview, stop: session.run(pipe, None, None, stop))
     next(events)  # the page has its first update (a heartbeat: this run makes no previews)
     assert pipe.started.wait(5)
@@ -68,10 +28,10 @@ def test_a_closed_page_stops_its_run_within_a_step_and_frees_the_session(tmp_pat
         time.sleep(0.01)
     at_close = len(pipe.steps)
     events.close()  # what Gradio does when the client has gone
-    taken = _stopped(pipe)
+    taken = steps_once_still(pipe, 10.0)
     assert taken - at_close <= 3, (at_close, taken)  # the step under way, and one taken while closing
     assert taken < STEPS
-    second = _SlowPipeline(step_s=0.001)
+    second = SlowPipeline(step_s=0.001)
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()  # end the second run too, once it has shown that it runs
     with pytest.raises(Cancelled):
@@ -83,7 +43,7 @@ def test_a_run_asked_for_while_another_stops_waits_for_it(tmp_path):
     """Page A goes away during a slow step; page B's run, asked for at once, waits for A's to end instead of being
     refused. While A runs on, unstopped, B is refused as before."""
     session = UiSession(out_dir=tmp_path)
-    slow = _SlowPipeline(step_s=0.3)
+    slow = SlowPipeline(step_s=0.3)
     stop_a = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -97,9 +57,9 @@ def test_a_run_asked_for_while_another_stops_waits_for_it(tmp_path):
     thread.start()
     assert slow.started.wait(5)
     with pytest.raises(InvalidInputError, match="already running"):
-        session.run(_SlowPipeline(0.001), None, None, threading.Event())
+        session.run(SlowPipeline(0.001), None, None, threading.Event())
     stop_a.set()
-    quick = _SlowPipeline(step_s=0.001)
+    quick = SlowPipeline(step_s=0.001)
     stop_b = threading.Event()
     threading.Timer(0.5, stop_b.set).start()
     with pytest.raises(Cancelled):
@@ -113,7 +73,7 @@ def test_a_page_gone_before_its_run_starts_runs_nothing(tmp_path):
     session = UiSession(out_dir=tmp_path)
     stop = threading.Event()
     stop.set()
-    pipe = _SlowPipeline(step_s=0.001)
+    pipe = SlowPipeline(step_s=0.001)
     with pytest.raises(Cancelled, match="the page that asked for this run is gone"):
         session.run(pipe, None, None, stop)
     assert pipe.steps == []
