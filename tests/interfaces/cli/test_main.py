@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -200,3 +201,40 @@ def test_version_and_help():
     )
     assert proc.returncode == 0 and "--view-batch-size" in proc.stdout
     assert Path(sys.executable).exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], []])
+def test_top_level_help_loads_no_torch(argv):
+    """``multidiffusion --help`` lists every command without importing a command's module, so neither torch nor
+    diffusers loads (it took 2.4 s when it did; docs/cli.md is the full parser's help, built with every module)."""
+    code = (
+        "import sys\n"
+        "from multidiffusion.interfaces.cli.main import COMMANDS, main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'numpy', 'PIL') if m in sys.modules)\n"
+        "print('heavy', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert "heavy []" in proc.stdout, proc.stdout + proc.stderr
+    if argv == ["--help"]:
+        from multidiffusion.interfaces.cli.main import COMMANDS
+
+        assert "exit 0" in proc.stdout
+        assert all(name in proc.stdout for name in COMMANDS)
+    elif not argv:  # no command: one usage line, exit 2
+        assert "exit 2" in proc.stdout and "required: COMMAND" in proc.stderr
+
+
+def test_every_command_module_adds_and_runs():
+    """Each table entry names functions that exist, and the full parser gives each command its own options."""
+    from multidiffusion.interfaces.cli.main import COMMANDS, build_parser
+
+    for command in COMMANDS.values():
+        assert callable(command.function(command.add)) and callable(command.function(command.run))
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert len(p._actions) > 1, name  # more than -h

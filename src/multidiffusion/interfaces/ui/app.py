@@ -37,13 +37,11 @@ def build_app(session: UiSession) -> Any:
     return app
 
 
-def add_ui(sub: Any) -> None:
-    """The ``ui`` subcommand's parser."""
-    u = sub.add_parser(
-        "ui",
-        help="a web page for panoramas and painted regions (needs the ui extra: pip install 'multidiffusion[ui]')",
-        description="Serve a Gradio page on 127.0.0.1 (docs/ui.md): panoramas, regions painted in colours, cancel, "
-        "the session's images. --model toy needs no weights.",
+def add_ui(u: argparse.ArgumentParser) -> None:
+    """The ``ui`` command's options."""
+    u.description = (
+        "Serve a Gradio page on 127.0.0.1 (docs/ui.md): panoramas, regions painted in colours, cancel, "
+        "the session's images. --model toy needs no weights."
     )
     u.add_argument("--model", default=TOY, help="the model selected at start (default: toy, which needs no weights)")
     u.add_argument("--models-dir", default=None, metavar="DIR", help="diffusers model folders to offer in the picker")

@@ -21,7 +21,7 @@ from tests.helpers.tiny_metrics import TinyFeatures, noise_image, save_features,
 def run(argv: list[str]) -> int:
     """``multidiffusion eval ARGV`` through a parser built with :func:`add_eval`."""
     parser = argparse.ArgumentParser()
-    add_eval(parser.add_subparsers(dest="command"))
+    add_eval(parser.add_subparsers(dest="command").add_parser("eval"))
     return run_eval(parser.parse_args(["eval", *argv]))
 
 

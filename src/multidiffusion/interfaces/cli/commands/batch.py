@@ -233,15 +233,13 @@ def _agreed_load_error(shard: Any, error: BaseException | None, device: Any) -> 
     return error, shard.rank == 0 or flags[0].item() == 0
 
 
-def add_batch(sub: Any) -> None:
-    """The ``batch`` subcommand's parser."""
-    b = sub.add_parser(
-        "batch",
-        help="make many recorded runs from a JSON-lines file, resumably, across torchrun ranks",
-        description='Make every job of JOBS (one recipe per line, as a PNG made here stores it, with an "out" '
+def add_batch(b: argparse.ArgumentParser) -> None:
+    """The ``batch`` command's options."""
+    b.description = (
+        'Make every job of JOBS (one recipe per line, as a PNG made here stores it, with an "out" '
         "file inside the jobs file's folder); jobs whose output exists are skipped. A job that fails gets one "
         "error line and the batch goes on; the exit status is then 1. Under torchrun, small canvases go to one "
-        "rank each and large ones are shared by all ranks (docs/distributed.md).",
+        "rank each and large ones are shared by all ranks (docs/distributed.md)."
     )
     b.add_argument("jobs", metavar="JOBS.jsonl", help='one job per line: a recipe JSON with an "out" PNG path')
     b.add_argument(

@@ -8,6 +8,7 @@ VGG16 weights and print ``n/a`` without them), and the weight-free colour spread
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.metrics.coherence import colour_spread, crop_grid, mean_pairwise, std_spread
+from multidiffusion.interfaces.cli import launch
 
 COLUMNS: tuple[str, ...] = ("intra_lpips", "intra_style", "colour_spread", "std_spread")
 
@@ -96,3 +98,22 @@ def run(paths: Sequence[str], crop: int | None, as_json: bool, log: Any) -> str:
         model = None
     rows = evaluate(paths, crop, model)
     return json.dumps(rows, indent=2) if as_json else format_table(rows)
+
+
+def add_eval_coherence(e: argparse.ArgumentParser) -> None:
+    """The ``eval-coherence`` command's options."""
+    e.description = (
+        "Per image: intra-LPIPS and intra-Style (mean pairwise distance between non-overlapping "
+        "crops; need the lpips extra and VGG16 weights, else n/a) and the weight-free spread of crop mean "
+        "colours and crop std. Lower is more coherent."
+    )
+    e.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
+    e.add_argument("--crop", type=int, default=None, metavar="PX", help="crop side (default: the image height)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("-q", "--quiet", action="store_true", help="no notes on stderr")
+
+
+def run_eval_coherence(args: argparse.Namespace) -> int:
+    """``multidiffusion eval-coherence``: print the coherence metrics of each image."""
+    print(run(args.images, args.crop, args.json, launch.logger(args)))
+    return 0

@@ -135,16 +135,14 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def add_eval_suite(sub: Any) -> None:
-    """The ``eval-suite`` subcommand's parser."""
+def add_eval_suite(e: argparse.ArgumentParser) -> None:
+    """The ``eval-suite`` command's options."""
     from multidiffusion.interfaces.cli.options import MODEL_HELP, add_allow_pickle
 
-    e = sub.add_parser(
-        "eval-suite",
-        help="generate the papers' protocol (settings × sizes × prompts, with references) and evaluate it",
-        description="For every prompt, --per-prompt panoramas per size and setting and as many single-view "
+    e.description = (
+        "For every prompt, --per-prompt panoramas per size and setting and as many single-view "
         "references, then the metrics of `eval` per (setting, size) against the references; resumable. Writes "
-        "OUT/results.json and OUT/results.md (docs/evaluation.md).",
+        "OUT/results.json and OUT/results.md (docs/evaluation.md)."
     )
     e.add_argument("--model", required=True, metavar="MODEL", help=MODEL_HELP)
     e.add_argument("--prompts", required=True, metavar="FILE", help="prompts, one per line")

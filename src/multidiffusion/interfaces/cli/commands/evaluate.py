@@ -46,15 +46,13 @@ IMAGE_COLUMNS: tuple[str, ...] = ("clip_score", "intra_lpips", "intra_style", "g
 SET_COLUMNS: tuple[str, ...] = ("fid", "kid", "kid_std")
 
 
-def add_eval(sub: Any) -> argparse.ArgumentParser:
-    """Add the ``eval`` subcommand to ``sub`` (an argparse subparsers object); returns its parser."""
-    e = sub.add_parser(
-        "eval",
-        help="quality metrics: CLIP score, intra-LPIPS/Style, FID, KID, GIQA",
-        description="Per image: mean CLIP score of its crops against its prompt (from --prompt or the PNG's "
+def add_eval(e: argparse.ArgumentParser) -> None:
+    """The ``eval`` command's options."""
+    e.description = (
+        "Per image: mean CLIP score of its crops against its prompt (from --prompt or the PNG's "
         "metadata; needs a CLIP model), intra-LPIPS and intra-Style between its crops (need the lpips extra) and "
         "a GIQA-style KNN score. Against --reference DIR: FID and KID of all crops (need --features or the FID "
-        "Inception). Metrics without their weights print n/a.",
+        "Inception). Metrics without their weights print n/a."
     )
     e.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, …)")
     e.add_argument("--reference", metavar="DIR", default=None, help="folder of reference (single-view) images")
@@ -62,7 +60,6 @@ def add_eval(sub: Any) -> argparse.ArgumentParser:
     add_metric_options(e)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("-q", "--quiet", action="store_true", help="no warnings on stderr")
-    return e
 
 
 def add_metric_options(p: argparse.ArgumentParser) -> None:

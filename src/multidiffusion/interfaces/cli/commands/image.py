@@ -38,21 +38,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_global_view_options(p)
 
 
-def add_image_commands(sub: Any) -> None:
-    """``upscale``, ``outpaint`` and ``inpaint``: the panorama's model, sampling, view and sync options on a canvas
-    that starts from an image (no --checkpoint: runs that start from an image cannot be resumed yet)."""
+def _api(method: Callable[..., Any], name: str) -> Any:
+    """The default the pipeline's method gives ``name`` (defaults live in one place)."""
+    return inspect.signature(method).parameters[name].default
+
+
+def add_upscale(u: argparse.ArgumentParser) -> None:
+    """The ``upscale`` command's options (no --checkpoint: runs that start from an image cannot be resumed yet)."""
     from multidiffusion.pipeline.modes.image import ImageInputs
     from multidiffusion.pipeline.modes.image_start import MAX_INVERSION_STEPS, RESAMPLERS
 
-    def api(method: Callable[..., Any], name: str) -> Any:
-        """The default the pipeline's method gives ``name`` (defaults live in one place)."""
-        return inspect.signature(method).parameters[name].default
-
-    u = sub.add_parser(
-        "upscale",
-        help="enlarge an image and redraw its detail in overlapping views",
-        description="Tiled upscaling: enlarge IMAGE, noise it to --strength and denoise it again in overlapping "
-        "views, so a model with small views adds detail to a large image (docs/image_inputs.md).",
+    u.description = (
+        "Tiled upscaling: enlarge IMAGE, noise it to --strength and denoise it again in overlapping "
+        "views, so a model with small views adds detail to a large image (docs/image_inputs.md)."
     )
     u.add_argument("image", metavar="IMAGE", help="the image to enlarge (PNG, JPEG, …)")
     u.add_argument(
@@ -65,21 +63,21 @@ def add_image_commands(sub: Any) -> None:
     u.add_argument(
         "--strength",
         type=float,
-        default=api(ImageInputs.upscale, "strength"),
+        default=_api(ImageInputs.upscale, "strength"),
         metavar="S",
         help="how much is redrawn, in [0, 1]: 0 returns the enlargement, 1 ignores the image (default: %(default)s)",
     )
     u.add_argument(
         "--noise-inversion",
         type=int,
-        default=api(ImageInputs.upscale, "noise_inversion_steps"),
+        default=_api(ImageInputs.upscale, "noise_inversion_steps"),
         metavar="STEPS",
         help=f"invert the enlargement to the starting noise in STEPS steps (0…{MAX_INVERSION_STEPS}) instead of "
         "adding fresh noise, which keeps more of the image at high strengths (default: %(default)s, off)",
     )
     u.add_argument(
         "--resample",
-        default=api(ImageInputs.upscale, "resample"),
+        default=_api(ImageInputs.upscale, "resample"),
         choices=RESAMPLERS,
         help="how the image is enlarged before it is redrawn (default: %(default)s)",
     )
@@ -87,12 +85,13 @@ def add_image_commands(sub: Any) -> None:
     _add_run_options(u)
     u.set_defaults(input_guide=True)  # --controlnet without --control-image: the enlargement guides it (tile)
 
-    o = sub.add_parser(
-        "outpaint",
-        help="extend an image by margins",
-        description="Extend IMAGE by margins drawn from a prompt; the image itself is kept. Give at least one "
+
+def add_outpaint(o: argparse.ArgumentParser) -> None:
+    """The ``outpaint`` command's options."""
+    o.description = (
+        "Extend IMAGE by margins drawn from a prompt; the image itself is kept. Give at least one "
         "margin, in px: multiples of the model's size step (8 px for SD, 16 for SD3 and Flux; the image's sides "
-        "too). With --tile x the left and right ends join into a 360° panorama.",
+        "too). With --tile x the left and right ends join into a 360° panorama."
     )
     o.add_argument("image", metavar="IMAGE", help="the image to extend (PNG, JPEG, …)")
     for side in ("left", "right", "top", "bottom"):
@@ -101,12 +100,15 @@ def add_image_commands(sub: Any) -> None:
     add_feather(o)
     _add_run_options(o)
 
-    i = sub.add_parser(
-        "inpaint",
-        help="redraw the white part of a mask",
-        description="Redraw the part of IMAGE that MASK paints white (AUTOMATIC1111's and diffusers' convention) "
+
+def add_inpaint(i: argparse.ArgumentParser) -> None:
+    """The ``inpaint`` command's options."""
+    from multidiffusion.pipeline.modes.image import ImageInputs
+
+    i.description = (
+        "Redraw the part of IMAGE that MASK paints white (AUTOMATIC1111's and diffusers' convention) "
         "from a prompt; the black part is kept. IMAGE's sides must be multiples of the model's size step (8 px for "
-        "SD, 16 for SD3 and Flux).",
+        "SD, 16 for SD3 and Flux)."
     )
     i.add_argument("image", metavar="IMAGE", help="the image to change (PNG, JPEG, …)")
     i.add_argument(
@@ -119,7 +121,7 @@ def add_image_commands(sub: Any) -> None:
     i.add_argument(
         "--strength",
         type=float,
-        default=api(ImageInputs.inpaint, "strength"),
+        default=_api(ImageInputs.inpaint, "strength"),
         metavar="S",
         help="in [0, 1]: below 1 the white part starts from the image noised that far (default: %(default)s)",
     )
