@@ -152,3 +152,36 @@ def test_a_window_larger_than_the_canvas_still_runs(small_folder, tmp_path):
     argv = ["panorama", "sky", "--model", str(small_folder), "--height", "64", "--width", "64", "--window", "256"]
     assert exit_code([*argv, "--steps", "2", "--out", str(out), "-q"]) == 0
     assert out.stat().st_size > 0
+
+
+def _picture(tmp_path: Path, height: int, width: int, name: str = "photo.png") -> str:
+    """A grey RGB PNG of (height, width) px."""
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.new("RGB", (width, height), (128, 128, 128)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["outpaint", "{odd}", "--left", "64", "--prompt", "sky"], "the image is 64×60 px; this model needs sides in"),
+        (["outpaint", "{ok}", "--left", "60", "--prompt", "sky"], "the left margin must be a multiple of 8 px"),
+        (["outpaint", "{ok}", "--left", "64", "--prompt", "sky", "--window", "100"], "window must be a multiple of 8"),
+        (["inpaint", "{odd}", "--mask", "{odd_mask}", "--prompt", "sky"], "the image is 64×60 px"),
+        (["inpaint", "{ok}", "--mask", "{ok_mask}", "--prompt", "sky", "--stride", "12"], "stride must be a multiple"),
+        (["upscale", "{ok}", "--scale", "2", "--window", "64", "--stride", "128"], "stride (128 px) must not exceed"),
+    ],
+)
+def test_image_command_mistakes_fail_before_loading(no_loading, small_folder, tmp_path, capfd, command, message):
+    """The image commands check the image's sides, the margins and the views against the geometry read from the
+    model's configs, before it loads (they checked only after loading before)."""
+    from PIL import Image
+
+    files = {"odd": _picture(tmp_path, 60, 64, "odd.png"), "ok": _picture(tmp_path, 64, 64, "ok.png")}
+    for name, (h, w) in {"odd_mask": (60, 64), "ok_mask": (64, 64)}.items():
+        files[name] = str(tmp_path / f"{name}.png")
+        Image.new("L", (w, h), 255).save(files[name])
+    argv = [part.format(**files) for part in command] + ["--model", str(small_folder)]
+    assert message in _refused(capfd, argv, tmp_path / "x.png")

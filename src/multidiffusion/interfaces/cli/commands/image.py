@@ -166,6 +166,21 @@ def _image_size(path: str) -> tuple[int, int]:
     return image.height, image.width
 
 
+def _check_views_before_loading(
+    args: argparse.Namespace, extra: dict[str, Any], canvas: Callable[[Any], tuple[int, int]]
+) -> None:
+    """Before the model loads, on its geometry read from its configs: the canvas ``canvas(geometry)`` gives (which
+    checks the image's sides and the margins against the model's latent cell), then its views, sync and global view
+    as a panorama of that size checks them (the pipeline checks the same again once the model is loaded)."""
+    from multidiffusion.pipeline.modes.panorama import panorama_geometry
+
+    def check(geometry: Any) -> None:
+        height, width = canvas(geometry)
+        panorama_geometry(geometry, height, width, args.views, args.sync_settings, extra["global_view"])
+
+    launch.check_geometry_before_loading(args, check)
+
+
 def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], extra: dict[str, Any]) -> int:
     """Check the run against the loaded model (sizes, views, scheduler), then make and write one image per seed."""
     height, width = start.size
@@ -190,14 +205,16 @@ def _run(args: argparse.Namespace, pipe: Any, start: Any, outs: list[str], extra
 
 def run_upscale(args: argparse.Namespace) -> int:
     """``multidiffusion upscale``: check, read the image, load, enlarge and redraw, write."""
+    from multidiffusion.pipeline.modes.image_geometry import upscale_canvas
     from multidiffusion.pipeline.modes.image_start import scaled_size
     from multidiffusion.pipeline.settings.checks import check_canvas_pixels
 
     outs, sync = _check_image_command(args, {"IMAGE": args.image})
-    image_height, image_width = _image_size(args.image)
-    # the size step is known once the model is loaded: 1 px bounds the canvas now, the exact size is checked after
-    check_canvas_pixels(*scaled_size(image_height, image_width, args.scale, 1))
-    launch.check_memory_before_loading(args, *scaled_size(image_height, image_width, args.scale, 1))
+    image_size = _image_size(args.image)
+    # the size step is the model's: 1 px bounds the canvas now, the exact size is checked on its geometry below
+    check_canvas_pixels(*scaled_size(*image_size, args.scale, 1))
+    _check_views_before_loading(args, sync, lambda geometry: upscale_canvas(geometry, image_size, args.scale))
+    launch.check_memory_before_loading(args, *scaled_size(*image_size, args.scale, 1))
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_upscale(
         args.image,
@@ -211,6 +228,7 @@ def run_upscale(args: argparse.Namespace) -> int:
 
 def run_outpaint(args: argparse.Namespace) -> int:
     """``multidiffusion outpaint``: check, read the image, load, draw the margins, write."""
+    from multidiffusion.pipeline.modes.image_geometry import outpaint_canvas
     from multidiffusion.pipeline.settings.checks import check_canvas_pixels
 
     margins = {side: getattr(args, side) for side in ("left", "right", "top", "bottom")}
@@ -223,6 +241,9 @@ def run_outpaint(args: argparse.Namespace) -> int:
     image_height, image_width = _image_size(args.image)
     height, width = image_height + args.top + args.bottom, image_width + args.left + args.right
     check_canvas_pixels(height, width)
+    _check_views_before_loading(
+        args, sync, lambda geometry: outpaint_canvas(geometry, (image_height, image_width), margins)
+    )
     launch.check_memory_before_loading(args, height, width)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_outpaint(args.image, feather=args.feather, **margins)
@@ -231,11 +252,13 @@ def run_outpaint(args: argparse.Namespace) -> int:
 
 def run_inpaint(args: argparse.Namespace) -> int:
     """``multidiffusion inpaint``: check, read the image and the mask, load, redraw the mask's white part, write."""
+    from multidiffusion.pipeline.modes.image_geometry import inpaint_canvas
     from multidiffusion.pipeline.modes.image_start import check_something_to_redraw, read_known
 
     outs, sync = _check_image_command(args, {"IMAGE": args.image, "--mask": args.mask})
     height, width = _image_size(args.image)
     check_something_to_redraw(read_known(args.mask, (height, width)))  # readable, a mask, the image's size
+    _check_views_before_loading(args, sync, lambda geometry: inpaint_canvas(geometry, (height, width)))
     launch.check_memory_before_loading(args, height, width)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
     start = pipe.plan_inpaint(args.image, args.mask, strength=args.strength, feather=args.feather)
