@@ -23,8 +23,10 @@ def build_app(session: UiSession) -> Any:
     import gradio as gr
 
     from multidiffusion.interfaces.ui.tabs import image, panorama, regions
+    from multidiffusion.interfaces.ui.viewer import loader_js, serve_static
     from multidiffusion.interfaces.ui.widgets import Page
 
+    serve_static()
     with gr.Blocks(title="multidiffusion") as app:
         gr.Markdown("# multidiffusion\nPanoramas and painted regions from a diffusion model (docs/ui.md).")
         model = gr.Dropdown(session.choices(), value=session.default_model, label="model", elem_id="model")
@@ -34,6 +36,7 @@ def build_app(session: UiSession) -> Any:
         panorama.wire(panorama_tab, page)
         regions.wire(regions_tab, page)
         image.wire(image_tab, page)
+        app.load(None, None, None, js=loader_js())  # the 360° viewer's library, once per page
     return app
 
 

@@ -11,6 +11,7 @@ import gradio as gr
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.core.features.sync import SyncSettings
 from multidiffusion.interfaces.ui.session import outline_views
+from multidiffusion.interfaces.ui.viewer import show_js, viewer, viewer_copy
 from multidiffusion.interfaces.ui.widgets import (
     Page,
     RunButtons,
@@ -36,6 +37,7 @@ SIZE_PRESETS = {  # (height, width, 360° wrap)
     "4:1 (512 × 2048)": (512, 2048, False),
     "360° (512 × 4096)": (512, 4096, True),
 }
+SPHERE_VIEW = "sphere-view"  # the element the 360° viewer draws in
 # the form's fields: the inputs of panorama() after the model, in order, and what a dropped PNG's recipe fills
 FIELDS = ("prompt", "negative", "height", "width", "steps", "scheduler", "guidance", "seed")
 FIELDS += ("weights", "sync", "circular", "batch", "layout", "sync_weight", "global_view")
@@ -52,6 +54,8 @@ class PanoramaTab:
     reuse: gr.Button
     drop: gr.File
     outputs: RunOutputs
+    look: gr.Button
+    sphere_copy: gr.Image  # the viewer's copy of the result (hidden)
 
     def form(self) -> list[Any]:
         """The fields in the order of :data:`FIELDS`."""
@@ -80,6 +84,9 @@ def build() -> PanoramaTab:
             drop = gr.File(label="drop a PNG made here to fill the form", file_types=[".png"], elem_id="drop")
         with gr.Column():
             outputs = RunOutputs(live_preview(""), *result_and_download("", "download (PNG with its recipe)"))
+            look = gr.Button("Look around (360°): a result made with the 360° option, or a sphere", elem_id="look")
+            viewer(SPHERE_VIEW)
+            sphere_copy = gr.Image(type="filepath", visible=False, elem_id="sphere-copy")
     fields = {
         "prompt": prompt,
         "negative": negative,
@@ -91,7 +98,7 @@ def build() -> PanoramaTab:
         "seed": sampling.seed,
         **views_fields,
     }
-    return PanoramaTab(fields, preset, run, views, reuse, drop, outputs)
+    return PanoramaTab(fields, preset, run, views, reuse, drop, outputs, look, sphere_copy)
 
 
 def _view_fields() -> dict[str, Any]:
@@ -130,6 +137,8 @@ def wire(tab: PanoramaTab, page: Page) -> None:
     tab.drop.upload(fill_from_png, tab.drop, tab.form())
     tab.views.click(show_views, tab.outputs.download, tab.outputs.result)
     tab.reuse.click(bind(last_seed, page.session), None, tab.fields["seed"])
+    look = tab.look.click(bind(for_the_viewer, page.session), tab.outputs.result, tab.sphere_copy)
+    look.then(None, tab.sphere_copy, None, js=show_js(SPHERE_VIEW))
 
 
 # The event handlers below have comments, not docstrings: Gradio would show a docstring in the page's API docs.
@@ -179,6 +188,16 @@ def show_views(path):
         raise error(InvalidInputError("make an image first"))
     try:
         return outline_views(path)
+    except InvalidInputError as exc:
+        raise error(exc) from None
+
+
+def for_the_viewer(session, path):
+    # the result enlarged for the 360° viewer, its ends interpolated across the ±180° line
+    if not path:
+        raise error(InvalidInputError("make an image first"))
+    try:
+        return viewer_copy(path, session.out_dir / "360")
     except InvalidInputError as exc:
         raise error(exc) from None
 
