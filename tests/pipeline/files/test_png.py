@@ -175,3 +175,29 @@ def test_save_png_makes_the_folder(tmp_path):
     png.save_png(Image.new("RGB", (4, 4)), out, {"k": "v"})
     with Image.open(out) as image:
         assert image.size == (4, 4) and image.text["k"] == "v"
+
+
+def test_a_photo_sphere_carries_its_gpano_xmp(tmp_path):
+    """The XMP packet goes, uncompressed, into the iTXt chunk XMP readers look for, and parses as XML with GPano's
+    equirectangular projection and the full size."""
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    from multidiffusion.pipeline.files.gpano import XMP_KEY, gpano_xmp
+    from multidiffusion.pipeline.files.png import save_png
+
+    out = tmp_path / "sphere.png"
+    save_png(Image.new("RGB", (64, 32)), out, {"k": "v"}, xmp=gpano_xmp(64, 32))
+    raw = out.read_bytes()
+    assert b"iTXt" + XMP_KEY.encode() + b"\x00\x00\x00" in raw  # keyword, then compression flag 0 (and method 0)
+    packet = Image.open(out).text[XMP_KEY]
+    root = ET.fromstring(packet[packet.index("<x:xmpmeta") : packet.index("</x:xmpmeta>") + len("</x:xmpmeta>")])
+    gpano = "{http://ns.google.com/photos/1.0/panorama/}"
+    description = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    assert description.get(gpano + "ProjectionType") == "equirectangular"
+    assert (description.get(gpano + "FullPanoWidthPixels"), description.get(gpano + "FullPanoHeightPixels")) == (
+        "64",
+        "32",
+    )
+    assert Image.open(out).text["k"] == "v"

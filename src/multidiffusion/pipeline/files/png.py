@@ -9,6 +9,7 @@ from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError, OutputError
 from multidiffusion.pipeline.files.atomic import fitting_name, name_max, ordinary_mode, write_atomically
+from multidiffusion.pipeline.files.gpano import XMP_KEY
 from multidiffusion.pipeline.settings.recipe import METADATA_KEY
 
 __all__ = ["METADATA_KEY", "check_output_path", "save_png"]
@@ -71,12 +72,14 @@ def _write(image: Any, out: Path, info: Any) -> None:
     write_atomically(out, lambda f: image.save(f, format="PNG", pnginfo=info), mode=ordinary_mode(out))
 
 
-def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> None:
+def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str], xmp: str | None = None) -> None:
     """Save a PIL image with text chunks, atomically: written to a temporary file beside it, then renamed. Missing
     folders on its path are made first.
 
     The file gets the permissions an ordinary write would give it (the umask's, or the replaced file's).
-    Values longer than 1 KiB go into compressed ``iTXt`` chunks (the JSON of a region layout with masks).
+    Values longer than 1 KiB go into compressed ``iTXt`` chunks (the JSON of a region layout with masks). ``xmp``, an
+    XMP packet (:func:`~multidiffusion.pipeline.files.gpano.gpano_xmp`), goes uncompressed into the ``iTXt`` chunk
+    XMP readers look for.
 
     Raises:
         OutputError: the file cannot be written (a folder that turned read-only, a full disk). The image is not
@@ -88,6 +91,8 @@ def save_png(image: Any, path: str | os.PathLike[str], text: dict[str, str]) -> 
     info = PngInfo()
     for key, value in text.items():
         info.add_itxt(key, value, zip=True) if len(value) > 1024 else info.add_text(key, value)
+    if xmp is not None:
+        info.add_itxt(XMP_KEY, xmp, zip=False)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)  # as check_output_path allowed; the umask sets its mode
         _write(image, out, info)
