@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from multidiffusion.pipeline.customise.customisation import Customisation
     from multidiffusion.pipeline.facade import MultiDiffusionPipeline
     from multidiffusion.pipeline.inputs.region_file import Background
+    from multidiffusion.pipeline.modes.live import LiveCanvas, LiveFrame, LiveScene
     from multidiffusion.pipeline.run.checkpoint import CheckpointSettings
     from multidiffusion.pipeline.run.output import MultiDiffusionOutput
     from multidiffusion.pipeline.settings.recipe import DEFAULT_MODEL, DEFAULTS, GenerationMetadata, PanoramaSettings
@@ -36,6 +37,9 @@ _SOURCES: dict[str, str] = {
     "EmbeddingSpec": "multidiffusion.adapters.customise.embeddings",
     "GenerationMetadata": "multidiffusion.pipeline.settings.recipe",
     "GlobalView": "multidiffusion.core.features.global_view",
+    "LiveCanvas": "multidiffusion.pipeline.modes.live",
+    "LiveFrame": "multidiffusion.pipeline.modes.live",
+    "LiveScene": "multidiffusion.pipeline.modes.live",
     "LoraSpec": "multidiffusion.adapters.customise.lora",
     "MultiDiffusionOutput": "multidiffusion.pipeline.run.output",
     "MultiDiffusionPipeline": "multidiffusion.pipeline.facade",
@@ -54,6 +58,9 @@ __all__ = [
     "EmbeddingSpec",
     "GenerationMetadata",
     "GlobalView",
+    "LiveCanvas",
+    "LiveFrame",
+    "LiveScene",
     "LoraSpec",
     "MultiDiffusionOutput",
     "MultiDiffusionPipeline",

@@ -1,0 +1,91 @@
+"""Live painting on the toy model (pipeline/modes/live.py): frames streamed with one model call per tick are the
+ordinary region runs of their scene and seed, bit for bit, and an edit is drawn by the next frame that starts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.regions import Region
+from multidiffusion.pipeline import MultiDiffusionPipeline
+from multidiffusion.pipeline.modes.live import LiveCanvas, LiveScene
+
+MODEL = "toy:sigma=0.15"  # little texture: a pixel's colour names its region
+RED = (Region("red", box=(0, 0, 32, 64)),)
+SCENE = LiveScene(RED, "green", height=64, width=96, seed=5, num_inference_steps=4, scheduler="lcm")
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MultiDiffusionPipeline:
+    return MultiDiffusionPipeline.from_pretrained(MODEL)
+
+
+def _ordinary(pipe, scene: LiveScene, seed: int) -> np.ndarray:
+    out = pipe.regions(
+        list(scene.regions),
+        scene.background,
+        scene.height,
+        scene.width,
+        num_inference_steps=scene.num_inference_steps,
+        scheduler=scene.scheduler,
+        generator=torch.Generator().manual_seed(seed),
+        progress=False,
+    )
+    return np.asarray(out.images[0])
+
+
+@pytest.mark.parametrize("vary_seed", [False, True])
+def test_a_stream_without_edits_is_the_ordinary_runs_bit_for_bit(pipe, vary_seed):
+    scene = LiveScene(**{**SCENE.__dict__, "vary_seed": vary_seed})
+    live = LiveCanvas(pipe, scene)
+    frames = list(live.frames(count=6))
+    assert [f.index for f in frames] == list(range(6))
+    for frame in frames:
+        assert np.array_equal(np.asarray(frame.image), _ordinary(pipe, scene, frame.seed)), frame.index
+        assert json.loads(frame.output.metadata.to_json(0))["seed"] == frame.seed
+    # one frame started per tick, 4 in flight: 6 frames of 4 steps in 6 + 3 ticks (24 calls one at a time)
+    assert live.stats.calls == 9
+    assert live.stats.widest == 4
+
+
+def test_an_edit_is_drawn_by_the_next_frame_that_starts(pipe):
+    live = LiveCanvas(pipe, SCENE)
+    seen = []
+    for frame in live.frames(count=10):
+        seen.append(frame)
+        if frame.index == 2:
+            live.update(regions=(Region("blue", box=(0, 0, 32, 64)),))
+    blue = LiveScene(**{**SCENE.__dict__, "regions": (Region("blue", box=(0, 0, 32, 64)),)})
+    edited = next(f for f in seen if f.version == 1)
+    # frames in flight at the edit finish with their own scene; the first frame started after it draws the edit
+    assert all(f.version == 0 for f in seen if f.index <= 2 + 3)
+    assert edited.index == 6  # frame 2 finished at the tick frame 6 started
+    assert np.array_equal(np.asarray(edited.image), _ordinary(pipe, blue, SCENE.seed))
+    red_half = np.asarray(edited.image)[:, :32].astype(float).mean(axis=(0, 1))
+    assert red_half[2] > red_half[0]  # the left box is now blue
+
+
+def test_drop_stale_stops_the_frames_in_flight(pipe):
+    live = LiveCanvas(pipe, SCENE, drop_stale=True)
+    seen = []
+    for frame in live.frames(count=4):
+        seen.append(frame)
+        if len(seen) == 1:
+            live.update(seed=9)
+    assert [f.version for f in seen] == [0, 1, 1, 1]
+    assert all(np.array_equal(np.asarray(f.image), _ordinary(pipe, SCENE, 9)) for f in seen[1:])
+
+
+def test_bad_scenes_and_settings_are_one_line_each(pipe):
+    with pytest.raises(InvalidInputError, match="in_flight must be in 1…64"):
+        LiveCanvas(pipe, SCENE, in_flight=0)
+    live = LiveCanvas(pipe, SCENE)
+    with pytest.raises(InvalidInputError, match="unknown scene field"):
+        live.update(colour="red")
+    with pytest.raises(InvalidInputError, match="must satisfy"):
+        live.update(regions=(Region("red", box=(0, 0, 500, 64)),))
+    assert live.version == 0  # a refused edit changes nothing
