@@ -64,13 +64,21 @@ def _stream(batcher: StreamBatcher, jobs: list[tuple[int, float]], stagger: bool
         finally:
             member.leave()
 
-    for k in range(len(jobs)):
-        if stagger:
-            batcher.wait_for_calls(k)
-        member = batcher.join()
-        thread = threading.Thread(target=work, args=(k, member))
+    def start(k: int) -> None:
+        thread = threading.Thread(target=work, args=(k, batcher.join()))
         thread.start()
         threads.append(thread)
+
+    if stagger:  # run k joins after tick k, from the batcher's tick listener: before the next call is gathered
+        batcher.add_tick_listener(lambda: start(batcher.stats.calls) if batcher.stats.calls < len(jobs) else None)
+        start(0)
+        batcher.wait_for_calls(len(jobs) + STEPS - 1, timeout=60)
+    else:
+        members = [batcher.join() for _ in jobs]
+        for k, member in enumerate(members):
+            thread = threading.Thread(target=work, args=(k, member))
+            thread.start()
+            threads.append(thread)
     for thread in threads:
         thread.join(timeout=60)
     assert all(r is not None for r in results)

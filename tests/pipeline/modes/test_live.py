@@ -54,19 +54,25 @@ def test_a_stream_without_edits_is_the_ordinary_runs_bit_for_bit(pipe, vary_seed
 
 def test_an_edit_is_drawn_by_the_next_frame_that_starts(pipe):
     live = LiveCanvas(pipe, SCENE)
-    seen = []
+    seen, ticks = [], {}
     for frame in live.frames(count=10):
         seen.append(frame)
         if frame.index == 2:
+            ticks["before"] = live.stats.calls
             live.update(regions=(Region("blue", box=(0, 0, 32, 64)),))
+            ticks["after"] = live.stats.calls
     blue = LiveScene(**{**SCENE.__dict__, "regions": (Region("blue", box=(0, 0, 32, 64)),)})
-    edited = next(f for f in seen if f.version == 1)
+    versions = [f.version for f in seen]
+    assert versions == sorted(versions) and versions[:3] == [0, 0, 0] and versions[-1] == 1
     # frames in flight at the edit finish with their own scene; the first frame started after it draws the edit
-    assert all(f.version == 0 for f in seen if f.index <= 2 + 3)
-    assert edited.index == 6  # frame 2 finished at the tick frame 6 started
-    assert np.array_equal(np.asarray(edited.image), _ordinary(pipe, blue, SCENE.seed))
-    red_half = np.asarray(edited.image)[:, :32].astype(float).mean(axis=(0, 1))
-    assert red_half[2] > red_half[0]  # the left box is now blue
+    first = next(f for f in seen if f.version == 1)
+    assert ticks["before"] <= first.started <= ticks["after"] + 1
+    assert all(f.started < first.started for f in seen if f.version == 0)
+    for frame in seen:
+        scene = blue if frame.version else SCENE
+        assert np.array_equal(np.asarray(frame.image), _ordinary(pipe, scene, SCENE.seed)), frame.index
+    left = np.asarray(first.image)[:, :32].astype(float).mean(axis=(0, 1))
+    assert left[2] > left[0]  # the left box is now blue
 
 
 def test_drop_stale_stops_the_frames_in_flight(pipe):

@@ -53,13 +53,15 @@ class StreamBatcher:
     Args:
         denoiser: The model (a :class:`~multidiffusion.core.types.Denoiser`) that takes a timestep per row: a tensor of
             shape (rows,) where the runs in a call are at different steps (a scalar where they are all at one).
-        on_tick: Called after each model call, before any caller gets its rows: a member joined there takes part
-            in the very next call (a stream starts a frame every tick so).
+
+    :meth:`add_tick_listener` adds a function called after each model call, before any caller gets its rows: a member
+    joined there takes part in the very next call (a stream starts a frame every tick so). Several streams may share
+    one batcher (a web page's tabs): the model then makes one call at a time for all of them.
     """
 
-    def __init__(self, denoiser: Denoiser, on_tick: Callable[[], None] | None = None) -> None:
+    def __init__(self, denoiser: Denoiser) -> None:
         self.denoiser = denoiser
-        self.on_tick = on_tick
+        self._listeners: list[Callable[[], None]] = []
         self.stats = StreamStats()
         self._lock = threading.Condition()
         self._members = 0
@@ -70,6 +72,16 @@ class StreamBatcher:
         with self._lock:
             self._members += 1
         return StreamMember(self)
+
+    def add_tick_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every model call from now on."""
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_tick_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``; it may not be listening."""
+        with self._lock:
+            self._listeners = [f for f in self._listeners if f is not listener]
 
     def wait_for_calls(self, count: int, timeout: float | None = None) -> bool:
         """Block until the batcher has made ``count`` model calls (ticks); returns whether it had, within ``timeout``
@@ -118,14 +130,14 @@ class StreamBatcher:
             return
         with self._lock:
             self.stats.calls += 1
-        if self.on_tick is not None:
+            listeners = self._listeners
+        error: BaseException | None = None
+        for listener in listeners:
             try:
-                self.on_tick()
+                listener()
             except BaseException as exc:  # the callers fail with it rather than hang
-                outputs, error = [], exc
-            else:
-                error = None
-            if error is not None:
+                error = exc
+        if error is not None:
                 with self._lock:
                     for call in calls:
                         call.error, call.done = error, True

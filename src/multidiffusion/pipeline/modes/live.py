@@ -145,12 +145,22 @@ class LiveCanvas:
         in_flight: The most frames at once: ``num_inference_steps`` (default) starts one every tick, so every tick
             finishes one; 1 makes one frame at a time (regenerating from scratch).
         drop_stale: On an edit, stop the frames that started before it and drop them, rather than finish them.
+        batcher: A :class:`~multidiffusion.core.engine.stream.StreamBatcher` of ``pipe``'s model to share with other
+            live canvases (one model call at a time for all of them); None: one of its own.
 
     Use :meth:`frames` to draw, :meth:`update` from anywhere (another thread: a UI's events) to edit, :meth:`pause`,
     :meth:`resume` and :meth:`close`. Sync, checkpoints and image starts are not streamed.
     """
 
-    def __init__(self, pipe: Any, scene: LiveScene, *, in_flight: int | None = None, drop_stale: bool = False) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        scene: LiveScene,
+        *,
+        in_flight: int | None = None,
+        drop_stale: bool = False,
+        batcher: StreamBatcher | None = None,
+    ) -> None:
         steps = scene.num_inference_steps
         self.in_flight = steps if in_flight is None else in_flight
         if isinstance(self.in_flight, bool) or not isinstance(self.in_flight, int):
@@ -159,11 +169,12 @@ class LiveCanvas:
             raise InvalidInputError(f"in_flight must be in 1…{MAX_IN_FLIGHT} frames, got {self.in_flight}")
         self.pipe = pipe
         self.drop_stale = drop_stale
-        self._batcher = StreamBatcher(pipe.model.denoiser, on_tick=self._start_if_due)
+        self._batcher = batcher if batcher is not None else StreamBatcher(pipe.model.denoiser)
         self._model = dataclasses.replace(pipe.model, encode_prompts=_PromptCache(pipe.model.encode_prompts))
         self._lock = threading.Lock()
         self._scene = self._checked(scene, 0)
-        self._flights: dict[int, _Flight] = {}
+        self._flights: dict[int, _Flight] = {}  # started and still making model calls
+        self._threads: list[threading.Thread] = []  # every frame's, until it ended
         self._done: queue.Queue[tuple[_Flight, Any, BaseException | None]] = queue.Queue()
         self._started = 0
         self._next = 0  # the next frame to yield, in start order
@@ -171,6 +182,7 @@ class LiveCanvas:
         self._yielded = 0
         self._paused = False
         self._closed = False
+        self._batcher.add_tick_listener(self._start_if_due)
 
     @property
     def stats(self) -> StreamStats:
@@ -236,9 +248,8 @@ class LiveCanvas:
             self._closed = True
             for flight in self._flights.values():
                 flight.stop.set()
-        for flight in list(self._flights.values()):
-            if flight.thread is not None:
-                flight.thread.join(timeout=60)
+        self._batcher.remove_tick_listener(self._start_if_due)
+        self._join_threads()
 
     def frames(self, count: int | None = None) -> Iterator[LiveFrame]:
         """Draw frames, yielding each once it and every frame started before it are done, so in the order they
@@ -257,8 +268,6 @@ class LiveCanvas:
                 while self._next in done and (count is None or self._yielded < count):
                     flight, output, error = done.pop(self._next)
                     self._next += 1
-                    with self._lock:
-                        self._flights.pop(flight.index, None)
                     if error is not None:
                         raise error
                     if output is None:  # stopped by an edit or close: dropped
@@ -283,10 +292,14 @@ class LiveCanvas:
         with self._lock:
             for flight in self._flights.values():
                 flight.stop.set()
-        for flight in list(self._flights.values()):
-            if flight.thread is not None:
-                flight.thread.join(timeout=60)
-        self._flights.clear()
+        self._join_threads()
+
+    def _join_threads(self) -> None:
+        """Wait for every frame's thread to end (they end at their next step once stopped)."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout=60)
 
     def _start_if_due(self) -> None:
         """Start a frame when none started this tick, fewer than ``in_flight`` are in flight and more are wanted
@@ -303,7 +316,15 @@ class LiveCanvas:
             self._flights[flight.index] = flight
             member = self._batcher.join()
         flight.thread = threading.Thread(target=self._fly, args=(flight, member), daemon=True, name="live-frame")
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [flight.thread]
         flight.thread.start()
+
+    def _land(self, flight: _Flight, member: StreamMember) -> None:
+        """The frame makes no more model calls: it leaves the stream and frees its place for the next frame."""
+        member.leave()
+        with self._lock:
+            self._flights.pop(flight.index, None)
 
     def _fly(self, flight: _Flight, member: StreamMember) -> None:
         """One frame: the ordinary region run of its scene and seed, its model calls batched with the others'."""
@@ -311,7 +332,7 @@ class LiveCanvas:
 
         def after_step(state: Any) -> bool:
             if state.step_index == state.num_steps - 1:
-                member.leave()  # its last model call is made: the others need not wait for it while it decodes
+                self._land(flight, member)  # its last model call is made: it decodes out of the stream
             return flight.stop.is_set()
 
         output: Any = None
@@ -330,6 +351,6 @@ class LiveCanvas:
         except BaseException as exc:  # reported by frames(), in the caller's thread
             error = None if flight.stop.is_set() else exc
         finally:
-            member.leave()
+            self._land(flight, member)
             flight.finished, flight.seconds = self._batcher.stats.calls, time.perf_counter() - flight.start_time
             self._done.put((flight, output, error))
