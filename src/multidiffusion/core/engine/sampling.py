@@ -218,6 +218,36 @@ def _global_step(
     return glob
 
 
+def _passes(post_step: Sequence[PostStepHook], step_index: int, num_steps: int) -> int:
+    """How many times step ``step_index`` is taken: 1, or a resampling hook's count (its ``passes`` method)."""
+    counts = [h.passes(step_index, num_steps) for h in post_step if hasattr(h, "passes")]
+    return max(counts, default=1)
+
+
+def _jump_back(
+    post_step: Sequence[PostStepHook], x: Tensor, step_index: int, scheduler: Any, generator: torch.Generator | None
+) -> Tensor:
+    """x_{t−1} → x_t by the first post-step hook with a ``jump_back`` method (the one that asked for passes)."""
+    hook = next(h for h in post_step if hasattr(h, "jump_back"))
+    return hook.jump_back(x, step_index, scheduler, generator).to(torch.float32)
+
+
+def _fused_output(
+    run: Callable[..., tuple[Tensor, Tensor | None, bool]],
+    plans: _Plans,
+    plan: FusionPlan,
+    step_index: int,
+    generator: torch.Generator | None,
+    shard: Shard,
+    x: Tensor,
+) -> Tensor:
+    """O of Eq. 5 for this step at another canvas ``x`` (same views, conditions and view hooks; no global view)."""
+    model_sum, _, _ = _denoise_step_backing_off(functools.partial(run, x=x), plans, step_index, generator)
+    if not shard.alone:
+        model_sum, _, _ = _sum_over_ranks(shard, model_sum, None, False)
+    return plan.normalise(model_sum)
+
+
 def sample(
     denoiser: Denoiser,
     scheduler: Any,
@@ -260,7 +290,13 @@ def sample(
             generator's state. None: start at the first step from ``x_T``. Image-to-image runs start the same
             way: at the step their strength selects, from the encoded image noised to it.
         post_step: Hooks applied in order to the canvas after each scheduler step, before the finiteness check
-            and the callback (known regions: :class:`~multidiffusion.core.features.known.KnownRegion`).
+            and the callback (known regions: :class:`~multidiffusion.core.features.known.KnownRegion`). A hook may
+            also have ``condition_output(O, X, step_index, t, scheduler, redo)``, which replaces the fused output before
+            the step (an x̂₀-space sampler: DDNM, the Tweedie-moment projection; ``redo(x)`` is this step's O at another
+            canvas, for Jacobian–vector products), and ``passes(step_index, num_steps)`` with ``jump_back(x, step_index,
+            scheduler, generator)``: the step is then taken that many times, each repeat from x_{t−1} noised back
+            to t (RePaint's resampling; the scheduler's attributes are restored before each repeat, so only
+            single-step schedulers can be resampled: :mod:`~multidiffusion.core.features.conditional`).
         shard: Several processes on one canvas (:class:`~multidiffusion.core.engine.shards.Shard`): this one denoises
         its     span of each step's tasks, and the partial sums of Eq. 5 are added over the ranks once per step before
             every rank takes the same scheduler step. None: one process. Every rank must start from the same
@@ -314,22 +350,34 @@ def sample(
             hooks=hooks,
             n=n,
         )
-        model_sum, crop_sum, changed = _denoise_step_backing_off(run, plans, step_index, generator)
-        if not shard.alone:  # the partial numerators of Eq. 5 (and of X) summed over the ranks: one all-reduce
-            model_sum, crop_sum, changed = _sum_over_ranks(shard, model_sum, crop_sum, changed)
-        fused_output = plan.normalise(model_sum)  # O of Eq. 5
-        # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
-        fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
-        if global_view is not None and global_view.active(step_index, len(timesteps)):
-            glob = _global_step(global_steps, global_view, plan, height, width)
-            g_in, level = glob.model_input(fused_x, scheduler, t)
-            g_t = level.timestep.to(t.device if isinstance(t, Tensor) else "cpu")
-            g_out = denoiser(g_in, g_t, [conditions[global_view.condition]], views=[glob.view])
-            fused_output = glob.fuse(fused_output, fused_x, g_out, g_in, level, scheduler, t)  # Eq. 4, F_g = pooling
-        stepped = scheduler.step(fused_output, t, fused_x, **step_kwargs)
-        x = stepped.prev_sample.to(torch.float32)
-        for hook in post_step:
-            x = hook(x, step_index, scheduler).to(torch.float32)
+        passes = _passes(post_step, step_index, len(timesteps))
+        saved = dict(vars(scheduler)) if passes > 1 else None  # single-step schedulers' state: redo from it
+        for repeat in range(passes):
+            if repeat:  # resampling (RePaint): x_{t−1} → x_t with fresh noise, then the same step again
+                x = _jump_back(post_step, x, step_index, scheduler, generator)
+                vars(scheduler).update(saved or {})
+                run = functools.partial(run, x=x)
+            model_sum, crop_sum, changed = _denoise_step_backing_off(run, plans, step_index, generator)
+            if not shard.alone:  # the partial numerators of Eq. 5 (and of X) summed over the ranks: one all-reduce
+                model_sum, crop_sum, changed = _sum_over_ranks(shard, model_sum, crop_sum, changed)
+            fused_output = plan.normalise(model_sum)  # O of Eq. 5
+            # X of docs/design.md §3; exactly x_t when every hook returned its input unchanged (the same tensor).
+            fused_x = plan.normalise(crop_sum) if crop_sum is not None and changed else x
+            if global_view is not None and global_view.active(step_index, len(timesteps)):
+                glob = _global_step(global_steps, global_view, plan, height, width)
+                g_in, level = glob.model_input(fused_x, scheduler, t)
+                g_t = level.timestep.to(t.device if isinstance(t, Tensor) else "cpu")
+                g_out = denoiser(g_in, g_t, [conditions[global_view.condition]], views=[glob.view])
+                fused_output = glob.fuse(fused_output, fused_x, g_out, g_in, level, scheduler, t)  # Eq. 4, pooling
+            for hook in post_step:  # a conditional sampler's x̂₀-space correction of O (DDNM), before the step
+                condition = getattr(hook, "condition_output", None)
+                if condition is not None:
+                    redo = functools.partial(_fused_output, run, plans, plan, step_index, generator, shard)
+                    fused_output = condition(fused_output, fused_x, step_index, t, scheduler, redo)
+            stepped = scheduler.step(fused_output, t, fused_x, **step_kwargs)
+            x = stepped.prev_sample.to(torch.float32)
+            for hook in post_step:
+                x = hook(x, step_index, scheduler).to(torch.float32)
         if not bool(torch.isfinite(x).all()):  # a NaN never recovers: stop now rather than decode a black image
             raise NonFiniteError(
                 f"the canvas became non-finite at step {step_index + 1} of {len(timesteps)}; in half precision try "

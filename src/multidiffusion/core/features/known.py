@@ -8,7 +8,9 @@ of the next step, blended by the known mask m (1 = keep, 0 = generate):
 and after the last step with x₀ᵏⁿᵒʷⁿ itself, so the known region ends as the encoded original exactly where
 m = 1. This is diffusers' rule for inpainting with a 4-channel model (the same ε noises every step, the one
 drawn for the canvas). The model sees the known content through every view that overlaps it, so views that
-straddle the border continue it; docs/image_inputs.md measures how well on the exact model.
+straddle the border continue it; docs/image_inputs.md measures how well on the exact model. Other ways to draw the
+rest given the known region (RePaint's resampling, DDNM, the Tweedie projection) wrap this hook:
+:mod:`~multidiffusion.core.features.conditional`.
 """
 
 from __future__ import annotations

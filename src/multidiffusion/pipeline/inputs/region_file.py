@@ -18,7 +18,8 @@ Format (sizes in pixels; file paths relative to the region file, and inside its 
       ],
       "init_image": "photo.png"                       # optional: start from an image and keep it (outpainting);
                                                       # or {"path": …, "left": 0, "top": 0, "mask": "redraw.png",
-                                                      #     "strength": 1.0, "feather": 4}
+                                                      #     "strength": 1.0, "feather": 4,
+                                                      #     "conditional": "repaint"}
     }
 
 ``init_image`` places the image with its top-left corner at (left, top) px of the canvas; its pixels are kept
@@ -48,6 +49,7 @@ import torch
 from multidiffusion.adapters.customise.lora import LoraSpec
 from multidiffusion.adapters.loading.resolve import looks_like_repo_id
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.conditional import ConditionalSampler
 from multidiffusion.core.features.regions import Region, mask_tensor
 from multidiffusion.pipeline.customise.control_spec import ControlSpec
 from multidiffusion.pipeline.inputs.image_files import open_image
@@ -65,7 +67,7 @@ MAX_LAYOUT_BYTES = 10 * 2**20  # a layout is a few kB; this reads no further (a 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 … 2⁶⁴ − 1
 
 TOP_KEYS = {"width", "height", "background", "negative_prompt", "guidance_scale", "seed", "regions", "init_image"}
-INIT_IMAGE_KEYS = {"path", "left", "top", "mask", "strength", "feather"}
+INIT_IMAGE_KEYS = {"path", "left", "top", "mask", "strength", "feather", "conditional"}
 REGION_KEYS = {"name", "prompt", "box", "mask", "negative_prompt", "guidance_scale", "weight", "control", "loras"}
 CONTROL_KEYS = {"model", "image", "scale", "start", "end", "resize"}
 LORA_KEYS = {"path", "scale"}
@@ -366,8 +368,21 @@ def _init_image(raw: Any, folder: Folder, height: int, width: int) -> ImageStart
         known,
         strength=1.0 if strength is None else strength,
         feather=DEFAULT_FEATHER_PX if feather is None else feather,
+        conditional=_conditional(spec.get("conditional"), where),
         record=record,
     )
+
+
+def _conditional(raw: Any, where: str) -> ConditionalSampler | None:
+    """``init_image.conditional``: a sampler's name (``"repaint"``) or an object of its fields (``{"name": "repaint",
+    "passes": 10, "fraction": 0.5}``); absent: the blend."""
+    if raw is None:
+        return None
+    spec = {"name": raw} if isinstance(raw, str) else raw
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"{where}.conditional must be a sampler's name or an object with a name")
+    _unknown(spec, {"name", "passes", "fraction", "span", "iterations"}, f"{where}.conditional")
+    return ConditionalSampler(**spec)
 
 
 def named_files(data: Any) -> set[str]:

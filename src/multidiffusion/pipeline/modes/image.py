@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.conditional import ConditionalSampler
 from multidiffusion.pipeline.modes.image_start import (
     DEFAULT_FEATHER_PX,
     ImageStart,
@@ -129,15 +130,20 @@ class ImageInputs:
         top: int = 0,
         bottom: int = 0,
         feather: float = DEFAULT_FEATHER_PX,
+        conditional: ConditionalSampler | None = None,
         **kwargs: Any,
     ) -> MultiDiffusionOutput:
         """Extend a picture by margins (px, multiples of the granularity): the image is kept, the margins are drawn.
 
         Every step the image's latents, noised to that step, replace the canvas there (feathered inward by
-        ``feather`` px); at the end the image region is the encoded original. ``views=ViewSettings(tile="x")`` makes a
-        360° panorama whose left and right ends join. Other keywords are the panorama call's.
+        ``feather`` px); at the end the image region is the encoded original. ``conditional`` chooses how the margins
+        are drawn given the image (:class:`~multidiffusion.core.features.conditional.ConditionalSampler`; None: the
+        blend). ``views=ViewSettings(tile="x")`` makes a 360° panorama whose left and right ends join. Other keywords
+        are the panorama call's.
         """
-        start = self.plan_outpaint(image, left=left, right=right, top=top, bottom=bottom, feather=feather)
+        start = self.plan_outpaint(
+            image, left=left, right=right, top=top, bottom=bottom, feather=feather, conditional=conditional
+        )
         return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
 
     def plan_outpaint(
@@ -149,6 +155,7 @@ class ImageInputs:
         top: int = 0,
         bottom: int = 0,
         feather: float = DEFAULT_FEATHER_PX,
+        conditional: ConditionalSampler | None = None,
     ) -> ImageStart:
         """The checked start of :meth:`outpaint` (its canvas is ``.size``), without running it."""
         g = self.model.granularity_px
@@ -161,7 +168,7 @@ class ImageInputs:
         check_canvas_pixels(height, width)
         canvas, known = place(pixels, None, (height, width), left, top)
         record = {"mode": "outpaint", "input": _input(image), **margins}
-        return ImageStart(canvas, known, strength=1.0, feather=feather, record=record)
+        return ImageStart(canvas, known, strength=1.0, feather=feather, conditional=conditional, record=record)
 
     def inpaint(
         self,
@@ -172,6 +179,7 @@ class ImageInputs:
         *,
         strength: float = 1.0,
         feather: float = DEFAULT_FEATHER_PX,
+        conditional: ConditionalSampler | None = None,
         **kwargs: Any,
     ) -> MultiDiffusionOutput:
         """Redraw the white part of ``mask`` (A1111's and diffusers' convention); the rest is kept.
@@ -183,13 +191,21 @@ class ImageInputs:
             negative_prompt: As for a panorama.
             strength: In [0, 1]; below 1 the masked part starts from the image noised to that strength.
             feather: σ in px of the inward feathering of the kept region (0: hard edge).
+            conditional: How the hole is drawn given the rest
+                (:class:`~multidiffusion.core.features.conditional.ConditionalSampler`; None: the blend).
             **kwargs: Any keyword of the panorama call except height and width.
         """
-        start = self.plan_inpaint(image, mask, strength=strength, feather=feather)
+        start = self.plan_inpaint(image, mask, strength=strength, feather=feather, conditional=conditional)
         return self(prompt, negative_prompt, height=start.size[0], width=start.size[1], image=start, **kwargs)
 
     def plan_inpaint(
-        self, image: Any, mask: Any, *, strength: float = 1.0, feather: float = DEFAULT_FEATHER_PX
+        self,
+        image: Any,
+        mask: Any,
+        *,
+        strength: float = 1.0,
+        feather: float = DEFAULT_FEATHER_PX,
+        conditional: ConditionalSampler | None = None,
     ) -> ImageStart:
         """The checked start of :meth:`inpaint` (its canvas is ``.size``), without running it."""
         pixels = read_image(image)
@@ -198,4 +214,4 @@ class ImageInputs:
         check_something_to_redraw(known)
         _check_multiple(size, self.model.granularity_px, "image")
         record = {"mode": "inpaint", "input": _input(image), "mask": _input(mask)}
-        return ImageStart(pixels, known, strength=strength, feather=feather, record=record)
+        return ImageStart(pixels, known, strength=strength, feather=feather, conditional=conditional, record=record)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from multidiffusion.core.engine.noise import add_noise
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.conditional import ConditionalSampler, known_hook
 from multidiffusion.core.features.known import KnownRegion, latent_mask
 from multidiffusion.core.features.regions import mask_tensor
 from multidiffusion.pipeline.inputs.image_files import open_image
@@ -44,6 +45,9 @@ class ImageStart:
             SD 3 and Flux). 0 returns the encoded image; 1 starts from pure
             noise, as a text-to-image run (the known region still steers it).
         feather: σ in px of the inward feathering of ``known`` (0: a hard edge).
+        conditional: How the rest is drawn given the known region
+            (:class:`~multidiffusion.core.features.conditional.ConditionalSampler`): None or ``blend``, the blend of
+            every step; ``repaint`` resamples, ``ddnm`` projects x̂₀. Unused without ``known``.
         noise_inversion_steps: > 0: instead of fresh noise, the encoded image is inverted deterministically to
             the starting level in this many steps through the same views (see
             :mod:`~multidiffusion.adapters.schedulers.inversion`).
@@ -55,6 +59,7 @@ class ImageStart:
     strength: float = 1.0
     feather: float = 0.0
     noise_inversion_steps: int = 0
+    conditional: ConditionalSampler | None = None
     record: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +73,10 @@ class ImageStart:
             )
         check_number("strength", self.strength, 0.0, 1.0)
         check_number("feather", self.feather, 0.0, MAX_FEATHER_PX, " px")
+        if self.conditional is not None and not isinstance(self.conditional, ConditionalSampler):
+            raise InvalidInputError(
+                f"conditional must be a ConditionalSampler (or None: blend), got {type(self.conditional).__name__}"
+            )
         steps = self.noise_inversion_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_INVERSION_STEPS:
             raise InvalidInputError(
@@ -215,7 +224,7 @@ def prepare_start(model: Any, start: ImageStart, scheduler: Any, noise: Tensor, 
     hooks: list[Any] = []
     if start.known is not None:
         mask = latent_mask(start.known.to(noise.device), f, start.feather)
-        hooks.append(KnownRegion(latents, mask, noise))
+        hooks.append(known_hook(KnownRegion(latents, mask, noise), start.conditional, scheduler, first))
     return PreparedStart(latents, first, hooks)
 
 
@@ -251,10 +260,26 @@ def check_image_start(start: ImageStart, model: Any, height: int, width: int, sy
         )
     if sync and model.inpaint_channels:
         raise InvalidInputError("SyncDiffusion does not run with an inpainting model (9-channel UNet) yet")
+    sampler = start.conditional
+    if model.inpaint_channels and sampler is not None and sampler.name != "blend" and start.known is not None:
+        raise InvalidInputError(
+            f"the {sampler.name} sampler does not run with an inpainting model (9-channel UNet): it sees the kept part "
+            "through its own inputs and nothing is blended; leave the sampler at blend"
+        )
     return {
         "mode": "img2img",
         **start.record,
         "strength": float(start.strength),
         "feather": float(start.feather),
         "noise_inversion_steps": int(start.noise_inversion_steps),
+        **conditional_record(start),
     }
+
+
+def conditional_record(start: ImageStart) -> dict[str, Any]:
+    """What the recipe records about the conditional sampler: nothing for the blend (so a blended run's recipe is
+    the one it was before samplers existed) or without a known region, else its settings."""
+    sampler = start.conditional
+    if start.known is None or sampler is None or sampler.name == "blend":
+        return {}
+    return sampler.record()

@@ -48,8 +48,10 @@ class SamplingSettings:
             (:class:`~multidiffusion.core.features.global_view.GlobalView`, docs/fusion.md); None: off.
         image: For a run that started from an image (upscale, outpaint, inpaint, a layout's ``init_image``):
             the input's file name and SHA-256 (None when it was not a file), ``strength``, ``feather`` and
-            ``noise_inversion_steps``, and the command's own options (``scale``, ``resample``, margins); None:
-            a text-only run.
+            ``noise_inversion_steps``, the conditional sampler other than the blend (``conditional``, ``resample``,
+            ``fraction``, and ``span`` and ``iterations`` where they apply:
+            :meth:`~multidiffusion.core.features.conditional.ConditionalSampler.record`), and the command's own
+            options (``scale``, ``resample``, margins); None: a text-only run.
         customisation: What the run added to the model (ControlNets and their guide images' names, LoRAs,
             embeddings, prompt weighting;
             :meth:`~multidiffusion.pipeline.customise.customisation.Customisation.record`); None: nothing.
