@@ -13,10 +13,13 @@ __version__ = "0.1.0"
 _PIPELINE_NAMES = (
     "Background",
     "CheckpointSettings",
+    "ConditionalSampler",
     "ControlSpec",
     "Customisation",
     "EmbeddingSpec",
     "GlobalView",
+    "LiveCanvas",
+    "LiveScene",
     "LoraSpec",
     "MultiDiffusionOutput",
     "MultiDiffusionPipeline",

@@ -13,6 +13,7 @@ from multidiffusion._lazy import lazy_exports
 if TYPE_CHECKING:
     from multidiffusion.adapters.customise.embeddings import EmbeddingSpec
     from multidiffusion.adapters.customise.lora import LoraSpec
+    from multidiffusion.core.features.conditional import ConditionalSampler
     from multidiffusion.core.features.global_view import GlobalView
     from multidiffusion.core.features.regions import Region
     from multidiffusion.core.features.sync import SyncSettings
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _SOURCES: dict[str, str] = {
     "Background": "multidiffusion.pipeline.inputs.region_file",
     "CheckpointSettings": "multidiffusion.pipeline.run.checkpoint",
+    "ConditionalSampler": "multidiffusion.core.features.conditional",
     "ControlSpec": "multidiffusion.pipeline.customise.control_spec",
     "Customisation": "multidiffusion.pipeline.customise.customisation",
     "DEFAULTS": "multidiffusion.pipeline.settings.recipe",
@@ -53,6 +55,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "Background",
     "CheckpointSettings",
+    "ConditionalSampler",
     "ControlSpec",
     "Customisation",
     "EmbeddingSpec",

@@ -9,8 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.adapters.loading.geometry import geometry_of
 from multidiffusion.core.features.conditional import ConditionalSampler
+from multidiffusion.pipeline.modes.image_geometry import (
+    checked_margins,
+    inpaint_canvas,
+    outpaint_canvas,
+    upscale_canvas,
+)
 from multidiffusion.pipeline.modes.image_start import (
     DEFAULT_FEATHER_PX,
     ImageStart,
@@ -20,10 +26,8 @@ from multidiffusion.pipeline.modes.image_start import (
     read_image,
     read_known,
     resize,
-    scaled_size,
 )
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput
-from multidiffusion.pipeline.settings.checks import check_canvas_pixels
 
 DEFAULT_UPSCALE_STRENGTH = 0.3  # adds detail and keeps the composition (A1111's tiled upscalers use 0.3–0.4)
 
@@ -31,32 +35,6 @@ DEFAULT_UPSCALE_STRENGTH = 0.3  # adds detail and keeps the composition (A1111's
 def _input(image: Any) -> dict[str, Any] | None:
     """What the metadata records about an input: a file's name and SHA-256; None for objects in memory."""
     return file_record(image) if isinstance(image, (str, Path)) else None
-
-
-def _check_multiple(size: tuple[int, int], granularity: int, what: str) -> None:
-    """An image kept as it is (outpaint, inpaint) must have sides in multiples of the model's granularity."""
-    height, width = size
-    if height % granularity or width % granularity:
-        fit = (
-            max(granularity, width // granularity * granularity),
-            max(granularity, height // granularity * granularity),
-        )
-        raise InvalidInputError(
-            f"the {what} is {width}×{height} px; this model needs sides in multiples of {granularity} px: crop or "
-            f"resize it (e.g. to {fit[0]}×{fit[1]})"
-        )
-
-
-def _margin(name: str, value: Any, granularity: int) -> int:
-    """An outpaint margin: a whole number of pixels ≥ 0, a multiple of the model's granularity."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInputError(f"the {name} margin must be a whole number of pixels ≥ 0, got {value!r}")
-    if value % granularity:
-        raise InvalidInputError(
-            f"the {name} margin must be a multiple of {granularity} px for this model, got {value} "
-            f"(nearest: {round(value / granularity) * granularity})"
-        )
-    return value
 
 
 class ImageInputs:
@@ -109,8 +87,7 @@ class ImageInputs:
     ) -> ImageStart:
         """The checked start of :meth:`upscale` (its canvas is ``.size``), without running it."""
         pixels = read_image(image)
-        height, width = scaled_size(pixels.shape[2], pixels.shape[3], scale, self.model.granularity_px)
-        check_canvas_pixels(height, width)
+        height, width = upscale_canvas(geometry_of(self.model), (pixels.shape[2], pixels.shape[3]), scale)
         record = {"mode": "upscale", "input": _input(image), "scale": float(scale), "resample": resample}
         return ImageStart(
             resize(pixels, height, width, resample),
@@ -158,14 +135,10 @@ class ImageInputs:
         conditional: ConditionalSampler | None = None,
     ) -> ImageStart:
         """The checked start of :meth:`outpaint` (its canvas is ``.size``), without running it."""
-        g = self.model.granularity_px
-        margins = {k: _margin(k, v, g) for k, v in (("left", left), ("right", right), ("top", top), ("bottom", bottom))}
-        if not any(margins.values()):
-            raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
+        geometry = geometry_of(self.model)
+        margins = checked_margins(geometry, {"left": left, "right": right, "top": top, "bottom": bottom})
         pixels = read_image(image)
-        _check_multiple(tuple(pixels.shape[2:]), g, "image")
-        height, width = pixels.shape[2] + top + bottom, pixels.shape[3] + left + right
-        check_canvas_pixels(height, width)
+        height, width = outpaint_canvas(geometry, (pixels.shape[2], pixels.shape[3]), margins)
         canvas, known = place(pixels, None, (height, width), left, top)
         record = {"mode": "outpaint", "input": _input(image), **margins}
         return ImageStart(canvas, known, strength=1.0, feather=feather, conditional=conditional, record=record)
@@ -212,6 +185,6 @@ class ImageInputs:
         size = (int(pixels.shape[2]), int(pixels.shape[3]))
         known = read_known(mask, size)
         check_something_to_redraw(known)
-        _check_multiple(size, self.model.granularity_px, "image")
+        inpaint_canvas(geometry_of(self.model), size)
         record = {"mode": "inpaint", "input": _input(image), "mask": _input(mask)}
         return ImageStart(pixels, known, strength=strength, feather=feather, conditional=conditional, record=record)

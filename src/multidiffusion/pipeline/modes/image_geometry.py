@@ -42,6 +42,14 @@ def check_margin(name: str, value: Any, geometry: ModelGeometry) -> int:
     return value
 
 
+def checked_margins(geometry: ModelGeometry, margins: Mapping[str, Any]) -> dict[str, int]:
+    """An outpaint's ``margins`` (side name → px), each checked by :func:`check_margin`, at least one > 0."""
+    checked = {side: check_margin(side, margins.get(side, 0), geometry) for side in MARGINS}
+    if not any(checked.values()):
+        raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
+    return checked
+
+
 def upscale_canvas(geometry: ModelGeometry, image_size: tuple[int, int], scale: float) -> tuple[int, int]:
     """(height, width) px of an upscale of an image of ``image_size`` (height, width) px: each side × ``scale``,
     rounded to the model's latent cell; within the canvas limit."""
@@ -55,9 +63,7 @@ def outpaint_canvas(
 ) -> tuple[int, int]:
     """(height, width) px of an outpaint: the image (sides in multiples of the latent cell) plus ``margins`` (side
     name → px, multiples of the latent cell, at least one > 0); within the canvas limit."""
-    checked = {side: check_margin(side, margins.get(side, 0), geometry) for side in MARGINS}
-    if not any(checked.values()):
-        raise InvalidInputError("give at least one margin to outpaint (left, right, top or bottom, in px)")
+    checked = checked_margins(geometry, margins)
     check_kept_image(image_size, geometry)
     height = image_size[0] + checked["top"] + checked["bottom"]
     width = image_size[1] + checked["left"] + checked["right"]

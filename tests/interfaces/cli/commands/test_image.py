@@ -209,3 +209,35 @@ def test_regions_layout_with_an_init_image_keeps_it(photo, tmp_path, capfd):
     ]
     assert exit_code(argv) == 2
     assert "init_image cannot be checkpointed" in one_error_line(capfd) and not again.exists()
+
+
+@pytest.mark.parametrize("command", ["outpaint", "inpaint"])
+def test_a_conditional_sampler_is_chosen_on_the_command_line_and_recorded(photo, mask, tmp_path, command):
+    """--conditional and its settings reach the run (recorded in the PNG), and keep the known pixels."""
+    out = tmp_path / "out.png"
+    place = ["--left", "16", "--prompt", "sky"] if command == "outpaint" else ["--mask", str(mask), "--prompt", "sky"]
+    argv = [command, str(photo), *place, "--conditional", "repaint", "--passes", "2", "--fraction", "0.5"]
+    assert exit_code([*argv, "--span", "last", "--feather", "0", "--seed", "1", *TOY, "--out", str(out)]) == 0
+    meta = recipe(out)["image"]
+    assert (meta["conditional"], meta["passes"], meta["fraction"], meta["span"]) == ("repaint", 2, 0.5, "last")
+    kept = rgb(out)[:, 16:] if command == "outpaint" else rgb(out)
+    if command == "outpaint":
+        assert np.array_equal(kept, rgb(photo))  # identity codec, feather 0: bit for bit
+    else:
+        outside = np.asarray(Image.open(mask)) == 0
+        assert np.array_equal(kept[outside], rgb(photo)[outside])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--conditional", "repaint", "--passes", "1"], "repaint needs passes ≥ 2"),
+        (["--conditional", "tweedie", "--iterations", "0"], "iterations must be a whole number in 1…64"),
+        (["--fraction", "0"], "fraction of the steps must be in (0, 1]"),
+    ],
+)
+def test_bad_conditional_settings_are_one_line_before_loading(photo, tmp_path, capfd, extra, message):
+    out = tmp_path / "out.png"
+    argv = ["outpaint", str(photo), "--left", "16", "--prompt", "sky", *extra, *TOY, "--out", str(out)]
+    assert exit_code(argv) == 2 and not out.exists()
+    assert message in one_error_line(capfd)

@@ -38,6 +38,63 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     add_global_view_options(p)
 
 
+def _add_conditional(p: argparse.ArgumentParser) -> None:
+    """How the redrawn part is drawn given the kept one: the fields of
+    :class:`~multidiffusion.core.features.conditional.ConditionalSampler`, spelt as its recipe records them."""
+    from multidiffusion.core.features.conditional import (
+        DEFAULT_ITERATIONS,
+        DEFAULT_REPAINT_PASSES,
+        MAX_ITERATIONS,
+        SAMPLERS,
+        SPANS,
+    )
+
+    p.add_argument(
+        "--conditional",
+        default="blend",
+        choices=SAMPLERS,
+        help="how the redrawn part follows the kept one: blend puts the kept part back each step; repaint resamples "
+        "each step (--passes times); ddnm projects x̂₀ onto it; tweedie projects x̂₀ by the exact Gaussian "
+        "conditional (1 + --iterations model passes a step); docs/image_inputs.md compares them (default: blend)",
+    )
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        metavar="U",
+        help=f"times each resampled step is taken: repaint ≥ 2 (default {DEFAULT_REPAINT_PASSES}), ddnm > 1 adds "
+        "time travel; 1 otherwise",
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="resample or project only this fraction of the steps, in (0, 1] (default: %(default)s, all)",
+    )
+    p.add_argument(
+        "--span",
+        default="first",
+        choices=SPANS,
+        help="which steps --fraction takes; on the exact model 'last' keeps the gain (default: %(default)s)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=DEFAULT_ITERATIONS,
+        metavar="K",
+        help=f"tweedie: conjugate-gradient iterations a step, 1…{MAX_ITERATIONS} (default: %(default)s)",
+    )
+
+
+def _conditional(args: argparse.Namespace) -> Any:
+    """The run's conditional sampler, checked now (before any model loads); None for the blend."""
+    from multidiffusion.core.features.conditional import ConditionalSampler
+
+    sampler = ConditionalSampler(args.conditional, args.passes, args.fraction, args.span, args.iterations)
+    return None if sampler.name == "blend" else sampler
+
+
 def _api(method: Callable[..., Any], name: str) -> Any:
     """The default the pipeline's method gives ``name`` (defaults live in one place)."""
     return inspect.signature(method).parameters[name].default
@@ -98,6 +155,7 @@ def add_outpaint(o: argparse.ArgumentParser) -> None:
         o.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add on the {side} (default: 0)")
     add_image_prompts(o, "what the margins show (the image's scene, usually)", required=True)
     add_feather(o)
+    _add_conditional(o)
     _add_run_options(o)
 
 
@@ -126,6 +184,7 @@ def add_inpaint(i: argparse.ArgumentParser) -> None:
         help="in [0, 1]: below 1 the white part starts from the image noised that far (default: %(default)s)",
     )
     add_feather(i)
+    _add_conditional(i)
     _add_run_options(i)
 
 
@@ -238,6 +297,7 @@ def run_outpaint(args: argparse.Namespace) -> int:
     if not any(margins.values()):
         raise InvalidInputError("give at least one margin to outpaint: --left, --right, --top or --bottom (px)")
     outs, sync = _check_image_command(args, {"IMAGE": args.image})
+    conditional = _conditional(args)
     image_height, image_width = _image_size(args.image)
     height, width = image_height + args.top + args.bottom, image_width + args.left + args.right
     check_canvas_pixels(height, width)
@@ -246,7 +306,7 @@ def run_outpaint(args: argparse.Namespace) -> int:
     )
     launch.check_memory_before_loading(args, height, width)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
-    start = pipe.plan_outpaint(args.image, feather=args.feather, **margins)
+    start = pipe.plan_outpaint(args.image, feather=args.feather, conditional=conditional, **margins)
     return _run(args, pipe, start, outs, sync)
 
 
@@ -256,10 +316,13 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from multidiffusion.pipeline.modes.image_start import check_something_to_redraw, read_known
 
     outs, sync = _check_image_command(args, {"IMAGE": args.image, "--mask": args.mask})
+    conditional = _conditional(args)
     height, width = _image_size(args.image)
     check_something_to_redraw(read_known(args.mask, (height, width)))  # readable, a mask, the image's size
     _check_views_before_loading(args, sync, lambda geometry: inpaint_canvas(geometry, (height, width)))
     launch.check_memory_before_loading(args, height, width)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
-    start = pipe.plan_inpaint(args.image, args.mask, strength=args.strength, feather=args.feather)
+    start = pipe.plan_inpaint(
+        args.image, args.mask, strength=args.strength, feather=args.feather, conditional=conditional
+    )
     return _run(args, pipe, start, outs, sync)
