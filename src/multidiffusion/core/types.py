@@ -89,15 +89,27 @@ class PostStepHook(Protocol):
 class ViewTask:
     """One (view, condition) pair of the fusion sum (paper Eq. 5).
 
+    A view need not be a crop (Eq. 4 holds for any linear F_i): with ``index`` the task reads one canvas cell per
+    pixel from anywhere on the canvas (a perspective view of the sphere, docs/sphere.md), and Eq. 5 for it is the same
+    scatter-add the crops use.
+
     Attributes:
-        view: The window F_i, latent cells.
+        view: The window F_i, latent cells. With ``index`` it only gives the view's size (h, w) and what the denoiser
+            is told of its place (``View(0, 0, h, w)``: a whole image of its own).
         condition: Index into the ``conditions`` passed to :func:`~multidiffusion.core.engine.sampling.sample`.
         weight: W_i restricted to the view, float tensor (h, w) with values ≥ 0.
+        index: None for a crop of ``view``; else F_i as a gather, long (h·w,): the flat canvas cell
+            (row · W + col) each pixel reads, row-major. Cells may repeat.
+        spread: None, or long (2, K): extra (canvas cell, pixel) pairs of F_i⁻¹ that paste the pixel's weighted output
+            into cells the view does not read (cells no view reads take a read cell's value this way: Eq. 5 then
+            gives them exactly that cell's value). Used only when ``index`` is given.
     """
 
     view: View
     condition: int
     weight: Tensor
+    index: Tensor | None = None
+    spread: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from multidiffusion.pipeline.modes.regions import (
     plan_regions,
     run_regions,
 )
+from multidiffusion.pipeline.modes.sphere import resolve_sphere, run_sphere
 from multidiffusion.pipeline.run.checkpoint import Checkpoint, CheckpointSettings
 from multidiffusion.pipeline.run.options import RunOptions
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
@@ -36,6 +37,7 @@ from multidiffusion.pipeline.settings.checks import check_generator, repeat_prom
 from multidiffusion.pipeline.settings.legacy import fold_global_view, fold_sync, fold_views, refuse_unknown
 from multidiffusion.pipeline.settings.recipe import DEFAULTS, GenerationMetadata, PanoramaSettings
 from multidiffusion.pipeline.settings.reproduce import call_arguments, check_environment, model_to_load, read_recipe
+from multidiffusion.pipeline.settings.sphere import SphereSettings
 from multidiffusion.pipeline.settings.views import ViewSettings
 
 
@@ -134,6 +136,8 @@ class MultiDiffusionPipeline(ImageInputs):
         if hasattr(self.model.codec, "tiled"):  # the recorded choice (None: automatic, as recorded)
             kwargs["tiled_vae"] = recipe.get("tiled_vae")
         kwargs.update(progress=progress, checkpoint=checkpoint, resume=resume)
+        if mode == "sphere":
+            return self.sphere(**kwargs)
         return self.regions(**kwargs) if mode == "regions" else self(**kwargs)
 
     def resume(
@@ -476,6 +480,78 @@ class MultiDiffusionPipeline(ImageInputs):
             customise=customise,
             cache=self.customisation_cache,
         )
+
+    def sphere(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        height: int = 1024,
+        num_inference_steps: int = DEFAULTS.num_inference_steps,
+        guidance_scale: float | None = DEFAULTS.guidance_scale,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: StepCallback | None = None,
+        *,
+        sphere: SphereSettings | None = None,
+        guidance_rescale: float = DEFAULTS.guidance_rescale,
+        scheduler: Any = DEFAULTS.scheduler,
+        num_images_per_prompt: int = 1,
+        sync: SyncSettings | bool | None = None,
+        global_view: GlobalView | float | None = None,
+        customise: Customisation | None = None,
+        checkpoint: CheckpointSettings | str | os.PathLike[str] | None = None,
+        resume: Checkpoint | None = None,
+        view_batch_size: int | None = None,
+        progress: bool = True,
+        tiled_vae: bool | None = None,
+    ) -> MultiDiffusionOutput:
+        """Generate N whole spheres: equirectangular images ``2 × height`` wide, 360° × 180° (docs/sphere.md).
+
+        Perspective views of the model's native size look out from the centre in every direction, one at each pole;
+        their outputs are fused on the equirectangular canvas by Eq. 5, and the decode wraps around in longitude.
+
+        Args:
+            prompt, negative_prompt, num_inference_steps, guidance_scale, generator, output_type, callback_on_step_end,
+                guidance_rescale, scheduler, num_images_per_prompt, checkpoint, resume, view_batch_size, progress,
+                tiled_vae: As in ``__call__``.
+            height: Canvas height in px (a multiple of the model's latent cell); the image is 2 × height wide. With
+                the native window it sets the views' field of view (about 81° for SD at 1024 px).
+            sphere: The views' fov (None: chosen from the height; a given one must fit it), overlap, weights and the
+                poles' roll (:class:`~multidiffusion.pipeline.settings.sphere.SphereSettings`); None: the defaults.
+            sync, global_view: Not available on the sphere: refused when given.
+            customise: LoRAs, embeddings and prompt weighting as in ``__call__``; control networks are refused.
+        """
+        # 1. check: every input against the model, once
+        check_generator(generator)
+        prompt, negative_prompt = repeat_prompts(prompt, negative_prompt, num_images_per_prompt)
+        generator = generator if generator is not None else fresh_generator()
+        s = resolve_sphere(
+            self.model,
+            prompt,
+            negative_prompt,
+            height=height,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            guidance_rescale=guidance_rescale,
+            scheduler=scheduler,
+            sphere=sphere if sphere is not None else SphereSettings(),
+            seed=seed_of(generator),
+            output_type=output_type,
+            sync=sync,
+            global_view=global_view,
+        )
+        run = RunOptions(
+            generator,
+            output_type,
+            callback_on_step_end,
+            view_batch_size,
+            progress,
+            CheckpointSettings.of(checkpoint),
+            resume,
+            tiled_vae,
+        )
+        # 2.–5. lay the views, encode the prompts, denoise, decode
+        return run_sphere(self.model, s, run, customise=customise, cache=self.customisation_cache)
 
 
 def fresh_generator() -> torch.Generator:

@@ -35,12 +35,15 @@ class FusionPlan:
         self.height, self.width = height, width
         first = self.tasks[0].view
         self.view_size = (first.height, first.width)
-        self.index = view_indices([t.view for t in self.tasks], height, width, device)  # (T, h·w)
+        self.index = _task_indices(self.tasks, height, width, device)  # (T, h·w)
         self.weights = torch.stack([t.weight.to(torch.float32) for t in self.tasks]).to(device)  # (T, h, w)
         if bool((self.weights < 0).any()) or not bool(torch.isfinite(self.weights).all()):
             raise InvalidInputError("view weights must be finite and non-negative")
         denom = torch.zeros(1, 1, height, width, dtype=torch.float32, device=device)
         paste_add(denom, self.weights[:, None], self.index)
+        self.spread = _Spread.of(self.tasks, self.view_size, height * width, device)
+        if self.spread is not None:
+            self.spread.add(denom, torch.ones_like(self.weights[:, None]), self.weights, slice(None))  # Σ W_i
         uncovered = int((denom <= 0).sum())
         if uncovered:
             raise InvalidInputError(
@@ -68,7 +71,11 @@ class FusionPlan:
             t = w.shape[0]
             weighted = values.reshape(t, -1, *values.shape[1:]).to(torch.float32) * w[:, None, None]
             paste_add(numerator, weighted.reshape(values.shape), self.index[batch])
+            if self.spread is not None:
+                self.spread.add(numerator, values, self.weights, batch)
             return
+        if self.spread is not None:  # the spread pairs, then the gather's weighted paste: one fixed order, one result
+            self.spread.add(numerator, values, self.weights, batch)
         scratch = self._scratch(values.numel(), numerator)
         paste_add_weighted(numerator, values, w, self.index[batch], scratch)
 
@@ -88,6 +95,89 @@ class FusionPlan:
     def normalise(self, numerator: Tensor) -> Tensor:
         """Divide an accumulated numerator by Σ_j F_j⁻¹(W_j), in place; returns it."""
         return numerator.div_(self.denominator)
+
+
+def _task_indices(tasks: Sequence[ViewTask], height: int, width: int, device: torch.device | str) -> Tensor:
+    """(T, h·w) flat canvas indices of the tasks: the crops' from their views, index-map tasks' their own."""
+    if all(t.index is None for t in tasks):
+        return view_indices([t.view for t in tasks], height, width, device)
+    h, w = tasks[0].view.height, tasks[0].view.width
+    rows = []
+    for t in tasks:
+        if (t.view.height, t.view.width) != (h, w):
+            raise InvalidInputError(
+                f"all views of a batch must have one size, got {(h, w)} and {t.view.height, t.view.width}"
+            )
+        if t.index is None:
+            rows.append(view_indices([t.view], height, width, device)[0])
+            continue
+        index = t.index.to(device=device, dtype=torch.long).reshape(-1)
+        if index.numel() != h * w:
+            raise InvalidInputError(f"a view's index map has {index.numel()} cells; its {h}×{w} view needs {h * w}")
+        if int(index.min()) < 0 or int(index.max()) >= height * width:
+            raise InvalidInputError(
+                f"a view's index map reads outside the {height}×{width} canvas (0…{height * width - 1})"
+            )
+        rows.append(index)
+    return torch.stack(rows)
+
+
+class _Spread:
+    """The (cell, pixel) pairs of every task's ``spread``, flattened: F_i⁻¹ into cells the task does not read."""
+
+    def __init__(self, cells: Tensor, task: Tensor, pixel: Tensor, pixels_per_view: int) -> None:
+        self.cells, self.task, self.pixel, self.pixels_per_view = cells, task, pixel, pixels_per_view
+        self._by_batch: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    @classmethod
+    def of(
+        cls, tasks: Sequence[ViewTask], size: tuple[int, int], cells: int, device: torch.device | str
+    ) -> _Spread | None:
+        parts = [(i, t.spread) for i, t in enumerate(tasks) if t.index is not None and t.spread is not None]
+        if not parts:
+            return None
+        pixels = size[0] * size[1]
+        cell, task, pixel = [], [], []
+        for i, pairs in parts:
+            pairs = pairs.to(device=device, dtype=torch.long)
+            if pairs.ndim != 2 or pairs.shape[0] != 2:
+                raise InvalidInputError(f"a view's spread must be (2, K) (cell, pixel) pairs, got {tuple(pairs.shape)}")
+            if pairs.numel() and (
+                int(pairs[0].min()) < 0
+                or int(pairs[0].max()) >= cells
+                or int(pairs[1].min()) < 0
+                or int(pairs[1].max()) >= pixels
+            ):
+                raise InvalidInputError("a view's spread names a cell outside the canvas or a pixel outside the view")
+            cell.append(pairs[0])
+            pixel.append(pairs[1])
+            task.append(torch.full_like(pairs[0], i))
+        return cls(torch.cat(cell), torch.cat(task), torch.cat(pixel), pixels)
+
+    def _select(self, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(cells, task, its place in the batch, pixel) of the pairs of tasks start … stop − 1."""
+        key = (start, stop)
+        if key not in self._by_batch:
+            keep = (self.task >= start) & (self.task < stop)
+            self._by_batch[key] = (self.cells[keep], self.task[keep], self.task[keep] - start, self.pixel[keep])
+        return self._by_batch[key]
+
+    def add(self, target: Tensor, values: Tensor, weights: Tensor, batch: slice) -> None:
+        """target (N, C, H, W) += W ⊗ values pasted through the pairs of the tasks in ``batch``.
+
+        ``values`` is (T·N, C, h, w) view-major for the batch's T tasks (N may be 1 for all canvases); ``weights``
+        (all tasks, h, w).
+        """
+        start, stop, _ = batch.indices(weights.shape[0])
+        cells, task, local, pixel = self._select(start, stop)
+        if cells.numel() == 0:
+            return
+        n, c = target.shape[:2]
+        views = values.reshape(stop - start, -1, c, self.pixels_per_view)  # (T, N, C, h·w), no copy
+        picked = views[local, :, :, pixel].to(torch.float32)  # (K, N, C)
+        picked = picked * weights.reshape(weights.shape[0], -1)[task, pixel][:, None, None]
+        picked = picked.permute(1, 2, 0).expand(n, c, -1)  # (N, C, K)
+        target.view(n, c, -1).index_add_(2, cells, picked)
 
 
 def _tracks_grad(x: Tensor) -> bool:

@@ -37,6 +37,11 @@ separable (Σ = σ² K_h ⊗ K_w with the mixed K), so every formula above holds
 per-axis eigen-decomposition differs. With ℓ near the window and L several windows, views must agree over distances
 no single view sees, which a field of short ℓ never asks of them.
 
+An anisotropic field (docs/sphere.md): the column axis may have its own length scale ℓx (``length_scale_x``), so
+Σ = σ² (K_h(ℓ) ⊗ K_w(ℓx)). The field stays separable and every formula above holds with one kernel per axis; a view
+turned by 90° then sees a different field, which is what makes a view's "up" matter. None (the default) is the
+isotropic field, bit-identical to the field without the option.
+
 This module is plain PyTorch (no diffusers): the adapter :mod:`multidiffusion.adapters.families.toy` supplies ᾱ_t
 from a scheduler config and wraps it as a Denoiser. The mixture posterior's constants and gradient are in
 :mod:`~multidiffusion.core.oracle.posterior`; the field given some of its pixels in
@@ -122,6 +127,8 @@ class GaussianField:
         sigma: Pixel standard deviation σ in image units, > 0.
         long_scale: L in pixels, a second, longer length scale per axis (None: none).
         long_weight: ρ in [0, 1), its weight in each axis kernel.
+        length_scale_x: ℓx in pixels, the column (horizontal) axis's own length scale (None: ℓ, isotropic);
+            ``length_scale`` is then the row (vertical) axis's.
 
     Eigen-decompositions are cached per axis length (and device), so a window size costs one ``eigh`` per
     axis for the whole run.
@@ -131,7 +138,8 @@ class GaussianField:
     sigma: float = 0.3
     long_scale: float | None = None
     long_weight: float = 0.0
-    _cache: dict[tuple[int, str], AxisBasis] = field(default_factory=dict, repr=False, compare=False)
+    length_scale_x: float | None = None
+    _cache: dict[tuple, AxisBasis] = field(default_factory=dict, repr=False, compare=False)
     _scratch: _Scratch = field(default_factory=_Scratch, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -142,41 +150,54 @@ class GaussianField:
             raise InvalidInputError(f"the Gaussian field's long length scale must be > 0, got {self.long_scale!r}")
         if not (math.isfinite(self.long_weight) and 0 <= self.long_weight < 1):
             raise InvalidInputError(f"the Gaussian field's long weight must be in [0, 1), got {self.long_weight!r}")
+        lx = self.length_scale_x
+        if lx is not None and not (isinstance(lx, (int, float)) and math.isfinite(lx) and lx > 0):
+            raise InvalidInputError(f"the Gaussian field's ell_x must be a finite number > 0 or None, got {lx!r}")
+
+    @property
+    def anisotropic(self) -> bool:
+        """Whether the column axis has a length scale of its own (ℓx ≠ ℓ)."""
+        return self.length_scale_x is not None and self.length_scale_x != self.length_scale
+
+    def axis_scale(self, axis: str = "rows") -> float:
+        """ℓ of one axis in pixels: ``rows`` (vertical, ℓ) or ``cols`` (horizontal, ℓx where the field has one)."""
+        return self.length_scale_x if axis == "cols" and self.anisotropic else self.length_scale
 
     @property
     def variance(self) -> float:
         """σ², the pixel variance of x₀."""
         return self.sigma**2
 
-    def correlation(self, distance: float) -> float:
-        """Correlation of two pixels ``distance`` px apart along one axis: exp(−d² / 2ℓ²), mixed with the long
-        component where there is one."""
-        short = math.exp(-(distance**2) / (2.0 * self.length_scale**2))
+    def correlation(self, distance: float, axis: str = "rows") -> float:
+        """Correlation of two pixels ``distance`` px apart along one axis (``rows`` or ``cols``): exp(−d² / 2ℓ²),
+        mixed with the long component where there is one."""
+        short = math.exp(-(distance**2) / (2.0 * self.axis_scale(axis) ** 2))
         if self.long_scale is None or self.long_weight <= 0:
             return short
         return (1 - self.long_weight) * short + self.long_weight * math.exp(-(distance**2) / (2.0 * self.long_scale**2))
 
-    def _kernel(self, n: int) -> Tensor:
-        return se_kernel(n, self.length_scale, self.long_scale, self.long_weight)
+    def _kernel(self, n: int, axis: str = "rows") -> Tensor:
+        return se_kernel(n, self.axis_scale(axis), self.long_scale, self.long_weight)
 
-    def axis_basis(self, n: int, device: torch.device | str = "cpu") -> AxisBasis:
-        """Cached eigen-decomposition of K_n (float64) on ``device``."""
-        key = (n, str(torch.device(device)))
+    def axis_basis(self, n: int, device: torch.device | str = "cpu", axis: str = "rows") -> AxisBasis:
+        """Cached eigen-decomposition of K_n (float64) on ``device`` for one axis (``rows`` or ``cols``)."""
+        own = "cols" if axis == "cols" and self.anisotropic else "rows"  # an isotropic field's axes share one basis
+        key: tuple = (n, str(torch.device(device))) if own == "rows" else (n, str(torch.device(device)), own)
         basis = self._cache.get(key)
         if basis is None:
-            values, vectors = torch.linalg.eigh(self._kernel(n))
+            values, vectors = torch.linalg.eigh(self._kernel(n, own))
             basis = AxisBasis(vectors.to(device), values.clamp(min=0.0).to(device))
             self._cache[key] = basis
         return basis
 
     def eigenbasis(self, h: int, w: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """(U_h (h, h), U_w (w, w), λ (h, w)) with Σ = (U_h ⊗ U_w) diag(vec λ) (U_h ⊗ U_w)ᵀ, float64."""
-        bh, bw = self.axis_basis(h, device), self.axis_basis(w, device)
+        bh, bw = self.axis_basis(h, device), self.axis_basis(w, device, "cols")
         return bh.vectors, bw.vectors, self.variance * bh.eigenvalues[:, None] * bw.eigenvalues[None, :]
 
     def covariance(self, h: int, w: int) -> Tensor:
         """Dense Σ = σ² (K_h ⊗ K_w) over row-major pixels: float64 (h·w, h·w). For tests; O((hw)²) memory."""
-        return self.variance * torch.kron(self._kernel(h), self._kernel(w))
+        return self.variance * torch.kron(self._kernel(h), self._kernel(w, "cols"))
 
     def posterior(self, x_t: Tensor, mean: Tensor, alpha: Tensor | float, s: Tensor | float) -> tuple[Tensor, Tensor]:
         """Exact E[x₀ | x_t] and E[ε | x_t] for x_t = α x₀ + s ε (Eq. 2–4 of the module docstring).
@@ -342,9 +363,9 @@ class PooledField(GaussianField):
 
     factor: int = 1
 
-    def _kernel(self, n: int) -> Tensor:
+    def _kernel(self, n: int, axis: str = "rows") -> Tensor:
         k = self.factor
-        fine = se_kernel(n * k, self.length_scale, self.long_scale, self.long_weight)
+        fine = se_kernel(n * k, self.axis_scale(axis), self.long_scale, self.long_weight)
         pool = torch.kron(torch.eye(n, dtype=torch.float64), torch.full((1, k), 1.0 / k, dtype=torch.float64))
         return pool @ fine @ pool.T  # (n, n): Cov of block means, over σ²
 
@@ -353,4 +374,6 @@ def pooled_field(field: GaussianField, factor: int) -> GaussianField:
     """``field`` seen through ``factor`` × ``factor`` average pooling (:class:`PooledField`; ``field`` for 1)."""
     if factor == 1:
         return field
-    return PooledField(field.length_scale, field.sigma, field.long_scale, field.long_weight, factor=factor)
+    return PooledField(
+        field.length_scale, field.sigma, field.long_scale, field.long_weight, field.length_scale_x, factor=factor
+    )

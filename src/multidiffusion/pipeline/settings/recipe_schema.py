@@ -31,7 +31,7 @@ from multidiffusion.pipeline.settings.checks import (
     check_canvas_pixels,
 )
 
-MODES: tuple[str, ...] = ("panorama", "regions")
+MODES: tuple[str, ...] = ("panorama", "regions", "sphere")
 """The modes a recipe can rerun (runs that started from an image are refused before the schema is checked)."""
 
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float16", "bfloat16")
@@ -235,6 +235,16 @@ COMMON_KEYS: Mapping[str, Key] = {
 PANORAMA_KEYS: Mapping[str, Key] = {**COMMON_KEYS, "prompt": PROMPT}
 """A panorama recipe: one prompt per canvas."""
 
+SPHERE_KEYS: Mapping[str, Key] = {
+    **PANORAMA_KEYS,
+    "sphere_fov": Key("number", required=True, nullable=False, low=30, high=120),
+    "sphere_overlap": Key("number", nullable=False, low=0, high=0.9),
+    "sphere_weights": _name(nullable=False),
+    "sphere_pole_roll": Key("number", nullable=False),
+}
+"""A sphere recipe (:class:`~multidiffusion.pipeline.settings.sphere.SpherePanoramaSettings`): a panorama's keys and
+the sphere's, ``width`` twice ``height``."""
+
 REGIONS_KEYS: Mapping[str, Key] = {
     **COMMON_KEYS,
     "regions": Key("objects", required=True, nullable=False, most=MAX_REGIONS, table=REGION_KEYS),
@@ -256,9 +266,14 @@ def check_recipe(recipe: Any) -> dict[str, Any]:
         raise InvalidInputError(f"a recipe is a JSON object, got {_got(recipe)}")
     if recipe.get("mode") not in MODES:
         raise InvalidInputError(f"the recipe has no known mode (expected one of: {', '.join(MODES)})")
-    checked = _object(recipe, PANORAMA_KEYS if recipe["mode"] == "panorama" else REGIONS_KEYS, "")
+    table = {"panorama": PANORAMA_KEYS, "sphere": SPHERE_KEYS}.get(recipe["mode"], REGIONS_KEYS)
+    checked = _object(recipe, table, "")
     check_canvas_pixels(checked["height"], checked["width"])
-    canvases = len(checked["prompt"]) if checked["mode"] == "panorama" else 1
+    canvases = len(checked["prompt"]) if checked["mode"] in ("panorama", "sphere") else 1
+    if checked["mode"] == "sphere" and checked["width"] != 2 * checked["height"]:
+        raise InvalidInputError(
+            f"a sphere recipe's width is twice its height, got {checked['width']}×{checked['height']}"
+        )
     if checked["mode"] == "regions" and len(checked["negative_prompt"]) != 1:
         raise InvalidInputError(f"a regions recipe records one negative_prompt, got {len(checked['negative_prompt'])}")
     if checked.get("image_index", 0) >= canvases:

@@ -207,6 +207,10 @@ def call_arguments(recipe: Mapping[str, Any], files: FileFolders | None = None) 
     """
     if files is None and isinstance(recipe, Recipe):
         files = recipe.files
+    if isinstance(recipe, Mapping) and recipe.get("mode") == "sphere":
+        from multidiffusion.pipeline.settings.sphere import sphere_arguments  # it reads the panorama's part here
+
+        return "sphere", sphere_arguments(recipe, files)
     r = checked_recipe(recipe)
     seed = r.get("seed")
     if seed is None:
