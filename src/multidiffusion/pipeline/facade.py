@@ -19,6 +19,7 @@ from multidiffusion.core.features.sync import SyncSettings
 from multidiffusion.pipeline.customise.cache import CustomisationCache
 from multidiffusion.pipeline.customise.customisation import Customisation
 from multidiffusion.pipeline.inputs.region_file import Background
+from multidiffusion.pipeline.modes.highres import HighresInputs
 from multidiffusion.pipeline.modes.image import ImageInputs
 from multidiffusion.pipeline.modes.image_start import ImageStart
 from multidiffusion.pipeline.modes.panorama import resolve_settings, run_panorama
@@ -41,7 +42,7 @@ from multidiffusion.pipeline.settings.sphere import SphereSettings
 from multidiffusion.pipeline.settings.views import ViewSettings
 
 
-class MultiDiffusionPipeline(ImageInputs):
+class MultiDiffusionPipeline(ImageInputs, HighresInputs):
     """Text-to-panorama with MultiDiffusion (Bar-Tal et al., ICML 2023), and canvases that start from an image
     (:meth:`upscale`, :meth:`outpaint`, :meth:`inpaint`).
 
