@@ -523,3 +523,112 @@ def _rendered_canvas(page: Any, path: Path) -> np.ndarray:
     info.value.save_as(path)
     with Image.open(path) as picture:
         return np.asarray(picture.convert("RGBA"))
+
+
+def _live_frame(page: Any, url: str) -> tuple[int, np.ndarray]:
+    """(the frame number the Live line shows, the preview's picture (H, W, 3) in [−1, 1]) now."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    for _attempt in range(20):  # a frame file may be replaced while it is read: then read the next one
+        status = page.locator("#live-status").inner_text()
+        src = page.locator("#r-preview img").get_attribute("src")
+        try:
+            body = page.request.get(src if src.startswith("http") else url.rstrip("/") + "/" + src.lstrip("/")).body()
+            break
+        except playwright.Error:
+            page.wait_for_timeout(50)
+    picture = np.asarray(Image.open(BytesIO(body)).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    number = int(status.split("frame ")[1].split(" ")[0]) if "frame " in status else 0
+    return number, picture
+
+
+def _iou_under(picture: np.ndarray, mask: np.ndarray, colour: str) -> float:
+    """IoU of the pixels nearest ``colour`` (among grass, red, blue) with ``mask``."""
+    from multidiffusion.core.oracle.prompts import prompt_colour
+
+    words = ("grass", "red", "blue")
+    palette = np.array([prompt_colour(w) for w in words], dtype=np.float32)
+    label = ((picture[:, :, None, :] - palette) ** 2).sum(-1).argmin(-1)
+    got = label == words.index(colour)
+    return float((got & mask).sum() / max((got | mask).sum(), 1))
+
+
+def _wait_for_colour(page: Any, url: str, masks: Any, colour: str, timeout_s: float = 60.0) -> int:
+    """The Live frame number at which the preview first shows ``colour`` under the stroke (the newest red mask the
+    server received, ``masks()``) with IoU ≥ 0.9."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    best = 0.0
+    while time.monotonic() < deadline:
+        mask = masks()
+        number, picture = _live_frame(page, url)
+        if picture.shape[:2] == mask.shape:
+            best = max(best, _iou_under(picture, mask, colour))
+            if best >= 0.9:
+                return number
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the live preview never showed {colour} under the stroke (best IoU {best:.3f})")
+
+
+def _live_threads() -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name == "live-frame" and t.is_alive())
+
+
+@pytest.mark.heavy
+def test_live_painting_follows_the_brush_and_stops_with_the_tab(browser, server, tmp_path):
+    """Live on, then a red stroke: the preview shows red under it (IoU ≥ 0.9) within a few frames of the edit; the
+    prompt changed to blue, later frames are blue there; the tab closed, the server's frames stop (its threads, not
+    the page). On a 256 × 128 canvas (an imported layout of that size, with only a background)."""
+    import json
+
+    url, session, seen, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#generate")
+    page.get_by_role("tab", name="Regions").click()
+    canvas = page.locator("#paint canvas").first
+    canvas.wait_for()
+    layout = tmp_path / "small.json"
+    layout.write_text(json.dumps({"width": 256, "height": 128, "background": "green grass", "regions": []}))
+    page.locator("#r-import input[type=file]").set_input_files(str(layout))
+    page.wait_for_function("document.querySelector('#background textarea').value === 'green grass'", timeout=30_000)
+    page.wait_for_timeout(1000)  # the import's three updates reach the canvas
+    _fill(page, "prompt-red", "a red ball")
+    _fill(page, "r-steps", 4)
+    _fill(page, "r-seed", 0)
+    page.locator("#live input").check()
+    page.wait_for_selector("#live-status:has-text('live: frame')", timeout=60_000)
+    seen.clear()
+    canvas.scroll_into_view_if_needed()
+    _stroke(page, canvas, range(300, 720, 30), 0.25, 0.42)
+
+    def stroke() -> np.ndarray:
+        return next(m for m in reversed(seen) if "red" in m)["red"]
+
+    count = -1
+    while count != len(seen):  # every stroke's edit has reached the server
+        count = len(seen)
+        page.wait_for_timeout(1000)
+    painted, _ = _live_frame(page, url)
+    at_red = _wait_for_colour(page, url, stroke, "red")
+    _fill(page, "prompt-red", "a blue box")
+    prompted, _ = _live_frame(page, url)
+    at_blue = _wait_for_colour(page, url, stroke, "blue")
+    # 4 steps: 4 frames in flight when an edit comes, then the page is sent the newest frame every 0.1 s
+    assert at_red - painted <= 40 and at_blue - prompted <= 40, (painted, at_red, prompted, at_blue)
+    batcher_calls = session._batchers[session.default_model].stats.calls
+    assert session.live_count() == 1 and _live_threads() >= 1
+    context.close()  # the tab goes away: Gradio closes its stream at the next update, and the frames stop
+    page_gone = __import__("time").monotonic()
+    while (session.live_count() or _live_threads()) and __import__("time").monotonic() - page_gone < 30:
+        __import__("time").sleep(0.1)
+    assert session.live_count() == 0 and _live_threads() == 0
+    stopped = session._batchers[session.default_model].stats.calls
+    __import__("time").sleep(1.0)
+    assert session._batchers[session.default_model].stats.calls == stopped > batcher_calls

@@ -95,3 +95,49 @@ def test_bad_scenes_and_settings_are_one_line_each(pipe):
     with pytest.raises(InvalidInputError, match="must satisfy"):
         live.update(regions=(Region("red", box=(0, 0, 500, 64)),))
     assert live.version == 0  # a refused edit changes nothing
+
+
+def test_two_canvases_share_the_model_and_neither_sees_the_other(pipe):
+    """Two live canvases on one stream batcher (two browser tabs): their frames go through shared model calls, and
+    each frame is its own scene's ordinary run."""
+    import threading
+
+    from multidiffusion.core.engine.stream import StreamBatcher
+
+    batcher = StreamBatcher(pipe.model.denoiser)
+    blue = LiveScene(**{**SCENE.__dict__, "regions": (Region("blue", box=(64, 0, 96, 64)),), "seed": 2})
+    canvases = {"red": LiveCanvas(pipe, SCENE, batcher=batcher), "blue": LiveCanvas(pipe, blue, batcher=batcher)}
+    frames: dict[str, list] = {}
+
+    def draw(name: str) -> None:
+        frames[name] = list(canvases[name].frames(count=5))
+
+    threads = [threading.Thread(target=draw, args=(name,)) for name in canvases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert batcher.stats.widest > 4  # frames of both canvases in one call
+    for name, scene in (("red", SCENE), ("blue", blue)):
+        assert len(frames[name]) == 5
+        for frame in frames[name]:
+            assert np.array_equal(np.asarray(frame.image), _ordinary(pipe, scene, scene.seed)), (name, frame.index)
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.heavy
+def test_memory_stays_flat_over_500_frames(pipe):
+    live = LiveCanvas(pipe, LiveScene(**{**SCENE.__dict__, "vary_seed": True}))
+    sizes = []
+    for frame in live.frames(count=500):
+        if frame.index in (100, 499):
+            sizes.append(_rss_bytes())
+    growth = sizes[1] - sizes[0]
+    assert growth < 16 * 2**20, f"resident memory grew {growth / 2**20:.1f} MiB from frame 100 to 500"
+    assert live.stats.calls == 500 + 3  # one frame started every tick, 4 in flight

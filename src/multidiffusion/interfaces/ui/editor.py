@@ -55,6 +55,19 @@ def painting(value: Any) -> np.ndarray:
     return merged
 
 
+def painting_or_blank(value: Any) -> np.ndarray:
+    """:func:`painting`, or a transparent layer of the canvas's size where nothing is painted yet (its background's,
+    or its composite's)."""
+    try:
+        return painting(value)
+    except InvalidInputError:
+        for key in ("background", "composite"):
+            image = value.get(key) if isinstance(value, dict) else None
+            if image is not None:
+                return np.zeros((*np.asarray(image).shape[:2], 4), dtype=np.uint8)
+        raise
+
+
 def picture_and_mask(value: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """(picture (H, W, 3) uint8, mask (H, W) uint8 white where painted, or None) from the Image tab's editor."""
     if not isinstance(value, dict) or value.get("background") is None:

@@ -29,6 +29,7 @@ COLOUR_TOLERANCE = 60  # max |Δ| per channel of a painted pixel from its brush 
 # A run that was cancelled, or whose page went away, stops at the end of its current step; the next run waits this
 # long for it rather than being refused (a step of a large canvas on a CPU takes tens of seconds).
 STOP_WAIT_S = 120.0
+MAX_LIVE_TABS = 4  # browser tabs live at once; they share the model, one call at a time
 MAX_OUTLINE_PX = 2**26  # 67 Mpx (16384 × 4096): the RGB copy the outlines are drawn on is then 192 MiB
 MAX_PAINT_PX = 2**24  # 16.8 Mpx (4096 × 4096): an imported layout's canvas; its RGBA paint layer is then 64 MiB
 MAX_OUTLINED_VIEWS = 10_000  # views drawn on one picture: far more than any window and stride of the UI's sizes give
@@ -88,6 +89,8 @@ class UiSession:
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event | None = None  # the page-gone flag of the run in progress
+    _live: dict[str, Any] = field(default_factory=dict)  # browser tab → its live canvas
+    _batchers: dict[str, Any] = field(default_factory=dict)  # model → the stream batcher its live canvases share
 
     def choices(self) -> list[str]:
         return model_choices(self.models_dir, self.default_model)
@@ -99,10 +102,52 @@ class UiSession:
         if model not in self.choices():
             raise InvalidInputError(f"unknown model {model!r}; choose one of the list")
         if model not in self._pipes:
+            if self._live:
+                raise InvalidInputError("live painting is on in a tab with another model: turn Live off there first")
             self._pipes.clear()
             self._previews.clear()
+            self._batchers.clear()
             self._pipes[model] = MultiDiffusionPipeline.from_pretrained(model, device=self.device)
         return self._pipes[model]
+
+    def start_live(self, tab: str, model: str, scene: Any) -> Any:
+        """A live canvas of ``scene`` for the browser tab ``tab`` (its earlier one closed): at most
+        :data:`MAX_LIVE_TABS` tabs at once, all sharing one stream batcher, so the model makes one call at a time for
+        all of them; refused while a generation runs."""
+        from multidiffusion.core.engine.stream import StreamBatcher
+        from multidiffusion.pipeline.modes.live import LiveCanvas
+
+        self.stop_live(tab)
+        if not self._lock.acquire(blocking=False):  # held for a moment: a run starting now sees this canvas
+            raise InvalidInputError("a generation is running; Live starts when it is done (or cancel it)")
+        try:
+            if len(self._live) >= MAX_LIVE_TABS:
+                raise InvalidInputError(f"{MAX_LIVE_TABS} tabs are live already; turn Live off in one of them")
+            pipe = self.pipeline(model)
+            if model not in self._batchers:
+                self._batchers[model] = StreamBatcher(pipe.model.denoiser)
+            canvas = LiveCanvas(pipe, scene, batcher=self._batchers[model])
+            self._live[tab] = canvas
+            return canvas
+        finally:
+            self._lock.release()
+
+    def live(self, tab: str) -> Any | None:
+        """The live canvas of the browser tab ``tab``, or None."""
+        return self._live.get(tab)
+
+    def stop_live(self, tab: str, canvas: Any | None = None) -> None:
+        """Close the live canvas of ``tab`` (only if it is ``canvas``, where given): its frames stop at their next
+        step and its threads end."""
+        current = self._live.get(tab)
+        if current is None or (canvas is not None and current is not canvas):
+            return
+        del self._live[tab]
+        current.close()
+
+    def live_count(self) -> int:
+        """Tabs live now."""
+        return len(self._live)
 
     def preview_image(self, model: str, latents: Any) -> Any:
         """A PIL picture of ``latents`` (N, C, h, w) of ``model``'s canvas: its latent-to-RGB map
@@ -148,6 +193,8 @@ class UiSession:
         if not self._lock.acquire(blocking=False) and not (self.stopping() and self._lock.acquire(timeout=STOP_WAIT_S)):
             raise InvalidInputError("a generation is already running; wait for it or cancel it")
         try:
+            if self._live:
+                raise InvalidInputError("live painting is on: turn Live off to generate")
             self._cancel.clear()
             self._stop = stop
             if stop.is_set():  # the page went away while the model loaded

@@ -142,7 +142,7 @@ class LiveCanvas:
     Args:
         pipe: A :class:`~multidiffusion.pipeline.facade.MultiDiffusionPipeline`.
         scene: What to draw first; checked now (one line if wrong, as a region run would say it).
-        in_flight: The most frames at once: ``num_inference_steps`` (default) starts one every tick, so every tick
+        in_flight: The most frames at once: ``num_inference_steps + 1`` (default) starts one every tick, so every tick
             finishes one; 1 makes one frame at a time (regenerating from scratch).
         drop_stale: On an edit, stop the frames that started before it and drop them, rather than finish them.
         batcher: A :class:`~multidiffusion.core.engine.stream.StreamBatcher` of ``pipe``'s model to share with other
@@ -162,7 +162,9 @@ class LiveCanvas:
         batcher: StreamBatcher | None = None,
     ) -> None:
         steps = scene.num_inference_steps
-        self.in_flight = steps if in_flight is None else in_flight
+        # one more than the steps: at a tick's end the frame that made its last call still holds its place while the
+        # next one joins, so every tick starts a frame
+        self.in_flight = steps + 1 if in_flight is None else in_flight
         if isinstance(self.in_flight, bool) or not isinstance(self.in_flight, int):
             raise InvalidInputError(f"in_flight must be a whole number of frames, got {self.in_flight!r}")
         if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
@@ -251,18 +253,23 @@ class LiveCanvas:
         self._batcher.remove_tick_listener(self._start_if_due)
         self._join_threads()
 
-    def frames(self, count: int | None = None) -> Iterator[LiveFrame]:
+    def frames(self, count: int | None = None, idle_s: float | None = None) -> Iterator[LiveFrame | None]:
         """Draw frames, yielding each once it and every frame started before it are done, so in the order they
-        started (a dropped one is skipped): ``count`` of them, or until :meth:`close`. A frame whose run failed
-        raises its error here."""
+        started (a dropped one is skipped): ``count`` of them, or until :meth:`close`. With ``idle_s``, None is
+        yielded after that many seconds without a frame (paused, or slow), so a caller can look around (a web page
+        that went away). A frame whose run failed raises its error here."""
         self._count, self._yielded = count, 0
         done: dict[int, tuple[_Flight, Any, BaseException | None]] = {}
+        last = time.perf_counter()
         try:
             while not self._closed and (count is None or self._yielded < count):
                 self._start_if_due()
                 try:
                     flight, output, error = self._done.get(timeout=0.01)
                 except queue.Empty:
+                    if idle_s is not None and time.perf_counter() - last >= idle_s:
+                        last = time.perf_counter()
+                        yield None
                     continue
                 done[flight.index] = (flight, output, error)
                 while self._next in done and (count is None or self._yielded < count):
@@ -273,6 +280,7 @@ class LiveCanvas:
                     if output is None:  # stopped by an edit or close: dropped
                         continue
                     self._yielded += 1
+                    last = time.perf_counter()
                     yield LiveFrame(
                         index=flight.index,
                         image=output.images[0],

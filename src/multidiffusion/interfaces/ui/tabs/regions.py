@@ -4,6 +4,8 @@ format."""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +13,14 @@ import gradio as gr
 import numpy as np
 
 from multidiffusion.core.errors import InvalidInputError
-from multidiffusion.interfaces.ui.editor import blank, blank_canvas, paint_layer, painting
-from multidiffusion.interfaces.ui.session import PAINT_COLOURS, layout_to_paint, layout_to_zip, painted_masks
+from multidiffusion.interfaces.ui.editor import blank, blank_canvas, paint_layer, painting, painting_or_blank
+from multidiffusion.interfaces.ui.session import (
+    MAX_LIVE_TABS,
+    PAINT_COLOURS,
+    layout_to_paint,
+    layout_to_zip,
+    painted_masks,
+)
 from multidiffusion.interfaces.ui.widgets import (
     Page,
     RunButtons,
@@ -33,6 +41,12 @@ from multidiffusion.interfaces.ui.widgets import (
     wire_run,
 )
 
+LIVE_LABEL = (
+    "Live: the preview follows the painting, a frame every model call (few-step models and the toy model; with "
+    "S steps an edit shows after S calls)"
+)
+MAX_LIVE_FRAMES = 100_000  # per turn of the toggle: then Live stops, and is turned on again to go on
+LIVE_SHOW_EVERY_S = 0.1  # the page gets the newest frame at most this often; the others are drawn, not sent
 COLOURS_NOTE = (
     "The brush colours only label the regions: each colour is a slot with its own prompt below, and the image "
     'follows that prompt, not the colour (the red slot may hold "a blue box"). An imported layout paints each '
@@ -59,6 +73,16 @@ class LayoutFiles:
 
 
 @dataclass(frozen=True)
+class LiveFields:
+    """The Live toggle, its pause and the line that says how it goes."""
+
+    on: gr.Checkbox
+    pause: gr.Checkbox
+    status: gr.Markdown
+    key: gr.State  # this browser tab's own key: its live canvas in the session
+
+
+@dataclass(frozen=True)
 class RegionsTab:
     """The tab's components that its events use."""
 
@@ -71,6 +95,7 @@ class RegionsTab:
     layout: LayoutFiles
     segmentation: gr.Image
     outputs: RunOutputs
+    live: LiveFields
 
 
 def build() -> RegionsTab:
@@ -86,12 +111,21 @@ def build() -> RegionsTab:
             with gr.Row():
                 run = run_buttons("r-", "Generate regions")
                 segment = gr.Button("Preview the segmentation", elem_id="r-segmentation")
+            live = _live_fields()
             layout = _layout_files()
         with gr.Column():
             preview = live_preview("r-")
             segmentation = gr.Image(label="segmentation (who paints each pixel)", elem_id="r-seg")
             outputs = RunOutputs(preview, *result_and_download("r-"))
-    return RegionsTab(paint, colours, background, sampling, run, segment, layout, segmentation, outputs)
+    return RegionsTab(paint, colours, background, sampling, run, segment, layout, segmentation, outputs, live)
+
+
+def _live_fields() -> LiveFields:
+    with gr.Row():
+        on = gr.Checkbox(label=LIVE_LABEL, elem_id="live")
+        pause = gr.Checkbox(label="pause Live", elem_id="live-pause")
+    status = gr.Markdown("", elem_id="live-status")
+    return LiveFields(on, pause, status, gr.State(lambda: secrets.token_hex(16)))
 
 
 def _canvas() -> gr.ImageEditor:
@@ -159,6 +193,28 @@ def wire(tab: RegionsTab, page: Page) -> None:
     imported, quiet = gr.State(None), {"show_progress": "hidden"}
     imports = tab.layout.upload.upload(import_layout, tab.layout.upload, [*layout, imported], **quiet)
     imports.success(size_imported, imported, tab.paint, **quiet).success(paint_imported, imported, tab.paint, **quiet)
+    _wire_live(tab, page)
+
+
+def _wire_live(tab: RegionsTab, page: Page) -> None:
+    """Live: the toggle starts this browser tab's stream of frames into the preview (and stops it); every edit of the
+    canvas, the prompts or the background goes to it at once, drawn by the next frame that starts; pause holds it."""
+    colours, sampling = tab.colours, tab.sampling
+    scene = [tab.paint, tab.background, sampling.steps, sampling.seed, *colours.prompts, *colours.negatives]
+    scene += colours.scales
+    key = tab.live.key
+    tab.live.on.change(
+        bind(live_frames, page.session),
+        [key, page.model, tab.live.on, *scene],
+        [tab.outputs.preview, tab.live.status],
+        concurrency_id="live",
+        concurrency_limit=MAX_LIVE_TABS,
+        show_progress="hidden",
+    )
+    edit = {"fn": bind(live_edit, page.session), "inputs": [key, page.model, *scene], "outputs": None}
+    for field in [tab.paint, tab.background, *colours.prompts, *colours.negatives, *colours.scales]:
+        field.change(**edit, queue=False, show_progress="hidden")
+    tab.live.pause.change(bind(live_pause, page.session), [key, tab.live.pause], None, queue=False)
 
 
 # The event handlers below have comments, not docstrings: Gradio would show a docstring in the page's API docs.
@@ -189,6 +245,77 @@ def regions(session, model, paint, background, steps, guidance, seed, *per_colou
         )
 
     yield from streamed(session, model, job)
+
+
+def live_frames(session, tab, model, on, paint, background, steps, seed, *per_colour):
+    # Live on: this tab's frames into the preview until Live is turned off, the tab closes or the frame cap is reached
+    import time
+
+    if not on:
+        session.stop_live(tab)
+        return
+    try:
+        canvas = session.start_live(tab, model, _live_scene(session, model, paint, background, steps, seed, per_colour))
+    except (InvalidInputError, ValueError, RuntimeError) as exc:
+        raise error(exc) from None
+    shown, start, last = 0.0, time.perf_counter(), None
+    try:
+        for frame in canvas.frames(count=MAX_LIVE_FRAMES, idle_s=1.0):
+            if frame is None:  # paused or slow: an update lets Gradio notice a tab that went away
+                yield gr.update(), gr.update()
+                continue
+            now = time.perf_counter()
+            if now - shown >= LIVE_SHOW_EVERY_S:
+                shown = now
+                rate = (frame.index + 1) / max(now - start, 1e-9)
+                status = f"live: frame {frame.index + 1} ({rate:.1f} frames/s), scene version {frame.version}"
+                pixels = np.asarray(frame.image)
+                # an unchanged picture is not sent again: Gradio would rewrite its file while the page reads it
+                same = last is not None and np.array_equal(pixels, last)
+                last = pixels
+                yield (gr.update() if same else frame.image), status
+        yield gr.update(), f"Live stopped after {MAX_LIVE_FRAMES} frames: turn it off and on to go on"
+    except (InvalidInputError, ValueError, RuntimeError) as exc:
+        raise error(exc) from None
+    finally:
+        session.stop_live(tab, canvas)
+
+
+def live_edit(session, tab, model, paint, background, steps, seed, *per_colour):
+    # an edit while Live is on: the next frame that starts draws it
+    canvas = session.live(tab)
+    if canvas is None:
+        return
+    try:
+        scene = _live_scene(session, model, paint, background, steps, seed, per_colour)
+        canvas.update(**{f.name: getattr(scene, f.name) for f in dataclasses.fields(scene)})
+    except (InvalidInputError, ValueError, RuntimeError) as exc:
+        raise error(exc) from None
+
+
+def live_pause(session, tab, paused):
+    # hold this tab's Live (frames in flight finish), or go on
+    canvas = session.live(tab)
+    if canvas is not None:
+        canvas.pause() if paused else canvas.resume()
+
+
+def _live_scene(session: Any, model: str, paint: Any, background: str, steps: Any, seed: Any, per_colour: Any) -> Any:
+    """The live scene of the form: the painted colours that have a prompt (none yet is allowed: the background
+    alone), the background, the steps and the seed (−1: 0, so that the picture holds still)."""
+    from multidiffusion.pipeline.modes.live import LiveScene
+
+    layer = painting_or_blank(paint)
+    try:
+        _, regs = _painted_regions(session, model, layer, per_colour)
+    except InvalidInputError:
+        if not background:
+            message = "give a background prompt, or paint a region and give its colour a prompt"
+            raise InvalidInputError(message) from None
+        regs = []
+    height, width = layer.shape[:2]
+    value = int(seed) if seed is not None and int(seed) >= 0 else 0
+    return LiveScene(tuple(regs), background or None, height, width, seed=value, num_inference_steps=int(steps))
 
 
 def _painted_regions(session: Any, model: str, layer: np.ndarray, per_colour: tuple[Any, ...]) -> tuple[Any, list]:
