@@ -138,11 +138,11 @@ class StreamBatcher:
             except BaseException as exc:  # the callers fail with it rather than hang
                 error = exc
         if error is not None:
-                with self._lock:
-                    for call in calls:
-                        call.error, call.done = error, True
-                    self._lock.notify_all()
-                return
+            with self._lock:
+                for call in calls:
+                    call.error, call.done = error, True
+                self._lock.notify_all()
+            return
         with self._lock:
             for call, out in zip(calls, outputs, strict=True):
                 call.result, call.done = out, True

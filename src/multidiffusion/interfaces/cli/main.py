@@ -49,6 +49,7 @@ _COMMANDS_PACKAGE = "multidiffusion.interfaces.cli.commands"
 COMMANDS: dict[str, Command] = {
     "panorama": Command("text to panorama", f"{_COMMANDS_PACKAGE}.panorama"),
     "regions": Command("prompts painted onto the canvas by masks or boxes", f"{_COMMANDS_PACKAGE}.regions"),
+    "highres": Command("one large picture from a prompt, in stages", f"{_COMMANDS_PACKAGE}.highres"),
     "upscale": Command(
         "enlarge an image and redraw its detail in overlapping views",
         f"{_COMMANDS_PACKAGE}.image",

@@ -169,13 +169,14 @@ def add_sync_options(p: argparse.ArgumentParser) -> None:
 
 def sync_settings(args: argparse.Namespace, views: ViewSettings) -> SyncSettings | None:
     """The run's :class:`SyncSettings` (None without ``--sync``), checked once, before any model loads; a
-    ``--sync-*`` option without ``--sync`` is an error (it would be ignored), and LPIPS is looked for here."""
-    given = {f.name: getattr(args, f"sync_{f.name}") for f in fields(SyncSettings)}
+    ``--sync-*`` option without ``--sync`` is an error (it would be ignored), and LPIPS is looked for here. A command
+    without the sync options (``highres``) has none."""
+    given = {f.name: getattr(args, f"sync_{f.name}", None) for f in fields(SyncSettings)}
     given = {name: value for name, value in given.items() if value is not None and value is not False}
-    if given and not args.sync:
+    if given and not getattr(args, "sync", False):
         verb = "applies" if len(given) == 1 else "apply"
         raise InvalidInputError(f"{', '.join(map(sync_flag, given))} only {verb} with --sync; add --sync or drop them")
-    if not args.sync:
+    if not getattr(args, "sync", False):
         return None
     settings = SyncSettings(**given)
     views.check_sync()

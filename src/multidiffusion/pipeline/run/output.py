@@ -37,7 +37,8 @@ class MultiDiffusionOutput:
     def save(self, path: str | os.PathLike[str], index: int | None = None) -> list[Path]:
         """Write the images as PNGs that carry their recipe, so that
         :meth:`~multidiffusion.pipeline.MultiDiffusionPipeline.reproduce` and ``multidiffusion reproduce`` regenerate
-        them (``images[i].save(path)`` of PIL writes no recipe). Each file is written atomically.
+        them (``images[i].save(path)`` of PIL writes no recipe). Each file is written atomically; a sphere's carries
+        the GPano XMP tags of a photo sphere too.
 
         Args:
             path: A ``.png`` file (missing folders are made). With several images and no ``index``: ``stem-0.png``,
@@ -53,6 +54,7 @@ class MultiDiffusionOutput:
             OutputError: a file could not be written (its image is rescued to the temporary folder; the line says
                 where).
         """
+        from multidiffusion.pipeline.files.gpano import gpano_xmp
         from multidiffusion.pipeline.files.png import check_output_path, save_png
         from multidiffusion.pipeline.settings.recipe import METADATA_KEY
 
@@ -68,7 +70,10 @@ class MultiDiffusionOutput:
             check_output_path(file)
         meta = self.metadata
         for i, file in zip(wanted, paths, strict=True):
-            save_png(self.images[i], file, {"parameters": meta.to_a1111(i), METADATA_KEY: meta.to_json(i)})
+            image = self.images[i]
+            # a whole sphere is tagged as a photo sphere (GPano XMP), so viewers and photo sites show it as 360°
+            xmp = gpano_xmp(*image.size) if meta.mode == "sphere" else None
+            save_png(image, file, {"parameters": meta.to_a1111(i), METADATA_KEY: meta.to_json(i)}, xmp=xmp)
         return paths
 
 

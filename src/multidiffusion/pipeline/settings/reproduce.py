@@ -114,6 +114,11 @@ def refuse_image_run(recipe: Mapping[str, Any]) -> None:
     image = recipe.get("image")
     if not isinstance(image, Mapping) or not image:
         return  # null, or a wrong type the schema names
+    if image.get("mode") == "highres":
+        raise InvalidInputError(
+            f"a highres picture cannot be reproduced from its PNG yet; run `multidiffusion highres` again with {again} "
+            "and the settings its PNG records (the highres_* keys of its recipe)"
+        )
     source = image.get("input")
     name = source.get("name") if isinstance(source, Mapping) else None
     shown = repr(name[:80]) if isinstance(name, str) and name else "an image"

@@ -7,6 +7,7 @@ from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import launch
+from multidiffusion.interfaces.cli.commands.sphere import add_sphere_options, run_sphere
 from multidiffusion.interfaces.cli.options import (
     add_checkpoint,
     add_guidance,
@@ -31,7 +32,11 @@ def add(p: argparse.ArgumentParser) -> None:
         "--height", type=int, default=default("height"), metavar="PX", help="canvas height (default: %(default)s)"
     )
     p.add_argument(
-        "--width", type=int, default=default("width"), metavar="PX", help="canvas width (default: %(default)s)"
+        "--width",
+        type=int,
+        default=None,
+        metavar="PX",
+        help=f"canvas width (default: {default('width')}; with --sphere, twice the height)",
     )
     add_guidance(p)
     add_model_and_sampling(p, "a fresh one")
@@ -39,6 +44,7 @@ def add(p: argparse.ArgumentParser) -> None:
     add_sync_options(p)
     add_global_view_options(p)
     add_checkpoint(p)
+    add_sphere_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +60,16 @@ def run(args: argparse.Namespace) -> int:
     check_text(args.prompt, "prompt")
     if not args.prompt.strip():
         raise InvalidInputError("PROMPT is empty; describe what the panorama should show")
+    for name in ("height", "width"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
+    if args.sphere:
+        return run_sphere(args)
+    for name in ("fov", "cubemap"):
+        if getattr(args, name) is not None:
+            raise InvalidInputError(f"--{name} applies to --sphere only")
+    if args.width is None:
+        args.width = default("width")
     for name in ("height", "width"):
         if getattr(args, name) <= 0:
             raise InvalidInputError(f"--{name} must be a positive number of pixels, got {getattr(args, name)}")
