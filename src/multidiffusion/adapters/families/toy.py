@@ -14,7 +14,9 @@ Model spec strings: ``toy`` or ``toy:key=value,…`` with keys
 - ``prediction``: the parameterisation of the model output, ``epsilon`` (default), ``sample`` or
   ``v_prediction``; it is written into the scheduler config, so every scheduler agrees with it;
 - ``long`` and ``rho``: a second, longer length scale L in pixels mixed into each axis kernel with weight ρ in
-  [0, 1) (default none; the harder oracle of docs/quality.md), e.g. ``toy:ell=8,long=64,rho=0.3``.
+  [0, 1) (default none; the harder oracle of docs/quality.md), e.g. ``toy:ell=8,long=64,rho=0.3``;
+- ``ellx``: the column axis's own length scale in pixels (default ``ell``): an anisotropic field, whose views'
+  orientation matters (docs/sphere.md), e.g. ``toy:ell=3,ellx=4.5``.
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ class ToySpec:
     prediction: str = "epsilon"
     long: float | None = None
     rho: float = 0.0
+    ellx: float | None = None
 
 
-_KEYS: tuple[str, ...] = ("ell", "sigma", "max_window", "prediction", "long", "rho")
+_KEYS: tuple[str, ...] = ("ell", "sigma", "max_window", "prediction", "long", "rho", "ellx")
 
 
 def is_toy_source(source: str) -> bool:
@@ -304,7 +307,7 @@ def load(source: str, *, device: torch.device, dtype: torch.dtype | None = None)
         dtype: The dtype of the initial noise; default float32 (the model itself has no weights).
     """
     spec = parse_spec(source)
-    field = GaussianField(spec.ell, spec.sigma, spec.long, spec.rho)
+    field = GaussianField(spec.ell, spec.sigma, spec.long, spec.rho, length_scale_x=spec.ellx)
     config = {**SCHEDULER_CONFIG, "prediction_type": spec.prediction}
     denoiser = GaussianFieldDenoiser(field, config, spec.max_window)
     return LoadedModel(

@@ -98,7 +98,9 @@ def conditional(
     unknown = (~flat).nonzero().squeeze(1)
     if known.numel() == 0:
         raise InvalidInputError("known_mask has no known pixel; set at least one pixel to True")
-    k_h, k_w = se_kernel(h, field.length_scale), se_kernel(w, field.length_scale)
+    # each axis's own kernel: its length scale (ℓx for the columns of an anisotropic field) and the long component
+    k_h = se_kernel(h, field.axis_scale("rows"), field.long_scale, field.long_weight)
+    k_w = se_kernel(w, field.axis_scale("cols"), field.long_scale, field.long_weight)
 
     def block(a: Tensor, b: Tensor) -> Tensor:  # Σ[a][:, b] = σ² K_h[rows] ⊙ K_w[cols]
         return field.variance * k_h[a[:, None] // w, b[None, :] // w] * k_w[a[:, None] % w, b[None, :] % w]
