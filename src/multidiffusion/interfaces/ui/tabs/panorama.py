@@ -40,7 +40,7 @@ SIZE_PRESETS = {  # (height, width, 360° wrap)
 SPHERE_VIEW = "sphere-view"  # the element the 360° viewer draws in
 # the form's fields: the inputs of panorama() after the model, in order, and what a dropped PNG's recipe fills
 FIELDS = ("prompt", "negative", "height", "width", "steps", "scheduler", "guidance", "seed")
-FIELDS += ("weights", "sync", "circular", "batch", "layout", "sync_weight", "global_view")
+FIELDS += ("weights", "sync", "circular", "batch", "layout", "sync_weight", "global_view", "sphere")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ def _view_fields() -> dict[str, Any]:
         )
         sync = gr.Checkbox(label="SyncDiffusion", elem_id="sync")
         circular = gr.Checkbox(label="360° (circular)", elem_id="circular")
+        sphere = gr.Checkbox(label="whole sphere (360° × 180°, twice as wide as high)", elem_id="sphere")
         batch = gr.Number(0, label="views per model call (0: automatic)", precision=0, elem_id="batch")
     with gr.Row():
         layout = gr.Dropdown(
@@ -126,6 +127,7 @@ def _view_fields() -> dict[str, Any]:
         "layout": layout,
         "sync_weight": sync_weight,
         "global_view": global_view,
+        "sphere": sphere,
     }
 
 
@@ -145,8 +147,14 @@ def wire(tab: PanoramaTab, page: Page) -> None:
 
 
 def panorama(session, model, prompt, negative, height, width, steps, scheduler, guidance, seed, weights, sync,
-             circular, batch, layout, sync_weight, global_view, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)  # fmt: skip
-    # Generate: one panorama of the form, its previews streamed to the page, then its result
+             circular, batch, layout, sync_weight, global_view, sphere, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)  # fmt: skip
+    # Generate: one panorama of the form (or a whole sphere), its previews streamed to the page, then its result
+    if sphere:
+        yield from _sphere(
+            session, model, prompt, negative, height, steps, scheduler, guidance, seed, weights, batch, progress
+        )
+        return
+
     def job(preview, stop):
         pipe = session.pipeline(model)
         return session.run(
@@ -168,6 +176,31 @@ def panorama(session, model, prompt, negative, height, width, steps, scheduler, 
             sync=SyncSettings(weight=float(sync_weight)) if sync else None,
             view_batch_size=int(batch) if batch else None,
             global_view=float(global_view) if global_view else None,
+        )
+
+    yield from streamed(session, model, job)
+
+
+def _sphere(session, model, prompt, negative, height, steps, scheduler, guidance, seed, weights, batch, progress):
+    # the whole sphere: height × 2·height px, the fov chosen from the height (docs/sphere.md)
+    from multidiffusion.pipeline.settings.sphere import SphereSettings
+
+    def job(preview, stop):
+        pipe = session.pipeline(model)
+        return session.run(
+            pipe.sphere,
+            denoising(progress),
+            preview,
+            stop,
+            prompt=prompt,
+            negative_prompt=negative or None,
+            height=int(height),
+            num_inference_steps=int(steps),
+            scheduler=scheduler or None,
+            guidance_scale=guidance_value(guidance),
+            generator=seed_generator(seed),
+            sphere=SphereSettings(weights=weights) if weights else None,
+            view_batch_size=int(batch) if batch else None,
         )
 
     yield from streamed(session, model, job)
@@ -229,5 +262,6 @@ def fill_from_png(file):
         layout=r.get("layout") or "",
         sync_weight=r.get("sync_weight", 20),
         global_view=r.get("global_view") or 0,
+        sphere=r.get("mode") == "sphere",
     )
     return tuple(values[name] for name in FIELDS)
