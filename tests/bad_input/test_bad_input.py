@@ -290,7 +290,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("upscale-out-is-image", UP(["--out", "{in}/photo.png"]), "--out must name a different file than IMAGE"),
     ("upscale-prompt-nul", UP(["--prompt", "a\0b"]), "prompt contains a NUL"),
     ("upscale-checkpoint", UP(["--checkpoint", "{outdir}/run.ckpt"]), "unrecognized arguments: --checkpoint"),
-    ("upscale-window-past-sd", UP(["--window", "12"], model=SMALL, loads=True), "window must be a multiple of 8"),
+    ("upscale-window-past-sd", UP(["--window", "12"], model=SMALL), "window must be a multiple of 8"),
     # outpaint
     ("outpaint-no-margin", OUT([]), "give at least one margin"),
     ("outpaint-margins-0", OUT(["--left", "0", "--top", "0"]), "give at least one margin"),
@@ -309,12 +309,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("outpaint-out-is-image", OUT(["--left", "8", "--out", "{in}/../in/photo.png"]), "different file than IMAGE"),
     (
         "outpaint-margin-off-grid-sd",
-        OUT(["--left", "12"], model=SMALL, loads=True),
+        OUT(["--left", "12"], model=SMALL),
         "left margin must be a multiple of 8 px",
     ),
     (
         "outpaint-image-off-grid-sd",
-        OUT(["--left", "8"], image="{in}/odd.png", model=SMALL, loads=True),
+        OUT(["--left", "8"], image="{in}/odd.png", model=SMALL),
         "this model needs sides in multiples of 8 px",
     ),
     # inpaint
@@ -332,7 +332,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("inpaint-num-images-0", INP(["--num-images", "0"]), "--num-images must be in 1…"),
     (
         "inpaint-image-off-grid-sd",
-        INP(["--mask", "{in}/odd-mask.png"], image="{in}/odd.png", model=SMALL, loads=True),
+        INP(["--mask", "{in}/odd-mask.png"], image="{in}/odd.png", model=SMALL),
         "this model needs sides in multiples of 8 px",
     ),
     # control and customisation (docs/control.md)

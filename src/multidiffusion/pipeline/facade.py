@@ -13,6 +13,7 @@ import torch
 from multidiffusion.adapters import LoadedModel, load_model
 from multidiffusion.core.engine.sampling import StepCallback
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.conditional import ConditionalSampler
 from multidiffusion.core.features.global_view import GlobalView
 from multidiffusion.core.features.regions import Region
 from multidiffusion.core.features.sync import SyncSettings
@@ -21,7 +22,7 @@ from multidiffusion.pipeline.customise.customisation import Customisation
 from multidiffusion.pipeline.inputs.region_file import Background
 from multidiffusion.pipeline.modes.highres import HighresInputs
 from multidiffusion.pipeline.modes.image import ImageInputs
-from multidiffusion.pipeline.modes.image_start import ImageStart
+from multidiffusion.pipeline.modes.image_start import DEFAULT_FEATHER_PX, ImageStart
 from multidiffusion.pipeline.modes.panorama import resolve_settings, run_panorama
 from multidiffusion.pipeline.modes.regions import (
     DEFAULT_BOOTSTRAP_FRACTION,
@@ -30,7 +31,7 @@ from multidiffusion.pipeline.modes.regions import (
     plan_regions,
     run_regions,
 )
-from multidiffusion.pipeline.modes.sphere import resolve_sphere, run_sphere
+from multidiffusion.pipeline.modes.sphere import photo_start, resolve_sphere, run_sphere
 from multidiffusion.pipeline.run.checkpoint import Checkpoint, CheckpointSettings
 from multidiffusion.pipeline.run.options import RunOptions
 from multidiffusion.pipeline.run.output import MultiDiffusionOutput, seed_of
@@ -505,6 +506,7 @@ class MultiDiffusionPipeline(ImageInputs, HighresInputs):
         view_batch_size: int | None = None,
         progress: bool = True,
         tiled_vae: bool | None = None,
+        image: ImageStart | None = None,
     ) -> MultiDiffusionOutput:
         """Generate N whole spheres: equirectangular images ``2 × height`` wide, 360° × 180° (docs/sphere.md).
 
@@ -521,6 +523,8 @@ class MultiDiffusionPipeline(ImageInputs, HighresInputs):
                 poles' roll (:class:`~multidiffusion.pipeline.settings.sphere.SphereSettings`); None: the defaults.
             sync, global_view: Not available on the sphere: refused when given.
             customise: LoRAs, embeddings and prompt weighting as in ``__call__``; control networks are refused.
+            image: A start on the equirectangular canvas, kept where known: a photo placed on the sphere
+                (:meth:`plan_photo_sphere`, photo to 360°); None: from noise.
         """
         # 1. check: every input against the model, once
         check_generator(generator)
@@ -552,7 +556,35 @@ class MultiDiffusionPipeline(ImageInputs, HighresInputs):
             tiled_vae,
         )
         # 2.–5. lay the views, encode the prompts, denoise, decode
-        return run_sphere(self.model, s, run, customise=customise, cache=self.customisation_cache)
+        return run_sphere(self.model, s, run, image=image, customise=customise, cache=self.customisation_cache)
+
+    def plan_photo_sphere(
+        self,
+        photo: Any,
+        height: int,
+        fov: float,
+        *,
+        yaw: float = 0.0,
+        pitch: float = 0.0,
+        feather: float = DEFAULT_FEATHER_PX,
+        conditional: ConditionalSampler | None = None,
+    ) -> ImageStart:
+        """Photo to 360°: ``photo`` (a path, PIL image, array or tensor) placed on a sphere ``height`` px high at its
+        horizontal field of view ``fov`` (degrees), its centre looking at longitude ``yaw`` and latitude ``pitch``
+        (degrees). Hand the result to :meth:`sphere` as ``image``: the photo's pixels on the canvas are kept beyond
+        the feathering (``feather`` px) as in a flat outpaint, and the rest of the sphere is drawn (docs/sphere.md)."""
+        from multidiffusion.pipeline.modes.image import file_input
+
+        return photo_start(
+            photo,
+            height,
+            fov,
+            yaw=yaw,
+            pitch=pitch,
+            feather=feather,
+            conditional=conditional,
+            record={"input": file_input(photo)},
+        )
 
 
 def fresh_generator() -> torch.Generator:

@@ -129,3 +129,19 @@ def test_a_stable_diffusion_model_draws_a_sphere_through_its_vae(small_pipe):
     assert out.images[0].size == (448, 224)
     assert tuple(out.latents.shape[-2:]) == (28, 56)
     assert out.metadata.settings.views.tile == "x"
+
+
+def test_photo_to_360_keeps_the_photo_bit_for_bit(toy):
+    """A photo placed on the sphere (plan_photo_sphere) is kept exactly where it lands (feather 0, identity codec),
+    and the rest of the sphere is drawn."""
+    import numpy as np
+
+    photo = np.random.default_rng(0).integers(0, 256, (48, 64, 3)).astype(np.uint8)
+    start = toy.plan_photo_sphere(photo, HEIGHT, 90.0, yaw=30.0, pitch=10.0, feather=0)
+    out = toy.sphere("sky", height=HEIGHT, num_inference_steps=3, image=start, output_type="latent", progress=False)
+    known = start.known[0, 0] == 1
+    assert 0.05 < float(known.float().mean()) < 0.2
+    assert torch.equal(out.latents[0][:, known], start.image[0][:, known])
+    assert float(out.latents[0][:, ~known].std()) > 0.05  # drawn
+    record = out.metadata.settings.image
+    assert (record["mode"], record["fov"], record["yaw"], record["pitch"]) == ("photo-sphere", 90.0, 30.0, 10.0)

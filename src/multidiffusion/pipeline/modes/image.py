@@ -32,7 +32,7 @@ from multidiffusion.pipeline.run.output import MultiDiffusionOutput
 DEFAULT_UPSCALE_STRENGTH = 0.3  # adds detail and keeps the composition (A1111's tiled upscalers use 0.3–0.4)
 
 
-def _input(image: Any) -> dict[str, Any] | None:
+def file_input(image: Any) -> dict[str, Any] | None:
     """What the metadata records about an input: a file's name and SHA-256; None for objects in memory."""
     return file_record(image) if isinstance(image, (str, Path)) else None
 
@@ -88,7 +88,7 @@ class ImageInputs:
         """The checked start of :meth:`upscale` (its canvas is ``.size``), without running it."""
         pixels = read_image(image)
         height, width = upscale_canvas(geometry_of(self.model), (pixels.shape[2], pixels.shape[3]), scale)
-        record = {"mode": "upscale", "input": _input(image), "scale": float(scale), "resample": resample}
+        record = {"mode": "upscale", "input": file_input(image), "scale": float(scale), "resample": resample}
         return ImageStart(
             resize(pixels, height, width, resample),
             strength=strength,
@@ -140,7 +140,7 @@ class ImageInputs:
         pixels = read_image(image)
         height, width = outpaint_canvas(geometry, (pixels.shape[2], pixels.shape[3]), margins)
         canvas, known = place(pixels, None, (height, width), left, top)
-        record = {"mode": "outpaint", "input": _input(image), **margins}
+        record = {"mode": "outpaint", "input": file_input(image), **margins}
         return ImageStart(canvas, known, strength=1.0, feather=feather, conditional=conditional, record=record)
 
     def inpaint(
@@ -186,5 +186,5 @@ class ImageInputs:
         known = read_known(mask, size)
         check_something_to_redraw(known)
         inpaint_canvas(geometry_of(self.model), size)
-        record = {"mode": "inpaint", "input": _input(image), "mask": _input(mask)}
+        record = {"mode": "inpaint", "input": file_input(image), "mask": file_input(mask)}
         return ImageStart(pixels, known, strength=strength, feather=feather, conditional=conditional, record=record)

@@ -17,9 +17,13 @@ from typing import Any
 from multidiffusion.adapters import LoadedModel
 from multidiffusion.adapters.schedulers.names import checked_scheduler_fields
 from multidiffusion.core.errors import InvalidInputError
+from multidiffusion.core.features.conditional import ConditionalSampler
+from multidiffusion.core.sphere.photo import photo_on_sphere
+from multidiffusion.core.sphere.projection import Orientation
 from multidiffusion.core.sphere.tasks import SphereLayout, StepFromViews, sphere_layout
 from multidiffusion.pipeline.customise.cache import CustomisationCache
-from multidiffusion.pipeline.customise.customisation import Customisation, Customised
+from multidiffusion.pipeline.customise.customisation import Customisation, Customised, guide_of
+from multidiffusion.pipeline.modes.image_start import DEFAULT_FEATHER_PX, ImageStart, check_image_start, read_image
 from multidiffusion.pipeline.modes.panorama import negatives_for
 from multidiffusion.pipeline.run.generate import RunPlan, generate
 from multidiffusion.pipeline.run.memory import check_weight_maps_memory
@@ -112,10 +116,13 @@ def run_sphere(
     s: SpherePanoramaSettings,
     run: RunOptions,
     *,
+    image: ImageStart | None = None,
     customise: Customisation | None = None,
     cache: CustomisationCache | None = None,
 ) -> MultiDiffusionOutput:
     """Stages 2–5 of a sphere call on resolved settings: lay the views, encode the prompts, denoise and decode.
+    ``image``: a start on the equirectangular canvas (a photo placed on the sphere, :func:`photo_start`), kept where
+    it is known as a flat outpaint keeps its picture.
 
     Raises:
         InvalidInputError: control networks (their guide images are flat crops, not views of the sphere).
@@ -124,12 +131,14 @@ def run_sphere(
     if customise.control:
         raise InvalidInputError("control networks are not available on the sphere yet; drop control")
     layout = layout_of(model, s.height, s.sphere)
+    if image is not None:
+        s = dataclasses.replace(s, image=check_image_start(image, model, s.height, s.width, False))
     customised = Customised(
         model,
         customise,
         (),
         (s.height, s.width),
-        None,
+        guide_of(image),
         False,
         cache=CustomisationCache() if cache is None else cache,
     )
@@ -143,6 +152,32 @@ def run_sphere(
             conditions=[condition],
             canvas_cells=(len(s.prompt), s.height // g, s.width // g),
             make_hooks=lambda: [StepFromViews()],
+            image=image,
             customised=customised,
         )
         return generate(model, s, plan, run)
+
+
+def photo_start(
+    photo: Any,
+    height: int,
+    fov: float,
+    *,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    roll: float = 0.0,
+    feather: float = DEFAULT_FEATHER_PX,
+    conditional: ConditionalSampler | None = None,
+    record: dict[str, Any] | None = None,
+) -> ImageStart:
+    """A photo placed on an H × 2H sphere (``height`` = H px) at its horizontal field of view ``fov`` (degrees), looking
+    at longitude ``yaw`` and latitude ``pitch`` (degrees): the start of a photo-to-360 run, whose known part is the
+    photo (:func:`~multidiffusion.core.sphere.photo.photo_on_sphere`) and the rest is drawn."""
+    pixels = read_image(photo)
+    canvas, known = photo_on_sphere(pixels, height, fov, Orientation(yaw, pitch, roll))
+    if not bool(known.any()):
+        raise InvalidInputError("the photo covers no pixel of the sphere: give it a wider fov or a taller sphere")
+    info = {"mode": "photo-sphere", "fov": float(fov), "yaw": float(yaw), "pitch": float(pitch), "roll": float(roll)}
+    return ImageStart(
+        canvas, known, strength=1.0, feather=feather, conditional=conditional, record={**info, **(record or {})}
+    )

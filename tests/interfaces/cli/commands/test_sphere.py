@@ -50,3 +50,18 @@ def test_sphere_options_without_sphere_are_refused(tmp_path: Path, capfd):
     out = tmp_path / "x.png"
     assert exit_code(["panorama", "sky", "--model", "toy", "--fov", "90", "--out", str(out), "-q"]) == 2
     assert "--fov applies to --sphere only" in one_error_line(capfd)
+
+
+def test_photo_to_360_on_the_command_line(tmp_path: Path, capfd):
+    import numpy as np
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3)).astype(np.uint8)).save(photo)
+    out = tmp_path / "360.png"
+    argv = ["outpaint", str(photo), "--sphere", "--fov", "90", "--yaw", "30", "--height", "128", "--prompt", "sky"]
+    assert exit_code([*argv, "--model", "toy", "--steps", "4", "--seed", "1", "-q", "--out", str(out)]) == 0
+    with Image.open(out) as image:
+        assert image.size == (256, 128) and "equirectangular" in image.text["XML:com.adobe.xmp"]
+    assert recipe(out)["image"]["mode"] == "photo-sphere"
+    assert exit_code([*argv[:3], "--height", "128", "--prompt", "sky", "--model", "toy", "--out", str(out)]) == 2
+    assert "--sphere needs --fov" in one_error_line(capfd)

@@ -13,6 +13,7 @@ from typing import Any
 
 from multidiffusion.core.errors import InvalidInputError
 from multidiffusion.interfaces.cli import launch
+from multidiffusion.interfaces.cli.commands.sphere import add_photo_sphere_options, run_photo_sphere
 from multidiffusion.interfaces.cli.options import (
     add_feather,
     add_guidance,
@@ -157,6 +158,7 @@ def add_outpaint(o: argparse.ArgumentParser) -> None:
     add_feather(o)
     _add_conditional(o)
     _add_run_options(o)
+    add_photo_sphere_options(o)
 
 
 def add_inpaint(i: argparse.ArgumentParser) -> None:
@@ -294,6 +296,12 @@ def run_outpaint(args: argparse.Namespace) -> int:
     for side, px in margins.items():
         if px < 0:
             raise InvalidInputError(f"--{side} must be a number of pixels ≥ 0, got {px}")
+    if args.sphere:
+        outs, _ = _check_image_command(args, {"IMAGE": args.image})
+        return run_photo_sphere(args, outs, _conditional(args))
+    for name in ("fov", "height"):
+        if getattr(args, name) is not None:
+            raise InvalidInputError(f"--{name} applies to --sphere only")
     if not any(margins.values()):
         raise InvalidInputError("give at least one margin to outpaint: --left, --right, --top or --bottom (px)")
     outs, sync = _check_image_command(args, {"IMAGE": args.image})

@@ -125,3 +125,67 @@ def _rgb(image: Any) -> Any:
     import numpy as np
 
     return np.asarray(image.convert("RGB"))
+
+
+def add_photo_sphere_options(p: argparse.ArgumentParser) -> None:
+    """``outpaint --sphere``: the photo's field of view and where it looks, and the sphere's height."""
+    group = p.add_argument_group("photo to 360° (docs/sphere.md)")
+    group.add_argument(
+        "--sphere",
+        action="store_true",
+        help="place IMAGE on the whole sphere and draw the rest: an equirectangular PNG --height high and twice as "
+        "wide (the margins are not used)",
+    )
+    group.add_argument(
+        "--fov", type=float, default=None, metavar="DEG", help="with --sphere: the photo's horizontal field of view"
+    )
+    group.add_argument("--yaw", type=float, default=0.0, metavar="DEG", help="longitude the photo's centre looks at")
+    group.add_argument("--pitch", type=float, default=0.0, metavar="DEG", help="latitude the photo's centre looks at")
+    group.add_argument("--height", type=int, default=None, metavar="PX", help="with --sphere: the sphere's height")
+
+
+def run_photo_sphere(args: argparse.Namespace, outs: list[str], conditional: Any) -> int:
+    """``multidiffusion outpaint IMAGE --sphere --fov DEG``: the photo placed on the sphere (its pixels kept beyond the
+    feathering), the rest drawn; checked before the model loads."""
+    from multidiffusion.pipeline.modes.sphere import photo_start
+    from multidiffusion.pipeline.settings.checks import check_canvas_pixels
+    from multidiffusion.pipeline.settings.sphere import SphereSettings
+
+    if args.fov is None or args.height is None:
+        raise InvalidInputError("--sphere needs --fov (the photo's horizontal field of view) and --height (px)")
+    if any(getattr(args, side) for side in ("left", "right", "top", "bottom")):
+        raise InvalidInputError("--sphere draws the whole sphere: leave out --left, --right, --top and --bottom")
+    for name, option in NOT_ON_THE_SPHERE.items():
+        if getattr(args, name, None) not in (None, False):
+            raise InvalidInputError(f"{option} does not apply to --sphere: the sphere lays its own views")
+    height = args.height
+    if height <= 0:
+        raise InvalidInputError(f"--height must be a positive number of pixels, got {height}")
+    check_canvas_pixels(height, 2 * height)
+    settings = SphereSettings(weights=args.weights) if args.weights is not None else SphereSettings()
+    start = photo_start(
+        args.image, height, args.fov, yaw=args.yaw, pitch=args.pitch, feather=args.feather, conditional=conditional
+    )
+    launch.check_geometry_before_loading(
+        args, lambda geometry: settings.resolved(height, geometry.native_px, geometry.granularity_px)
+    )
+    launch.check_memory_before_loading(args, height, 2 * height)
+    pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
+
+    def make(generator: Any) -> Any:
+        return pipe.sphere(
+            args.prompt,
+            args.negative_prompt,
+            height=height,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            generator=generator,
+            sphere=settings,
+            guidance_rescale=getattr(args, "guidance_rescale", 0.0),
+            scheduler=args.scheduler,
+            image=start,
+            **launch.runtime_kwargs(args),
+        )
+
+    launch.each_image(args, outs, launch.seeds(args.seed, len(outs)), make, f"{2 * height}×{height}")
+    return 0
