@@ -66,6 +66,34 @@ def add_sphere_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def refuse_flat_options(args: argparse.Namespace) -> None:
+    """One line for the first option given that only a flat canvas takes (:data:`NOT_ON_THE_SPHERE`)."""
+    for name, option in NOT_ON_THE_SPHERE.items():
+        if getattr(args, name, None) not in (None, False):
+            raise InvalidInputError(f"{option} does not apply to --sphere: the sphere lays its own views")
+
+
+def _sphere_call(args: argparse.Namespace, pipe: Any, height: int, settings: Any, image: Any = None) -> Any:
+    """``make(generator)`` for :func:`launch.each_image`: the pipeline's sphere call with the command's options."""
+
+    def make(generator: Any) -> Any:
+        return pipe.sphere(
+            args.prompt,
+            args.negative_prompt,
+            height=height,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            generator=generator,
+            sphere=settings,
+            guidance_rescale=getattr(args, "guidance_rescale", 0.0),
+            scheduler=args.scheduler,
+            image=image,
+            **launch.runtime_kwargs(args),
+        )
+
+    return make
+
+
 def sphere_settings(args: argparse.Namespace) -> Any:
     """The run's :class:`~multidiffusion.pipeline.settings.sphere.SphereSettings`, checked now."""
     from multidiffusion.pipeline.settings.sphere import SphereSettings
@@ -80,9 +108,7 @@ def run_sphere(args: argparse.Namespace) -> int:
     from multidiffusion.pipeline.files.cubemap import write_cubemap
     from multidiffusion.pipeline.settings.checks import check_canvas_pixels
 
-    for name, option in NOT_ON_THE_SPHERE.items():
-        if getattr(args, name, None) not in (None, False):
-            raise InvalidInputError(f"{option} does not apply to --sphere: the sphere lays its own views")
+    refuse_flat_options(args)
     height = args.height
     if args.width is not None and args.width != 2 * height:
         raise InvalidInputError(f"a sphere is twice as wide as high: leave out --width, or give {2 * height}")
@@ -98,20 +124,10 @@ def run_sphere(args: argparse.Namespace) -> int:
     )
     launch.check_memory_before_loading(args, height, 2 * height)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
+    sphere = _sphere_call(args, pipe, height, settings)
 
     def make(generator: Any) -> Any:
-        result = pipe.sphere(
-            args.prompt,
-            args.negative_prompt,
-            height=height,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            generator=generator,
-            sphere=settings,
-            guidance_rescale=getattr(args, "guidance_rescale", 0.0),
-            scheduler=args.scheduler,
-            **launch.runtime_kwargs(args),
-        )
+        result = sphere(generator)
         if args.cubemap is not None and result.images is not None:
             faces = write_cubemap(_rgb(result.images[0]), args.cubemap)
             launch.logger(args)(f"wrote the cube faces {', '.join(f.name for f in faces)} into {args.cubemap}")
@@ -155,9 +171,7 @@ def run_photo_sphere(args: argparse.Namespace, outs: list[str], conditional: Any
         raise InvalidInputError("--sphere needs --fov (the photo's horizontal field of view) and --height (px)")
     if any(getattr(args, side) for side in ("left", "right", "top", "bottom")):
         raise InvalidInputError("--sphere draws the whole sphere: leave out --left, --right, --top and --bottom")
-    for name, option in NOT_ON_THE_SPHERE.items():
-        if getattr(args, name, None) not in (None, False):
-            raise InvalidInputError(f"{option} does not apply to --sphere: the sphere lays its own views")
+    refuse_flat_options(args)
     height = args.height
     if height <= 0:
         raise InvalidInputError(f"--height must be a positive number of pixels, got {height}")
@@ -171,21 +185,6 @@ def run_photo_sphere(args: argparse.Namespace, outs: list[str], conditional: Any
     )
     launch.check_memory_before_loading(args, height, 2 * height)
     pipe = launch.load_pipeline(args, args.model, args.dtype, args.config)
-
-    def make(generator: Any) -> Any:
-        return pipe.sphere(
-            args.prompt,
-            args.negative_prompt,
-            height=height,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            generator=generator,
-            sphere=settings,
-            guidance_rescale=getattr(args, "guidance_rescale", 0.0),
-            scheduler=args.scheduler,
-            image=start,
-            **launch.runtime_kwargs(args),
-        )
-
+    make = _sphere_call(args, pipe, height, settings, image=start)
     launch.each_image(args, outs, launch.seeds(args.seed, len(outs)), make, f"{2 * height}×{height}")
     return 0
