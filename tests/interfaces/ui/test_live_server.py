@@ -22,7 +22,7 @@ from multidiffusion.interfaces.ui.session import UiSession  # noqa: E402
 from tests.helpers.slow_pipeline import SlowPipeline, steps_once_still  # noqa: E402
 
 STEP_S = 0.05
-PANORAMA = ["toy", "a", "", 64, 256, 30, "", 0, 1, "", False, False, 0, "", 20, 0]  # the form after the model
+PANORAMA = ["toy", "a", "", 64, 256, 30, "", 0, 1, "", False, False, 0, "", 20, 0, False]  # the form after the model
 
 
 @pytest.fixture(scope="module")
