@@ -58,7 +58,7 @@ def main() -> None:
             page.wait_for_selector("#live-status:has-text('live: frame')", timeout=60_000)
 
             def preview(caption: str) -> None:
-                page.wait_for_timeout(3000)  # several frames after the edit
+                page.wait_for_timeout(8000)  # many frames after the edit (under load a frame takes ~0.1 s)
                 picture = Image.open(BytesIO(page.locator("#r-preview img").screenshot())).convert("RGB")
                 framed = Image.new("RGB", (picture.width, picture.height + 28), "white")
                 framed.paste(picture, (0, 28))
