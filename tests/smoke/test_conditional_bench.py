@@ -14,8 +14,9 @@ from tests.helpers import REPO_ROOT
 @pytest.mark.heavy
 def test_conditional_benchmark_smoke(tmp_path):
     picture = tmp_path / "border.png"
+    script = str(REPO_ROOT / "bench" / "conditional.py")
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "conditional.py"), "--smoke", "--picture", str(picture)],
+        [sys.executable, script, "--smoke", "--picture", str(picture), "--parts", "ddim", "inpaint", "picture"],
         capture_output=True,
         text=True,
         check=False,
