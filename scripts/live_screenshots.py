@@ -7,79 +7,52 @@ model; the preview before the stroke, after a red stroke, and after the red slot
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import tempfile
 from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from served_ui import fill, served_ui
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from playwright.sync_api import sync_playwright
-
-    from multidiffusion.interfaces.ui.app import build_app
-    from multidiffusion.interfaces.ui.session import UiSession
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = build_app(UiSession(default_model="toy:sigma=0.15"))
-    app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     shots: list[Image.Image] = []
-    try:
-        with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1300, "height": 1300})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#generate")
-            page.get_by_role("tab", name="Regions").click()
-            canvas = page.locator("#paint canvas").first
-            canvas.wait_for()
-            layout = Path(tmp) / "small.json"
-            layout.write_text(json.dumps({"width": 256, "height": 128, "background": "green grass", "regions": []}))
-            page.locator("#r-import input[type=file]").set_input_files(str(layout))
-            page.wait_for_timeout(2000)
+    with served_ui("toy:sigma=0.15", (1300, 1300)) as page, tempfile.TemporaryDirectory() as tmp:
+        page.get_by_role("tab", name="Regions").click()
+        canvas = page.locator("#paint canvas").first
+        canvas.wait_for()
+        layout = Path(tmp) / "small.json"
+        layout.write_text(json.dumps({"width": 256, "height": 128, "background": "green grass", "regions": []}))
+        page.locator("#r-import input[type=file]").set_input_files(str(layout))
+        page.wait_for_timeout(2000)
+        fill(page, "prompt-red", "a red ball")
+        fill(page, "r-steps", 4)
+        fill(page, "r-seed", 0)
+        page.locator("#live input").check()
+        page.wait_for_selector("#live-status:has-text('live: frame')", timeout=60_000)
 
-            def fill(elem_id: str, value: object) -> None:
-                field = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
-                field.fill(str(value))
-                field.press("Tab")
+        def preview(caption: str) -> None:
+            page.wait_for_timeout(8000)  # many frames after the edit (under load a frame takes ~0.1 s)
+            picture = Image.open(BytesIO(page.locator("#r-preview img").screenshot())).convert("RGB")
+            framed = Image.new("RGB", (picture.width, picture.height + 28), "white")
+            framed.paste(picture, (0, 28))
+            ImageDraw.Draw(framed).text((6, 8), caption, fill="black")
+            shots.append(framed)
 
-            fill("prompt-red", "a red ball")
-            fill("r-steps", 4)
-            fill("r-seed", 0)
-            page.locator("#live input").check()
-            page.wait_for_selector("#live-status:has-text('live: frame')", timeout=60_000)
-
-            def preview(caption: str) -> None:
-                page.wait_for_timeout(8000)  # many frames after the edit (under load a frame takes ~0.1 s)
-                picture = Image.open(BytesIO(page.locator("#r-preview img").screenshot())).convert("RGB")
-                framed = Image.new("RGB", (picture.width, picture.height + 28), "white")
-                framed.paste(picture, (0, 28))
-                ImageDraw.Draw(framed).text((6, 8), caption, fill="black")
-                shots.append(framed)
-
-            preview("Live on: the background alone")
-            canvas.scroll_into_view_if_needed()
-            box = canvas.bounding_box()
-            for r in range(300, 720, 30):
-                y = box["y"] + box["height"] * r / 1000
-                page.mouse.move(box["x"] + box["width"] * 0.25, y)
-                page.mouse.down()
-                page.mouse.move(box["x"] + box["width"] * 0.42, y, steps=3)
-                page.mouse.up()
-            preview("a red stroke, prompt 'a red ball'")
-            fill("prompt-red", "a blue box")
-            preview("the same stroke, prompt 'a blue box'")
-            browser.close()
-    finally:
-        app.close()
+        preview("Live on: the background alone")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        for r in range(300, 720, 30):
+            y = box["y"] + box["height"] * r / 1000
+            page.mouse.move(box["x"] + box["width"] * 0.25, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.42, y, steps=3)
+            page.mouse.up()
+        preview("a red stroke, prompt 'a red ball'")
+        fill(page, "prompt-red", "a blue box")
+        preview("the same stroke, prompt 'a blue box'")
     width = sum(s.width for s in shots) + 12 * (len(shots) - 1)
     strip = Image.new("RGB", (width, max(s.height for s in shots)), "white")
     x = 0

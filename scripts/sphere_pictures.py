@@ -6,13 +6,12 @@ cross (docs/sphere_cubemap.png), and the web UI's 360° viewer looking at a toy 
 
 from __future__ import annotations
 
-import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from served_ui import fill, served_ui
 
 from multidiffusion.pipeline import MultiDiffusionPipeline
 from multidiffusion.pipeline.files.cubemap import cube_faces
@@ -33,42 +32,18 @@ def cubemap_cross() -> None:
 
 
 def viewer_screenshot() -> None:
-    from playwright.sync_api import sync_playwright
-
-    from multidiffusion.interfaces.ui.app import build_app
-    from multidiffusion.interfaces.ui.session import UiSession
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = build_app(UiSession(default_model="toy"))
-    app.queue(default_concurrency_limit=1)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        with sync_playwright() as p:
-            args = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-            browser = p.chromium.launch(executable_path=chromium, args=args)
-            page = browser.new_page(viewport={"width": 1300, "height": 1100})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#generate")
-            for elem_id, value in (("prompt", "a blue sky"), ("height", 108), ("steps", 30), ("seed", 0)):
-                field = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
-                field.fill(str(value))
-                field.press("Tab")
-            page.locator("#sphere input").check()
-            page.click("#generate")
-            page.locator("#download a").first.wait_for(timeout=120_000)
-            page.click("#look")
-            viewer = "window.mdSphere && window.mdSphere.viewers['sphere-view']"
-            loaded = f"() => {{ const v = {viewer}; return v && v.isLoaded(); }}"
-            page.wait_for_function(loaded, timeout=60_000)
-            page.evaluate("window.mdSphere.viewers['sphere-view'].setPitch(30, false)")
-            page.wait_for_timeout(500)
-            page.locator("#sphere-view").screenshot(path=str(ROOT / "docs" / "sphere_viewer.png"))
-            browser.close()
-    finally:
-        app.close()
+    with served_ui("toy", (1300, 1100)) as page:
+        for elem_id, value in (("prompt", "a blue sky"), ("height", 108), ("steps", 30), ("seed", 0)):
+            fill(page, elem_id, value)
+        page.locator("#sphere input").check()
+        page.click("#generate")
+        page.locator("#download a").first.wait_for(timeout=120_000)
+        page.click("#look")
+        viewer = "window.mdSphere && window.mdSphere.viewers['sphere-view']"
+        page.wait_for_function(f"() => {{ const v = {viewer}; return v && v.isLoaded(); }}", timeout=60_000)
+        page.evaluate("window.mdSphere.viewers['sphere-view'].setPitch(30, false)")
+        page.wait_for_timeout(500)
+        page.locator("#sphere-view").screenshot(path=str(ROOT / "docs" / "sphere_viewer.png"))
 
 
 if __name__ == "__main__":
